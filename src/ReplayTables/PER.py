@@ -1,0 +1,169 @@
+"""Front end A: prioritized experience replay (Schaul et al., ICLR 2016).
+
+Stored priority ``q = p ** priority_exponent``; sampling probability
+``P(i) = (1 - u) * q_i / sum(q) + u / size`` with ``u = uniform_probability``;
+importance weights ``w_i = (size * P(i)) ** -beta`` normalised by the largest
+weight any stored item could get. See ``docs/per.md`` for the maths.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.batch import Batch
+from ReplayTables.engine.samplers import NEW_PRIORITY_MODES, PrioritizedSampler, Sampler
+from ReplayTables.errors import ConfigError
+from ReplayTables.ReplayBuffer import ReplayBuffer
+
+__all__ = ["PERConfig", "PrioritizedReplay"]
+
+
+@dataclass(frozen=True)
+class PERConfig:
+    """Prioritized replay settings; every field is optional (defaults follow the paper).
+
+    Attributes:
+        new_priority_mode: priority of an item added without one: ``'max'`` (the
+            running maximum, so new items are seen soon), ``'mean'`` (the current
+            mean), or ``'given'`` (every add must pass ``priority=``).
+        uniform_probability: weight of the uniform part of the sampling mixture.
+        priority_exponent: ``q = p ** priority_exponent`` (the paper's alpha).
+        max_decay: the running maximum decays by this factor at every priority
+            setting call, so one outlier does not saturate it for ever (1 = no decay).
+        beta: importance-sampling exponent at the start (0.4 in the paper).
+        beta_final: where beta is annealed to (1.0 in the paper).
+        beta_steps: number of ``sample`` calls over which beta moves linearly from
+            ``beta`` to ``beta_final``; ``None`` keeps beta constant.
+        stratified: draw one prioritized target from each of ``n`` equal slices
+            of the priority mass (lower variance, same distribution per draw).
+    """
+
+    new_priority_mode: str = "max"
+    uniform_probability: float = 1e-3
+    priority_exponent: float = 0.5
+    max_decay: float = 1.0
+    beta: float = 0.4
+    beta_final: float = 1.0
+    beta_steps: int | None = None
+    stratified: bool = False
+
+    def __post_init__(self) -> None:
+        if self.new_priority_mode not in NEW_PRIORITY_MODES:
+            raise ConfigError("new_priority_mode", self.new_priority_mode, f"one of {NEW_PRIORITY_MODES}")
+        for name, lo, hi in (("uniform_probability", 0.0, 1.0), ("priority_exponent", 0.0, math.inf),
+                             ("max_decay", 0.0, 1.0), ("beta", 0.0, math.inf), ("beta_final", 0.0, math.inf)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
+                    or math.isnan(value):
+                raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+        if self.beta_steps is not None and (isinstance(self.beta_steps, bool)
+                                            or not isinstance(self.beta_steps, int) or self.beta_steps < 1):
+            raise ConfigError("beta_steps", self.beta_steps, "None or a positive integer")
+        if not isinstance(self.stratified, bool):
+            raise ConfigError("stratified", self.stratified, "True or False")
+
+    def beta_at(self, step: int) -> float:
+        """Beta after ``step`` sample calls (linear annealing, then constant)."""
+        if self.beta_steps is None:
+            return self.beta
+        frac = min(1.0, step / self.beta_steps)
+        return self.beta + (self.beta_final - self.beta) * frac
+
+
+class PrioritizedReplay(ReplayBuffer):
+    """Replay buffer that samples items in proportion to their priorities.
+
+    Args:
+        max_size, structure, rng: as for :class:`~ReplayTables.ReplayBuffer.ReplayBuffer`.
+        config: a :class:`PERConfig`; ``None`` uses the paper's defaults.
+    """
+
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None,
+                 config: PERConfig | None = None) -> None:
+        if config is None:
+            config = PERConfig()
+        if not isinstance(config, PERConfig):
+            raise ConfigError("config", config, "a PERConfig or None")
+        self.config = config
+        self._sample_calls = 0
+        super().__init__(max_size, structure, rng)
+
+    def _make_sampler(self, max_size: int) -> Sampler:
+        c = self.config
+        return PrioritizedSampler(max_size, priority_exponent=c.priority_exponent,
+                                  uniform_probability=c.uniform_probability,
+                                  new_priority_mode=c.new_priority_mode, max_decay=c.max_decay,
+                                  stratified=c.stratified)
+
+    @property
+    def _sampler(self) -> PrioritizedSampler:
+        sampler = self._table.sampler
+        assert isinstance(sampler, PrioritizedSampler)
+        return sampler
+
+    # ------------------------------------------------------------ checkpoint
+    def _init_args(self) -> dict[str, Any]:
+        return {"max_size": self._table.capacity, "config": dataclasses.asdict(self.config)}
+
+    @classmethod
+    def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator) -> PrioritizedReplay:
+        return cls(init["max_size"], structure, rng, PERConfig(**init["config"]))
+
+    def _frontend_state(self) -> dict[str, Any]:
+        return {"sample_calls": self._sample_calls}
+
+    def _load_frontend_state(self, state: dict[str, Any]) -> None:
+        self._sample_calls = int(state.get("sample_calls", 0))
+
+    # ------------------------------------------------------------ writing
+    def add(self, item: Any, /, priority: float | None = None) -> int:  # type: ignore[override]
+        """Store one item; ``priority`` (raw, before the exponent) is required in 'given' mode."""
+        return self._table.add(item, priority)
+
+    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:  # type: ignore[override]
+        """Store a batch; ``priorities`` is one raw priority per item (or ``None``)."""
+        return self._table.add_batch(items, priorities)
+
+    def update_priorities(self, ids: Any, priorities: Any) -> int:
+        """Set new raw priorities for sampled items.
+
+        ``ids`` is an id array or a :class:`Batch`. Ids whose items have since been
+        overwritten or deleted are skipped (never touching the newcomer in their
+        slot) and counted in ``stats()['stale_updates']``. Returns the number applied.
+        """
+        if isinstance(ids, Batch):
+            ids = ids.ids
+        return self._table.update_priorities(ids, priorities)
+
+    def priorities(self, ids: Any) -> np.ndarray:
+        """Stored priorities ``q = p ** priority_exponent`` of live items."""
+        _, slots = self._table.locate(ids)
+        return self._sampler.tree.get(slots).copy()
+
+    @property
+    def max_priority(self) -> float:
+        """The running maximum of stored priorities ``q`` used by 'max' mode."""
+        return self._sampler.max_q
+
+    # ------------------------------------------------------------ reading
+    @property
+    def beta(self) -> float:
+        """The importance-sampling exponent the next ``sample`` will use."""
+        return self.config.beta_at(self._sample_calls)
+
+    def sample(self, n: int) -> Batch:
+        """``n`` items drawn in proportion to priority, with importance weights."""
+        beta = self.beta
+        s = self._table.sample(n)
+        self._sample_calls += 1
+        weights = self._sampler.importance_weights(s.probabilities, self._table.directory, beta)
+        return self._batch(s, weights)
+
+    def get(self, ids: Any) -> Batch:
+        s = self._table.get(ids)
+        weights = self._sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
+        return self._batch(s, weights)

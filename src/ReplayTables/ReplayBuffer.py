@@ -1,0 +1,94 @@
+"""Front end A: the ReplayTables API (uniform replay).
+
+    buffer = ReplayBuffer(max_size=100_000, structure=Data, rng=np.random.default_rng(0))
+    buffer.add(Data(x, a, r))
+    batch = buffer.sample(32)      # batch.x.shape == (32, d); batch.ids; batch.weights
+
+A thin layer over one engine :class:`~ReplayTables.engine.table.Table` with a
+FIFO writer and a uniform sampler.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.base import TableBuffer
+from ReplayTables.batch import Batch
+from ReplayTables.engine.samplers import Sampler, UniformSampler
+from ReplayTables.engine.table import Sample, Table, check_capacity
+
+__all__ = ["Batch", "ReplayBuffer"]
+
+
+class ReplayBuffer(TableBuffer):
+    """Fixed-size FIFO replay buffer with uniform sampling.
+
+    Args:
+        max_size: how many items it holds; the oldest is overwritten after that.
+        structure: a ``NamedTuple`` class, a dataclass, or a dict of
+            :class:`~ReplayTables.engine.schema.FieldSpec`; undeclared dtypes and
+            shapes are taken from the first item added.
+        rng: the ``numpy.random.Generator`` that drives sampling (seed it for
+            reproducible runs; it is saved in checkpoints).
+    """
+
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
+        max_size = check_capacity("max_size", max_size)
+        self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng)
+
+    def _make_sampler(self, max_size: int) -> Sampler:
+        return UniformSampler()
+
+    def _init_args(self) -> dict[str, Any]:
+        return {"max_size": self._table.capacity}
+
+    # ------------------------------------------------------------ size
+    @property
+    def max_size(self) -> int:
+        return self._table.capacity
+
+    def size(self) -> int:
+        """Number of items stored now."""
+        return self._table.size
+
+    def __len__(self) -> int:
+        return self._table.size
+
+    @property
+    def structure(self) -> Any:
+        return self._table.schema.structure
+
+    # ------------------------------------------------------------ writing
+    def add(self, item: Any, /) -> int:
+        """Store one item (an instance of the structure); returns its id."""
+        return self._table.add(item)
+
+    def add_batch(self, items: Any) -> np.ndarray:
+        """Store many items at once: a structure whose fields have a leading batch axis.
+
+        Returns the int64 ids, in order. Faster than a loop of :meth:`add` (one
+        vectorised write per field).
+        """
+        return self._table.add_batch(items)
+
+    def delete(self, ids: Any) -> None:
+        """Remove items by id. Every id must be live; otherwise nothing is removed."""
+        self._table.delete(ids)
+
+    # ------------------------------------------------------------ reading
+    def _batch(self, s: Sample, weights: np.ndarray) -> Batch:
+        return Batch(self._table.schema, s.fields, s.ids, weights, s.probabilities)
+
+    def sample(self, n: int) -> Batch:
+        """``n`` items drawn uniformly with replacement; ``weights`` are all ones."""
+        s = self._table.sample(n)
+        return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+
+    def get(self, ids: Any) -> Batch:
+        """The items with these ids (an error naming any that were overwritten or deleted)."""
+        s = self._table.get(ids)
+        return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size()}, max_size={self.max_size}, {self._table.schema!r})"

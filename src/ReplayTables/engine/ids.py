@@ -1,0 +1,153 @@
+"""Item ids: which item lives in which slot, and which slots are live.
+
+An id carries its slot and a generation: ``id = generation * capacity + slot``,
+where the generation counts earlier writes to that slot. With a FIFO writer the
+ids are simply the insertion count (0, 1, 2, ...). Because every slot remembers
+the id of the item it holds, an id whose item has been overwritten or deleted
+is recognised as stale in one vectorised comparison, and can never reach the
+newcomer that took its slot.
+
+``slot_id[s]`` is the live id in slot ``s``; ``-1`` if the slot was never
+written; ``-(last_id + 2)`` if its item was deleted (so the next write still
+knows the slot's generation).
+
+The directory also keeps a dense list of live slots for uniform draws. While
+no item has been deleted, live slots are exactly ``0 .. count-1`` (both writers
+fill slots in order), so the list is not materialised and a uniform draw is a
+single ``rng.integers``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SlotDirectory", "NOT_STORED"]
+
+#: The id returned for an item that was offered but not stored (a reservoir
+#: writer rejected it, or a batch larger than the capacity overwrote it).
+NOT_STORED = -1
+
+
+class SlotDirectory:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.slot_id = np.full(capacity, -1, dtype=np.int64)
+        self._live = np.empty(capacity, dtype=np.int64)
+        self._position = np.empty(capacity, dtype=np.int64)
+        self.count = 0
+        # True while live slots are exactly 0..count-1 and _live/_position are not kept
+        self.identity = True
+
+    # ------------------------------------------------------------ assignment
+    def assign_one(self, slot: int) -> int:
+        """Give ``slot`` to a new item; returns its id."""
+        old = int(self.slot_id[slot])
+        if old >= 0:
+            new = old + self.capacity
+        else:
+            new = slot if old == -1 else -old - 2 + self.capacity
+            if self.identity and slot == self.count:
+                self.count += 1
+            else:
+                self._append(np.array([slot], dtype=np.int64))
+        self.slot_id[slot] = new
+        return new
+
+    def assign_range(self, start: int, stop: int) -> np.ndarray:
+        """Give the contiguous slots ``start..stop-1`` to new items; returns their ids."""
+        if self.identity:
+            # no deletions yet: slots below count are live, slots from count on never written
+            if stop <= self.count:
+                new = self.slot_id[start:stop] + self.capacity
+                self.slot_id[start:stop] = new
+                return new
+            if start == self.count:
+                new = np.arange(start, stop, dtype=np.int64)
+                self.slot_id[start:stop] = new
+                self.count = stop
+                return new
+        return self.assign(np.arange(start, stop, dtype=np.int64))
+
+    def assign(self, slots: np.ndarray) -> np.ndarray:
+        """Give ``slots`` (unique) to new items; returns their ids."""
+        old = self.slot_id[slots]
+        cap = self.capacity
+        new = np.where(old >= 0, old + cap, np.where(old == -1, slots, -old - 2 + cap))
+        fresh = slots[old < 0]
+        if fresh.size:
+            self._append(fresh)
+        self.slot_id[slots] = new
+        return new
+
+    def _append(self, fresh: np.ndarray) -> None:
+        k = fresh.size
+        if self.identity:
+            if fresh[0] == self.count and (k == 1 or bool((np.diff(fresh) == 1).all())):
+                self.count += k
+                return
+            self._materialise()
+        pos = np.arange(self.count, self.count + k, dtype=np.int64)
+        self._live[pos] = fresh
+        self._position[fresh] = pos
+        self.count += k
+
+    def _materialise(self) -> None:
+        n = self.count
+        self._live[:n] = np.arange(n, dtype=np.int64)
+        self._position[:n] = np.arange(n, dtype=np.int64)
+        self.identity = False
+
+    # ------------------------------------------------------------ removal
+    def remove(self, slots: np.ndarray) -> None:
+        """Delete the items in ``slots`` (unique, live)."""
+        if slots.size == 0:
+            return
+        if self.identity:
+            self._materialise()
+        ids = self.slot_id[slots]
+        self.slot_id[slots] = -ids - 2
+        k = slots.size
+        new_count = self.count - k
+        positions = self._position[slots]
+        holes = np.sort(positions[positions < new_count])
+        tail = self._live[new_count:self.count]
+        movers = tail[self.slot_id[tail] >= 0]
+        self._live[holes] = movers
+        self._position[movers] = holes
+        self.count = new_count
+
+    # ------------------------------------------------------------ lookup
+    def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots of ``ids`` and a mask of which ids are live (not stale, not unknown)."""
+        slots = ids % self.capacity
+        valid = (self.slot_id[slots] == ids) & (ids >= 0)
+        return slots, valid
+
+    def live_slots(self) -> np.ndarray:
+        if self.identity:
+            return np.arange(self.count, dtype=np.int64)
+        return self._live[: self.count]
+
+    def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        positions = rng.integers(0, self.count, size=n)
+        return positions if self.identity else self._live[positions]
+
+    def is_live(self, slots: np.ndarray) -> np.ndarray:
+        return self.slot_id[slots] >= 0
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"slot_id": self.slot_id, "live": self.live_slots().copy(), "count": self.count,
+                "identity": self.identity}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.slot_id = np.array(state["slot_id"], dtype=np.int64)
+        self.count = int(state["count"])
+        self.identity = bool(state["identity"])
+        self._live = np.empty(self.capacity, dtype=np.int64)
+        self._position = np.empty(self.capacity, dtype=np.int64)
+        if not self.identity:
+            live = np.asarray(state["live"], dtype=np.int64)
+            self._live[: self.count] = live
+            self._position[live] = np.arange(self.count, dtype=np.int64)

@@ -1,0 +1,213 @@
+"""Compiled kernels for the sum tree (numba, cached on disk).
+
+This module is the only place that imports numba, and it is imported lazily on
+the first prioritized operation, so ``import ReplayTables`` stays fast and JIT-free.
+
+Tree layout (see ``sumtree.py``): ``leaves`` holds the raw priorities, padded to
+a whole number of blocks of ``BRANCHING``. Internal levels ``0..D-1`` live in
+the flat arrays ``sums`` and ``mins`` (level 0 on top, one block); entry ``e`` of
+level ``l`` stands for block ``e`` of the level below (level ``D`` = the leaves):
+``sums`` holds that block's total and ``mins`` its smallest positive leaf.
+
+Random access into a tree of millions of leaves is bound by memory latency, not
+arithmetic, so each kernel first *touches* the cache lines it is about to use in
+a tight loop with no dependencies (the CPU then has many misses in flight at
+once), and only then does the arithmetic on data that is already in cache.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+BRANCHING = 16  # 16 float64 = two cache lines per block: 5 internal levels for 10^6 leaves
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _entry_of_block(sums, mins, leaves, offsets, depth, level, e):
+    """Total and min-positive of block ``e`` one level below internal ``level``.
+
+    Four independent partial sums keep the add latency chain short.
+    """
+    B = BRANCHING
+    a0 = 0.0
+    a1 = 0.0
+    a2 = 0.0
+    a3 = 0.0
+    m = np.inf
+    if level == depth - 1:
+        base = e * B
+        for j in range(0, B, 4):
+            v0 = leaves[base + j]
+            v1 = leaves[base + j + 1]
+            v2 = leaves[base + j + 2]
+            v3 = leaves[base + j + 3]
+            a0 += v0
+            a1 += v1
+            a2 += v2
+            a3 += v3
+            m = min(m, min(v0 if v0 > 0.0 else np.inf, v1 if v1 > 0.0 else np.inf))
+            m = min(m, min(v2 if v2 > 0.0 else np.inf, v3 if v3 > 0.0 else np.inf))
+    else:
+        base = offsets[level + 1] + e * B
+        for j in range(0, B, 4):
+            a0 += sums[base + j]
+            a1 += sums[base + j + 1]
+            a2 += sums[base + j + 2]
+            a3 += sums[base + j + 3]
+            m = min(m, min(min(mins[base + j], mins[base + j + 1]), min(mins[base + j + 2], mins[base + j + 3])))
+    return (a0 + a1) + (a2 + a3), m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _refresh_running_sums(sums, cum, off, block):
+    """Running sums of one internal block, from its entries' totals."""
+    B = BRANCHING
+    base = off + block * B
+    acc = 0.0
+    for j in range(B):
+        acc += sums[base + j]
+        cum[base + j] = acc
+
+
+@nb.njit(cache=True, nogil=True)
+def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes, depth, slots, values, live):
+    """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
+
+    ``live[k]`` says whether the slot holds an item after the write: a live leaf of
+    value 0 counts as a zero-priority item, a dead one does not. Returns the change
+    in the number of live zero-priority leaves. Every internal entry on the way up
+    is recomputed from its children, never adjusted by a delta, so rounding errors
+    do not accumulate however many updates are made. ``marks``/``stamp`` let each
+    level visit an entry once per call without sorting (``stamp`` must grow per call).
+    """
+    B = BRANCHING
+    n = slots.shape[0]
+    touched = 0.0
+    for k in range(n):  # bring every leaf block into cache, misses overlapping
+        base = (slots[k] // B) * B
+        touched += leaves[base] + leaves[base + B - 1] + zero_flags[slots[k]]
+    zero_delta = 0
+    for k in range(n):
+        s = slots[k]
+        v = values[k]
+        z = 1 if (live[k] and v == 0.0) else 0
+        zero_delta += z - zero_flags[s]
+        zero_flags[s] = z
+        leaves[s] = v
+    if n == 0:
+        return zero_delta, touched
+    entries = np.empty(n, dtype=np.int64)
+    parents = np.empty(n, dtype=np.int64)
+    level = depth - 1
+    off = offsets[level]
+    count = 0
+    for k in range(n):  # unique leaf blocks = changed entries of the lowest internal level
+        e = slots[k] // B
+        if marks[off + e] != stamp:
+            marks[off + e] = stamp
+            entries[count] = e
+            count += 1
+    while True:
+        off = offsets[level]
+        for k in range(count):
+            touched += sums[off + entries[k]] + mins[off + entries[k]]
+        for k in range(count):
+            e = entries[k]
+            total, m = _entry_of_block(sums, mins, leaves, offsets, depth, level, e)
+            sums[off + e] = total
+            mins[off + e] = m
+        # blocks of this level that changed = changed entries of the level above
+        up = offsets[level - 1] if level > 0 else -1
+        n_par = 0
+        for k in range(count):
+            b = entries[k] // B
+            if level == 0 or marks[up + b] != stamp:
+                if level > 0:
+                    marks[up + b] = stamp
+                parents[n_par] = b
+                n_par += 1
+                if level == 0:
+                    break
+        for k in range(n_par):
+            _refresh_running_sums(sums, cum, off, parents[k])
+        if level == 0:
+            break
+        level -= 1
+        count = n_par
+        entries, parents = parents, entries
+    return zero_delta, touched
+
+
+@nb.njit(cache=True, nogil=True)
+def rebuild(sums, cum, mins, leaves, offsets, sizes, depth):
+    """Recompute every internal entry from the leaves (after a bulk load)."""
+    B = BRANCHING
+    for level in range(depth - 1, -1, -1):
+        below = leaves.shape[0] if level == depth - 1 else sizes[level + 1]
+        off = offsets[level]
+        for e in range(sizes[level]):
+            if e < below // B:
+                total, m = _entry_of_block(sums, mins, leaves, offsets, depth, level, e)
+            else:
+                total, m = 0.0, np.inf
+            sums[off + e] = total
+            mins[off + e] = m
+        for b in range(sizes[level] // B):
+            _refresh_running_sums(sums, cum, off, b)
+
+
+@nb.njit(cache=True, nogil=True)
+def descend(cum, leaves, offsets, depth, targets, out):
+    """Leaf index for each prefix-sum target in ``[0, total)``.
+
+    All walks advance together, one level at a time: first a pass that touches the
+    cache lines of every walk's block (independent loads, so their misses overlap),
+    then the search inside each block, now served from cache. In internal blocks
+    the child is a branch-free count of running sums <= target; in a leaf block a
+    short scan. Returns a checksum of the touched values so the touch pass stays.
+    """
+    B = BRANCHING
+    n = targets.shape[0]
+    node = np.zeros(n, dtype=np.int64)
+    u = targets.copy()
+    touched = 0.0
+    for level in range(depth):
+        base_l = offsets[level]
+        if level >= 2:
+            for i in range(n):
+                base = base_l + node[i] * B
+                touched += cum[base] + cum[base + B - 1]
+        for i in range(n):
+            base = base_l + node[i] * B
+            x = u[i]
+            m = 0
+            for j in range(B):
+                m += cum[base + j] <= x
+            if m >= B:
+                # x reached the block total through rounding: take the last non-empty child
+                m = B - 1
+                while m > 0 and cum[base + m] == cum[base + m - 1]:
+                    m -= 1
+                lo = cum[base + m - 1] if m > 0 else 0.0
+                x = lo + 0.5 * (cum[base + m] - lo)
+            if m > 0:
+                x -= cum[base + m - 1]
+            u[i] = x
+            node[i] = node[i] * B + m
+    for i in range(n):
+        base = node[i] * B
+        touched += leaves[base] + leaves[base + B - 1]
+    for i in range(n):
+        base = node[i] * B
+        x = u[i]
+        acc = 0.0
+        m = 0
+        for j in range(B):
+            acc += leaves[base + j]
+            m += acc <= x
+        if m >= B or leaves[base + m] == 0.0:
+            m = min(m, B - 1)
+            while m > 0 and leaves[base + m] == 0.0:
+                m -= 1
+        out[i] = base + m
+    return touched

@@ -1,0 +1,219 @@
+"""Samplers: which slots a sample returns, and with what probability.
+
+A sampler hears about inserts, priority updates and deletes (by slot) and
+answers ``sample(n, rng, directory) -> (slots, probabilities)``. It never
+touches stored data. :class:`UniformSampler` keeps no state; the
+:class:`PrioritizedSampler` keeps a :class:`~ReplayTables.engine.sumtree.SumTree`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.ids import SlotDirectory
+from ReplayTables.engine.sumtree import SumTree
+from ReplayTables.errors import ConfigError, PriorityError
+
+__all__ = ["PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities"]
+
+
+def check_priorities(priorities: Any, n: int, field: str = "priorities") -> np.ndarray:
+    """``priorities`` as float64[n]; a :class:`PriorityError` if any is negative, NaN or inf."""
+    try:
+        p = np.asarray(priorities, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise PriorityError(field, priorities, f"{n} non-negative finite numbers") from None
+    if p.ndim == 0:
+        p = np.full(n, float(p))
+    if p.shape != (n,):
+        raise PriorityError(field, priorities, f"{n} priorities, one per id (got shape {p.shape})")
+    if n and not (np.isfinite(p).all() and (p >= 0).all()):
+        bad = p[~(np.isfinite(p) & (p >= 0))]
+        raise PriorityError(field, bad[:4].tolist(), "non-negative finite numbers (no NaN, inf or < 0)")
+    return p
+
+
+class Sampler:
+    name = "sampler"
+    #: does the sampler need priorities at all (so the front end may skip them)?
+    prioritized = False
+    #: must every insert come with a priority?
+    requires_priority = False
+
+    def on_insert(self, slots: np.ndarray, priorities: np.ndarray | None, directory: SlotDirectory) -> None:
+        """``slots`` now hold new items; ``priorities`` are raw (validated) or ``None``."""
+
+    def on_update(self, slots: np.ndarray, priorities: np.ndarray) -> None:
+        """New raw priorities for live ``slots`` (validated)."""
+
+    def on_delete(self, slots: np.ndarray) -> None:
+        """``slots`` no longer hold items."""
+
+    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
+        raise NotImplementedError
+
+    def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
+        return np.ones(probabilities.shape[0], dtype=np.float64)
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        pass
+
+
+class UniformSampler(Sampler):
+    """Every live item equally likely, drawn with replacement."""
+
+    name = "uniform"
+
+    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
+        slots = directory.sample_uniform(rng, n)
+        return slots, np.full(n, 1.0 / directory.count)
+
+    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
+        return np.full(slots.shape[0], 1.0 / max(directory.count, 1))
+
+
+NEW_PRIORITY_MODES = ("max", "mean", "given")
+
+
+class PrioritizedSampler(Sampler):
+    """Proportional prioritized replay (Schaul et al., 2016) mixed with uniform.
+
+    Stored priority ``q = p ** priority_exponent``; sampling probability
+    ``P(i) = (1 - u) * q_i / sum(q) + u / size``. New items without a priority get
+    the running maximum of ``q`` (``'max'``), the current mean ``q`` (``'mean'``),
+    or are refused (``'given'``). With ``stratified=True`` the prioritized draws
+    take one target from each of ``n`` equal slices of the total mass (lower
+    variance, same marginal distribution).
+    """
+
+    name = "prioritized"
+    prioritized = True
+
+    def __init__(self, capacity: int, priority_exponent: float = 0.5, uniform_probability: float = 1e-3,
+                 new_priority_mode: str = "max", max_decay: float = 1.0, stratified: bool = False) -> None:
+        _check_range("priority_exponent", priority_exponent, 0.0, math.inf)
+        _check_range("uniform_probability", uniform_probability, 0.0, 1.0)
+        _check_range("max_decay", max_decay, 0.0, 1.0)
+        if new_priority_mode not in NEW_PRIORITY_MODES:
+            raise ConfigError("new_priority_mode", new_priority_mode, f"one of {NEW_PRIORITY_MODES}")
+        self.priority_exponent = float(priority_exponent)
+        self.uniform_probability = float(uniform_probability)
+        self.new_priority_mode = new_priority_mode
+        self.max_decay = float(max_decay)
+        self.stratified = bool(stratified)
+        self.requires_priority = new_priority_mode == "given"
+        self.tree = SumTree(capacity)
+        self.max_q = 1.0
+
+    def _q(self, p: np.ndarray) -> np.ndarray:
+        if self.priority_exponent == 1.0:
+            return p
+        return np.power(p, self.priority_exponent)
+
+    def _raise_max(self, q: np.ndarray) -> None:
+        if q.size:
+            self.max_q = max(self.max_decay * self.max_q, float(q.max()))
+
+    def on_insert(self, slots: np.ndarray, priorities: np.ndarray | None, directory: SlotDirectory) -> None:
+        if priorities is not None:
+            q = self._q(priorities)
+            self._raise_max(q)
+            self.tree.set(slots, q)
+            return
+        if self.new_priority_mode == "mean":
+            # mean over the items stored before this insert (slots being overwritten included)
+            count = directory.count
+            value = self.tree.total / count if count > 0 else 1.0
+        else:
+            value = self.max_q
+        self.tree.set(slots, value)
+
+    def on_update(self, slots: np.ndarray, priorities: np.ndarray) -> None:
+        q = self._q(priorities)
+        self._raise_max(q)
+        self.tree.set(slots, q)
+
+    def on_delete(self, slots: np.ndarray) -> None:
+        self.tree.set(slots, 0.0, live=False)
+
+    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
+        total = self.tree.total
+        u = self.uniform_probability
+        if total <= 0.0 or u >= 1.0:
+            slots = directory.sample_uniform(rng, n)
+        else:
+            n_uniform = int(rng.binomial(n, u)) if u > 0.0 else 0
+            k = n - n_uniform
+            if self.stratified:
+                targets = (np.arange(k) + rng.random(k)) * (total / k) if k else np.empty(0)
+            else:
+                targets = rng.random(k) * total
+            slots = self.tree.find(targets)
+            if n_uniform:
+                slots = np.concatenate([slots, directory.sample_uniform(rng, n_uniform)])
+        return slots, self.probabilities(slots, directory)
+
+    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
+        count = max(directory.count, 1)
+        total = self.tree.total
+        u = self.uniform_probability
+        if total <= 0.0:
+            return np.full(slots.shape[0], 1.0 / count)
+        return self.tree.leaves[slots] * ((1.0 - u) / total) + u / count
+
+    def min_probability(self, directory: SlotDirectory) -> float:
+        """The smallest non-zero sampling probability of any stored item."""
+        count = max(directory.count, 1)
+        total = self.tree.total
+        u = self.uniform_probability
+        if total <= 0.0:
+            return 1.0 / count
+        if u > 0.0 and self.tree.zero_count > 0:
+            return u / count
+        return (1.0 - u) * self.tree.min_positive / total + u / count
+
+    def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
+        """``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` over stored ``j`` (Schaul et al.)."""
+        if beta == 0.0:
+            return np.ones(probabilities.shape[0], dtype=np.float64)
+        p_min = self.min_probability(directory)
+        with np.errstate(divide="ignore"):
+            return np.power(probabilities / p_min, -beta)
+
+    def config(self) -> dict[str, Any]:
+        return {"priority_exponent": self.priority_exponent, "uniform_probability": self.uniform_probability,
+                "new_priority_mode": self.new_priority_mode, "max_decay": self.max_decay,
+                "stratified": self.stratified}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"max_q": self.max_q}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f"tree_{k}": v for k, v in self.tree.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.max_q = float(state["max_q"])
+        self.tree.load_state_dict({k[len("tree_"):]: v for k, v in arrays.items() if k.startswith("tree_")})
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not (lo <= float(value) <= hi):
+        raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+
+
+SAMPLERS: dict[str, type[Sampler]] = {"uniform": UniformSampler, "prioritized": PrioritizedSampler}

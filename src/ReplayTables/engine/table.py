@@ -1,0 +1,404 @@
+"""Table: the engine core that every front end wires up.
+
+A table owns one schema, one storage, one writer, one sampler and the slot
+directory, and applies the engine's rules:
+
+* every input is checked *before* anything changes, so an error leaves the
+  table exactly as it was;
+* ids, not slots, leave the table, and stale ids are detected (see ``ids.py``);
+* hot paths (batched add, sample, priority update) are vectorised; the single
+  add has a per-schema fast path generated at first use, a few microseconds.
+
+Thread safety (next wave): every public mutating method below is the unit of
+atomicity. A ``threading.RLock`` held for the whole of ``add``, ``add_batch``,
+``sample``, ``get``, ``delete`` and ``update_priorities`` is where it goes; the
+generated single-add path takes the same lock. Nothing else shares state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
+from ReplayTables.engine.schema import Field, Schema
+from ReplayTables.engine.storage import PackedStorage
+from ReplayTables.engine.writers import FifoWriter, Writer, make_writer
+from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError, StaleIdError
+
+__all__ = ["Sample", "Table", "check_capacity", "check_ids"]
+
+
+@dataclass
+class Sample:
+    """What a sample or get returns: ids, slots, probabilities and one array per field."""
+
+    ids: np.ndarray
+    slots: np.ndarray
+    probabilities: np.ndarray
+    fields: list[np.ndarray]
+
+
+def check_capacity(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(name, value, "a positive integer")
+    return int(value)
+
+
+def check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ConfigError(name, value, "a non-negative integer")
+    return int(value)
+
+
+def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
+    """``ids`` as a 1-d int64 array; an error for floats, strings or nesting."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise StaleIdError(field, ids, "a 1-d array of integer item ids")
+    return arr.astype(np.int64, copy=False)
+
+
+class Table:
+    """Fixed-capacity item store: schema + storage + writer + sampler + ids."""
+
+    def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
+                 sampler: Sampler | None = None, rng: np.random.Generator | None = None) -> None:
+        self.capacity = check_capacity("capacity", capacity)
+        self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
+        self.writer = make_writer(writer, self.capacity) if isinstance(writer, str) else writer
+        self.sampler = sampler if sampler is not None else UniformSampler()
+        if rng is None:
+            rng = np.random.default_rng()
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError("rng", rng, "a numpy.random.Generator (np.random.default_rng(seed))")
+        self.rng = rng
+        self.directory = SlotDirectory(self.capacity)
+        self.storage: PackedStorage | None = None
+        self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
+                         "stale_updates": 0}
+        self._add_fast: Any = None
+        if self.schema.resolved:
+            self._allocate()
+
+    # ------------------------------------------------------------ basics
+    @property
+    def size(self) -> int:
+        return self.directory.count
+
+    @property
+    def fields(self) -> list[Field]:
+        return self.schema.fields or []
+
+    def _allocate(self) -> None:
+        assert self.schema.fields is not None
+        self.storage = PackedStorage(self.schema.fields, self.capacity)
+        self._add_fast = None
+
+    def _ensure_storage(self, item: Any, batched: bool) -> PackedStorage:
+        if self.storage is None:
+            self.schema.resolve(item, batched=batched)
+            self._allocate()
+        assert self.storage is not None
+        return self.storage
+
+    # ------------------------------------------------------------ add
+    def add(self, item: Any, priority: Any = None) -> int:
+        """Store one item; returns its id (``NOT_STORED`` if the writer declined it)."""
+        fast = self._add_fast
+        if fast is not None and priority is None:
+            return int(fast(item))
+        storage = self._ensure_storage(item, batched=False)
+        values = self.schema.values_of(item)
+        arrays = self.schema.coerce(values)
+        prio = self._check_insert_priorities(priority, 1)
+        if self._add_fast is None and priority is None and not self.sampler.requires_priority:
+            self._add_fast = _compile_add_one(self)
+        slot = self.writer.place_one(self.rng)
+        return self._commit_one(storage, slot, arrays, prio)
+
+    def _add_general(self, item: Any) -> int:
+        """The checked single add, without the generated fast path."""
+        storage = self._ensure_storage(item, batched=False)
+        arrays = self.schema.coerce(self.schema.values_of(item))
+        prio = self._check_insert_priorities(None, 1)
+        slot = self.writer.place_one(self.rng)
+        return self._commit_one(storage, slot, arrays, prio)
+
+    def _commit_one(self, storage: PackedStorage, slot: int, arrays: list[np.ndarray],
+                    prio: np.ndarray | None) -> int:
+        self.counters["added"] += 1
+        if slot < 0:
+            self.counters["not_stored"] += 1
+            return NOT_STORED
+        directory = self.directory
+        if directory.slot_id[slot] >= 0:
+            self.counters["evicted"] += 1
+        new_id = directory.assign_one(slot)
+        for column, value in zip(storage.columns, arrays):
+            column[slot] = value
+        if self.sampler.prioritized:
+            self.sampler.on_insert(np.array([slot], dtype=np.int64), prio, directory)
+        return new_id
+
+    def _check_insert_priorities(self, priority: Any, n: int) -> np.ndarray | None:
+        if priority is None:
+            if self.sampler.requires_priority:
+                raise PriorityError("priority", None, "a priority for every add: new_priority_mode is 'given'")
+            return None
+        return check_priorities(priority, n, "priority" if n == 1 else "priorities")
+
+    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
+        """Store a batch (every field with a leading batch axis); returns the ids."""
+        storage = self._ensure_storage(items, batched=True)
+        values = self.schema.values_of(items)
+        m = self.schema.batch_length(values)
+        arrays = self.schema.coerce(values, batch=m)
+        prio = self._check_insert_priorities(priorities, m)
+        if m == 0:
+            return np.empty(0, dtype=np.int64)
+        directory = self.directory
+        items_idx, slots = self.writer.place(m, self.rng)
+        self.counters["added"] += m
+        if isinstance(slots, slice):
+            start, stop = slots.start, slots.stop
+            if directory.identity:
+                self.counters["evicted"] += max(0, min(stop, directory.count) - start)
+            else:
+                self.counters["evicted"] += int((directory.slot_id[start:stop] >= 0).sum())
+            ids = directory.assign_range(start, stop)
+            slot_arr = None
+        else:
+            self.counters["evicted"] += int((directory.slot_id[slots] >= 0).sum())
+            ids = directory.assign(slots)
+            slot_arr = slots
+        if isinstance(items_idx, slice) and items_idx == slice(0, m):
+            storage.write_batch(slots, arrays)
+            out = ids
+        else:
+            storage.write_batch(slots, [a[items_idx] for a in arrays])
+            out = np.full(m, NOT_STORED, dtype=np.int64)
+            out[items_idx] = ids
+            self.counters["not_stored"] += m - len(ids)
+        if self.sampler.prioritized and len(ids):
+            if slot_arr is None:
+                slot_arr = np.arange(slots.start, slots.stop, dtype=np.int64)  # type: ignore[union-attr]
+            self.sampler.on_insert(slot_arr, None if prio is None else prio[items_idx], directory)
+        return out
+
+    # ------------------------------------------------------------ read
+    def sample(self, n: int) -> Sample:
+        """``n`` items drawn by the sampler (with replacement)."""
+        n = check_count("n", n)
+        if self.directory.count == 0:
+            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        slots, probabilities = self.sampler.sample(n, self.rng, self.directory)
+        assert self.storage is not None
+        self.counters["sampled"] += n
+        return Sample(self.directory.slot_id[slots], slots, probabilities, self.storage.gather(slots))
+
+    def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+        """Validated ids and their slots; a :class:`StaleIdError` naming any stale id."""
+        arr = check_ids(ids, field)
+        slots, valid = self.directory.lookup(arr)
+        if not valid.all():
+            bad = arr[~valid]
+            raise StaleIdError(field, bad[:8].tolist(),
+                               "ids of items still in the buffer (these were overwritten, deleted or never "
+                               "issued)")
+        return arr, slots
+
+    def get(self, ids: Any) -> Sample:
+        """The items with these ids; an error naming any id that is stale."""
+        arr, slots = self.locate(ids)
+        if self.storage is None:
+            return Sample(arr, slots, np.empty(0), [])
+        return Sample(arr, slots, self.sampler.probabilities(slots, self.directory), self.storage.gather(slots))
+
+    # ------------------------------------------------------------ change
+    def delete(self, ids: Any) -> None:
+        """Remove items by id; all ids must be live (nothing is removed otherwise)."""
+        _, slots = self.locate(ids)
+        slots = np.unique(slots)
+        self.directory.remove(slots)
+        self.sampler.on_delete(slots)
+        self.counters["deleted"] += int(slots.size)
+
+    def update_priorities(self, ids: Any, priorities: Any) -> int:
+        """Set raw priorities; stale ids are skipped and counted. Returns how many were applied."""
+        arr = check_ids(ids)
+        p = check_priorities(priorities, arr.shape[0])
+        slots, valid = self.directory.lookup(arr)
+        if not valid.all():
+            self.counters["stale_updates"] += int((~valid).sum())
+            slots, p = slots[valid], p[valid]
+        if slots.size:
+            self.sampler.on_update(slots, p)
+        return int(slots.size)
+
+    # ------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """JSON-able metadata and named arrays that fully describe the table."""
+        meta: dict[str, Any] = {
+            "capacity": self.capacity,
+            "writer": {"name": self.writer.name, "state": self.writer.state_dict()},
+            "sampler": {"name": self.sampler.name, "config": self.sampler.config(),
+                        "state": self.sampler.state_dict()},
+            "counters": dict(self.counters),
+            "rng": _rng_state(self.rng),
+            "schema": self.schema.to_json() if self.schema.resolved else None,
+            "directory": {"count": self.directory.count, "identity": self.directory.identity},
+        }
+        dstate = self.directory.state_dict()
+        arrays: dict[str, np.ndarray] = {"slot_id": dstate["slot_id"], "live": dstate["live"]}
+        if self.storage is not None:
+            meta["storage"] = self.storage.meta()
+            arrays.update({f"storage_{k}": v for k, v in self.storage.arrays().items()})
+        arrays.update({f"sampler_{k}": v for k, v in self.sampler.arrays().items()})
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` produced (the table must have the same capacity)."""
+        if int(meta["capacity"]) != self.capacity:
+            raise ConfigError("capacity", meta["capacity"], f"{self.capacity} (the table's capacity)")
+        self._add_fast = None
+        self.writer.load_state_dict(meta["writer"]["state"])
+        self.directory.load_state_dict({"slot_id": arrays["slot_id"], "live": arrays["live"],
+                                        "count": meta["directory"]["count"],
+                                        "identity": meta["directory"]["identity"]})
+        self.counters = {k: int(v) for k, v in meta["counters"].items()}
+        _set_rng_state(self.rng, meta["rng"])
+        if meta.get("schema") is not None and "storage_rows" in arrays:
+            fields = [Field.from_json(f) for f in meta["schema"]["fields"]]
+            self.schema = Schema.from_fields(meta["schema"]["kind"], self.schema.structure, fields)
+            rows = arrays["storage_rows"]
+            expected = (self.capacity, PackedStorage(fields, 1).row_bytes)
+            if rows.shape != expected or rows.dtype != np.uint8:
+                raise SchemaError("storage_rows", rows, f"a uint8 array of shape {expected}")
+            self.storage = PackedStorage(fields, self.capacity, rows=np.ascontiguousarray(rows))
+            self._add_fast = None
+        self.sampler.load_state_dict(meta["sampler"]["state"],
+                                     {k[len("sampler_"):]: v for k, v in arrays.items()
+                                      if k.startswith("sampler_")})
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_add_fast"] = None  # generated code is rebuilt on first add
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.storage is not None:
+            # views share memory with rows after unpickling only if rebuilt from rows
+            self.storage = PackedStorage(self.storage.fields, self.capacity, rows=self.storage.rows)
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    state = rng.bit_generator.state
+    return {"bit_generator": state["bit_generator"], "state": _jsonable(state)}
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _from_jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__ndarray__" in obj:
+            return np.array(obj["__ndarray__"], dtype=obj["dtype"])
+        return {k: _from_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def _set_rng_state(rng: np.random.Generator, saved: dict[str, Any]) -> None:
+    if rng.bit_generator.state["bit_generator"] != saved["bit_generator"]:
+        raise ConfigError("rng", type(rng.bit_generator).__name__,
+                          f"a {saved['bit_generator']} generator, as in the checkpoint")
+    rng.bit_generator.state = _from_jsonable(saved["state"])
+
+
+# ---------------------------------------------------------------- fast path
+def _compile_add_one(table: Table) -> Any:
+    """Generate ``add(item) -> id`` specialised to this schema and writer.
+
+    It checks each field with identity tests only (exact array type, dtype object
+    and shape, or an exact Python scalar type for scalar fields) and writes
+    straight into the storage columns. Anything it does not recognise falls back
+    to the general path, which gives the same result or a proper error.
+    """
+    schema = table.schema
+    storage = table.storage
+    assert schema.fields is not None and storage is not None
+    if schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields):
+        return table._add_general  # nested dicts: extra nested keys need the general check
+    env: dict[str, Any] = {"ndarray": np.ndarray, "table": table, "directory": table.directory,
+                           "writer": table.writer, "rng": table.rng, "counters": table.counters,
+                           "slow": table._add_general, "NOT_STORED": NOT_STORED}
+    lines = ["def add_fast(item):"]
+    nf = len(schema.fields)
+    if schema.kind == "namedtuple":
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(item) is not STRUCT: return slow(item)")
+        names = ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "")
+        lines.append(f"    {names} = item")
+    elif schema.kind == "dataclass":
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(item) is not STRUCT: return slow(item)")
+        for i, f in enumerate(schema.fields):
+            lines.append(f"    v{i} = item.{f.path[0]}")
+    else:
+        lines.append("    if type(item) is not dict or len(item) != %d: return slow(item)" % _top_keys(schema))
+        lines.append("    try:")
+        for i, f in enumerate(schema.fields):
+            access = "".join(f"[{k!r}]" for k in f.path)
+            lines.append(f"        v{i} = item{access}")
+        lines.append("    except (KeyError, TypeError): return slow(item)")
+    checks = []
+    for i, f in enumerate(schema.fields):
+        env[f"D{i}"] = f.dtype
+        env[f"S{i}"] = f.shape
+        env[f"T{i}"] = f.dtype.type
+        env[f"C{i}"] = storage.columns[i]
+        array_ok = f"(type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.shape == S{i})"
+        if f.shape == ():
+            py = {"f": "(float, int)", "i": "(int,)", "u": "()", "b": "(bool,)", "c": "(complex, float, int)"}
+            kinds = py.get(f.dtype.kind, "()")
+            if f.dtype.kind in "iu":
+                # a Python int must fit the field's range, which the general path checks
+                kinds = "()"
+            checks.append(f"(type(v{i}) in {kinds} or type(v{i}) is T{i} or {array_ok})")
+        else:
+            checks.append(array_ok)
+    lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
+    lines.append("    slot = writer.place_one(rng)")
+    lines.append("    counters['added'] += 1")
+    lines.append("    if slot < 0:")
+    lines.append("        counters['not_stored'] += 1")
+    lines.append("        return NOT_STORED")
+    lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
+    lines.append("    new_id = directory.assign_one(slot)")
+    for i in range(nf):
+        lines.append(f"    C{i}[slot] = v{i}")
+    if table.sampler.prioritized:
+        env["on_insert"] = table.sampler.on_insert
+        env["np"] = np
+        lines.append("    on_insert(np.array([slot], dtype=np.int64), None, directory)")
+    lines.append("    return new_id")
+    code = "\n".join(lines)
+    exec(compile(code, f"<ReplayTables add_fast {schema!r}>", "exec"), env)
+    return env["add_fast"]
+
+
+def _top_keys(schema: Schema) -> int:
+    assert schema.fields is not None
+    return len({f.path[0] for f in schema.fields})

@@ -1,0 +1,121 @@
+"""Writers (ingress): which slot a new item takes, and so what it evicts.
+
+A writer only chooses slots; it never touches data. ``place(m, rng)`` answers
+for a batch of ``m`` offered items with ``(items, slots)``: item ``items[k]`` of
+the batch goes to ``slots[k]``. Items not listed are not stored. Both may be
+slices, so the common FIFO case writes contiguous memory.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FifoWriter", "ReservoirWriter", "Writer", "make_writer"]
+
+Index = slice | np.ndarray
+
+
+class Writer:
+    name = "writer"
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+
+    def place_one(self, rng: np.random.Generator) -> int:
+        """Slot for one offered item, or -1 if it is not stored."""
+        raise NotImplementedError
+
+    def place(self, m: int, rng: np.random.Generator) -> tuple[Index, Index]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class FifoWriter(Writer):
+    """A ring: items go to consecutive slots and the oldest is overwritten.
+
+    A deleted item leaves a hole that is refilled when the ring comes round
+    again, which keeps eviction strictly oldest-first.
+    """
+
+    name = "fifo"
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.cursor = 0
+
+    def place_one(self, rng: np.random.Generator) -> int:
+        slot = self.cursor
+        self.cursor = slot + 1 if slot + 1 < self.capacity else 0
+        return slot
+
+    def place(self, m: int, rng: np.random.Generator) -> tuple[Index, Index]:
+        cap = self.capacity
+        start = self.cursor
+        self.cursor = (start + m) % cap
+        if start + m <= cap:
+            return slice(0, m), slice(start, start + m)
+        keep = min(m, cap)
+        first = m - keep
+        slots = (np.arange(start + first, start + m, dtype=np.int64)) % cap
+        return slice(first, m), slots
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cursor = int(state["cursor"])
+
+
+class ReservoirWriter(Writer):
+    """Vitter's algorithm R: after ``t`` offers, each offered item is stored with
+    probability ``capacity / t``, independently of when it came."""
+
+    name = "reservoir"
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity)
+        self.seen = 0
+
+    def place_one(self, rng: np.random.Generator) -> int:
+        t = self.seen
+        self.seen = t + 1
+        if t < self.capacity:
+            return t
+        j = int(rng.integers(0, t + 1))
+        return j if j < self.capacity else -1
+
+    def place(self, m: int, rng: np.random.Generator) -> tuple[Index, Index]:
+        t = self.seen + np.arange(m, dtype=np.int64)
+        self.seen += m
+        cap = self.capacity
+        j = t.copy()
+        over = t >= cap
+        if over.any():
+            j[over] = rng.integers(0, t[over] + 1)
+        items = np.flatnonzero(j < cap)
+        slots = j[items]
+        # a slot chosen twice in one batch keeps the later item, as sequential adds would
+        if slots.size > 1:
+            _, last_rev = np.unique(slots[::-1], return_index=True)
+            keep = np.sort(slots.size - 1 - last_rev)
+            items, slots = items[keep], slots[keep]
+        return items, slots
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self.seen}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seen = int(state["seen"])
+
+
+WRITERS: dict[str, type[Writer]] = {"fifo": FifoWriter, "reservoir": ReservoirWriter}
+
+
+def make_writer(name: str, capacity: int) -> Writer:
+    return WRITERS[name](capacity)
