@@ -120,11 +120,11 @@ class PrioritizedReplay(ReplayBuffer):
         self._sample_calls = int(state.get("sample_calls", 0))
 
     # ------------------------------------------------------------ writing
-    def add(self, item: Any, /, priority: float | None = None) -> int:  # type: ignore[override]
+    def add(self, item: Any, /, priority: float | None = None) -> int:
         """Store one item; ``priority`` (raw, before the exponent) is required in 'given' mode."""
         return self._table.add(item, priority)
 
-    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:  # type: ignore[override]
+    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
         """Store a batch; ``priorities`` is one raw priority per item (or ``None``)."""
         return self._table.add_batch(items, priorities)
 
@@ -157,11 +157,10 @@ class PrioritizedReplay(ReplayBuffer):
 
     def sample(self, n: int) -> Batch:
         """``n`` items drawn in proportion to priority, with importance weights."""
-        beta = self.beta
-        s = self._table.sample(n)
+        s = self._table.sample(n, beta=self.beta)
         self._sample_calls += 1
-        weights = self._sampler.importance_weights(s.probabilities, self._table.directory, beta)
-        return self._batch(s, weights)
+        assert s.weights is not None
+        return self._batch(s, s.weights)
 
     def get(self, ids: Any) -> Batch:
         s = self._table.get(ids)

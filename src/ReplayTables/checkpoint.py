@@ -18,6 +18,7 @@ corrupted or foreign directory is reported as such, and no code is ever unpickle
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -70,8 +71,9 @@ def _fsync_dir(path: Path) -> None:
 
 def _crc(arr: np.ndarray) -> int:
     data = np.ascontiguousarray(arr)
-    view = memoryview(data.reshape(-1).view(np.uint8)) if data.size else b""
-    return zlib.crc32(view) & 0xFFFFFFFF
+    if not data.size:
+        return zlib.crc32(b"")
+    return zlib.crc32(data.reshape(-1).view(np.uint8).data) & 0xFFFFFFFF
 
 
 def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
@@ -180,10 +182,8 @@ def resolve_class(name: str) -> type:
     if name not in _REGISTRY:
         module = name.split(":", 1)[0]
         if module == "ReplayTables" or module.startswith("ReplayTables."):
-            try:
+            with contextlib.suppress(ImportError):
                 importlib.import_module(module)
-            except ImportError:
-                pass
     if name not in _REGISTRY:
         raise CheckpointError("class", name, "a registered buffer class (import the module that defines it "
                                              "before loading)")
@@ -207,8 +207,7 @@ def resolve_structure(name: str | None, field_names: list[str], kind: str) -> An
         return obj
     from collections import namedtuple
 
-    return namedtuple(qualname.split(".")[-1].replace("<locals>", "Structure") or "Structure",  # type: ignore[misc]
-                      field_names)
+    return namedtuple(qualname.split(".")[-1].replace("<locals>", "Structure") or "Structure", field_names)
 
 
 def load(path: str | os.PathLike[str], structure: Any = None) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SlotDirectory", "NOT_STORED"]
+__all__ = ["NOT_STORED", "SlotDirectory"]
 
 #: The id returned for an item that was offered but not stored (a reservoir
 #: writer rejected it, or a batch larger than the capacity overwrote it).
@@ -130,7 +130,14 @@ class SlotDirectory:
         return self._live[: self.count]
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        positions = rng.integers(0, self.count, size=n)
+        """``n`` live slots, uniformly with replacement.
+
+        ``floor(U * count)`` with a 53-bit uniform ``U`` is uniform up to a relative
+        bias below ``count / 2**53`` (1e-10 at 10^6 items) and costs half of
+        ``rng.integers``; the clamp guards the one rounding case ``U * count == count``.
+        """
+        positions = (rng.random(n) * self.count).astype(np.int64)
+        np.minimum(positions, self.count - 1, out=positions)
         return positions if self.identity else self._live[positions]
 
     def is_live(self, slots: np.ndarray) -> np.ndarray:

@@ -69,33 +69,18 @@ def _refresh_running_sums(sums, cum, off, block):
         cum[base + j] = acc
 
 
-@nb.njit(cache=True, nogil=True)
-def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes, depth, slots, values, live):
-    """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
+@nb.njit(cache=True, nogil=True, inline="always")
+def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
+    """Recompute every internal entry above ``slots[:n]`` from its children.
 
-    ``live[k]`` says whether the slot holds an item after the write: a live leaf of
-    value 0 counts as a zero-priority item, a dead one does not. Returns the change
-    in the number of live zero-priority leaves. Every internal entry on the way up
-    is recomputed from its children, never adjusted by a delta, so rounding errors
-    do not accumulate however many updates are made. ``marks``/``stamp`` let each
-    level visit an entry once per call without sorting (``stamp`` must grow per call).
+    Recomputing (never adjusting by a delta) keeps rounding errors from
+    accumulating however many updates are made. ``marks``/``stamp`` let each level
+    visit an entry once per call without sorting (``stamp`` must grow per call).
     """
     B = BRANCHING
-    n = slots.shape[0]
     touched = 0.0
-    for k in range(n):  # bring every leaf block into cache, misses overlapping
-        base = (slots[k] // B) * B
-        touched += leaves[base] + leaves[base + B - 1] + zero_flags[slots[k]]
-    zero_delta = 0
-    for k in range(n):
-        s = slots[k]
-        v = values[k]
-        z = 1 if (live[k] and v == 0.0) else 0
-        zero_delta += z - zero_flags[s]
-        zero_flags[s] = z
-        leaves[s] = v
     if n == 0:
-        return zero_delta, touched
+        return touched
     entries = np.empty(n, dtype=np.int64)
     parents = np.empty(n, dtype=np.int64)
     level = depth - 1
@@ -109,7 +94,8 @@ def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes
             count += 1
     while True:
         off = offsets[level]
-        for k in range(count):
+        scan_level = level == depth - 1 and level > 0  # no running sums kept there
+        for k in range(count):  # bring the entries into cache, misses overlapping
             touched += sums[off + entries[k]] + mins[off + entries[k]]
         for k in range(count):
             e = entries[k]
@@ -128,14 +114,108 @@ def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes
                 n_par += 1
                 if level == 0:
                     break
-        for k in range(n_par):
-            _refresh_running_sums(sums, cum, off, parents[k])
+        if not scan_level:
+            for k in range(n_par):
+                _refresh_running_sums(sums, cum, off, parents[k])
         if level == 0:
             break
         level -= 1
         count = n_par
         entries, parents = parents, entries
+    return touched
+
+
+@nb.njit(cache=True, nogil=True)
+def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes, depth, slots, values, live):
+    """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
+
+    ``live[k]`` says whether the slot holds an item after the write: a live leaf of
+    value 0 counts as a zero-priority item, a dead one does not. Returns the change
+    in the number of live zero-priority leaves (and a checksum of touched memory).
+    """
+    B = BRANCHING
+    n = slots.shape[0]
+    touched = 0.0
+    for k in range(n):  # bring every leaf block into cache, misses overlapping
+        base = (slots[k] // B) * B
+        touched += leaves[base] + leaves[base + B - 1] + zero_flags[slots[k]]
+    zero_delta = 0
+    for k in range(n):
+        s = slots[k]
+        v = values[k]
+        z = 1 if (live[k] and v == 0.0) else 0
+        zero_delta += z - zero_flags[s]
+        zero_flags[s] = z
+        leaves[s] = v
+    touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n)
     return zero_delta, touched
+
+
+@nb.njit(cache=True, nogil=True)
+def update_by_ids(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, depth, slot_id, ids,
+                  priorities, stored, scratch):
+    """Priority update by item id, fused: check, map ids to slots, skip stale ids,
+    set the leaves to ``stored`` (the caller's ``priorities ** exponent``, computed
+    with numpy's vectorised power) and repair the tree.
+
+    Returns ``(bad, applied, zero_delta, q_max)``. ``bad >= 0`` is the index of the
+    first priority that is negative, NaN or infinite; then nothing was changed.
+    Ids that are negative or no longer live are skipped (``applied`` counts the rest).
+    """
+    B = BRANCHING
+    n = ids.shape[0]
+    for k in range(n):
+        p = priorities[k]
+        if not (p >= 0.0 and p < np.inf):
+            return k, 0, 0, 0.0
+    cap = slot_id.shape[0]
+    m = 0
+    for k in range(n):
+        i = ids[k]
+        if i >= 0:
+            s = i % cap
+            if slot_id[s] == i:
+                scratch[m] = s
+                m += 1
+    touched = 0.0
+    for k in range(m):
+        base = (scratch[k] // B) * B
+        touched += leaves[base] + leaves[base + B - 1] + zero_flags[scratch[k]]
+    zero_delta = 0
+    q_max = 0.0
+    j = 0
+    for k in range(n):
+        i = ids[k]
+        if i < 0 or slot_id[i % cap] != i:
+            continue
+        s = scratch[j]
+        j += 1
+        q = stored[k]
+        q_max = max(q_max, q)
+        z = 1 if q == 0.0 else 0
+        zero_delta += z - zero_flags[s]
+        zero_flags[s] = z
+        leaves[s] = q
+    touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, scratch, m)
+    if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
+        q_max = -1.0
+    return -1, m, zero_delta, q_max
+
+
+@nb.njit(cache=True, nogil=True)
+def probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta, probs, weights):
+    """``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / p_min) ** -beta``."""
+    scale = (1.0 - uniform) / total
+    base = uniform / count
+    for k in range(slots.shape[0]):
+        p = leaves[slots[k]] * scale + base
+        probs[k] = p
+        if beta == 0.0:
+            weights[k] = 1.0
+        elif p > 0.0:
+            weights[k] = (p / p_min) ** (-beta)
+        else:
+            weights[k] = np.inf
 
 
 @nb.njit(cache=True, nogil=True)
@@ -152,26 +232,54 @@ def rebuild(sums, cum, mins, leaves, offsets, sizes, depth):
                 total, m = 0.0, np.inf
             sums[off + e] = total
             mins[off + e] = m
+        if level == depth - 1 and level > 0:
+            continue  # the lowest internal level is searched by scanning, not by running sums
         for b in range(sizes[level] // B):
             _refresh_running_sums(sums, cum, off, b)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _scan_block(arr, base, x):
+    """Child of a block holding target ``x`` by a running-sum scan; returns (child, x inside it)."""
+    B = BRANCHING
+    acc = 0.0
+    below = 0.0
+    m = 0
+    for j in range(B):
+        acc += arr[base + j]
+        if acc <= x:
+            below = acc
+            m += 1
+    if m >= B or arr[base + m] == 0.0:
+        # x reached the block total through rounding: take the last non-empty child
+        m = min(m, B - 1)
+        while m > 0 and arr[base + m] == 0.0:
+            m -= 1
+        below = 0.0
+        for j in range(m):
+            below += arr[base + j]
+        return m, 0.5 * arr[base + m]
+    return m, x - below
+
+
 @nb.njit(cache=True, nogil=True)
-def descend(cum, leaves, offsets, depth, targets, out):
+def descend(cum, sums, leaves, offsets, depth, targets, out):
     """Leaf index for each prefix-sum target in ``[0, total)``.
 
     All walks advance together, one level at a time: first a pass that touches the
     cache lines of every walk's block (independent loads, so their misses overlap),
-    then the search inside each block, now served from cache. In internal blocks
-    the child is a branch-free count of running sums <= target; in a leaf block a
-    short scan. Returns a checksum of the touched values so the touch pass stays.
+    then the search inside each block, now served from cache. Upper blocks keep
+    running sums, so the child is a branch-free count of sums <= target; the lowest
+    internal level and the leaves (most of the memory) keep plain values and are
+    scanned, which makes updates cheaper. Returns a checksum of the touched values.
     """
     B = BRANCHING
     n = targets.shape[0]
     node = np.zeros(n, dtype=np.int64)
     u = targets.copy()
     touched = 0.0
-    for level in range(depth):
+    counted = depth - 1 if depth > 1 else 1  # levels searched by counting running sums
+    for level in range(counted):
         base_l = offsets[level]
         if level >= 2:
             for i in range(n):
@@ -194,20 +302,19 @@ def descend(cum, leaves, offsets, depth, targets, out):
                 x -= cum[base + m - 1]
             u[i] = x
             node[i] = node[i] * B + m
+    if depth > 1:
+        base_l = offsets[depth - 1]
+        for i in range(n):
+            base = base_l + node[i] * B
+            touched += sums[base] + sums[base + B - 1]
+        for i in range(n):
+            m, x = _scan_block(sums, base_l + node[i] * B, u[i])
+            u[i] = x
+            node[i] = node[i] * B + m
     for i in range(n):
         base = node[i] * B
         touched += leaves[base] + leaves[base + B - 1]
     for i in range(n):
-        base = node[i] * B
-        x = u[i]
-        acc = 0.0
-        m = 0
-        for j in range(B):
-            acc += leaves[base + j]
-            m += acc <= x
-        if m >= B or leaves[base + m] == 0.0:
-            m = min(m, B - 1)
-            while m > 0 and leaves[base + m] == 0.0:
-                m -= 1
-        out[i] = base + m
+        m, x = _scan_block(leaves, node[i] * B, u[i])
+        out[i] = node[i] * B + m
     return touched

@@ -57,6 +57,12 @@ class Sampler:
     def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
         raise NotImplementedError
 
+    def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
+                        beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Like :meth:`sample`, plus importance weights for exponent ``beta``."""
+        slots, probs = self.sample(n, rng, directory)
+        return slots, probs, self.importance_weights(probs, directory, beta)
+
     def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
         return np.ones(probabilities.shape[0], dtype=np.float64)
 
@@ -147,10 +153,39 @@ class PrioritizedSampler(Sampler):
         self._raise_max(q)
         self.tree.set(slots, q)
 
+    def update_by_ids(self, directory: SlotDirectory, ids: np.ndarray, priorities: Any) -> int:
+        """Validated priority update by id in one compiled pass; returns how many applied.
+
+        Stale ids are skipped. Raises :class:`PriorityError` (changing nothing) for a
+        negative, NaN or infinite priority or a length that does not match ``ids``.
+        """
+        n = ids.shape[0]
+        try:
+            p = np.ascontiguousarray(priorities, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PriorityError("priorities", priorities, f"{n} non-negative finite numbers") from None
+        if p.ndim == 0:
+            p = np.full(n, float(p))
+        if p.shape != (n,):
+            raise PriorityError("priorities", priorities, f"{n} priorities, one per id (got shape {p.shape})")
+        with np.errstate(invalid="ignore"):  # a negative p is reported by the kernel, not numpy
+            q = self._q(p)
+        bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
+        if bad >= 0:
+            raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0)",
+                                f"at position {bad}")
+        if applied:
+            self.max_q = max(self.max_decay * self.max_q, q_max)
+        return applied
+
     def on_delete(self, slots: np.ndarray) -> None:
         self.tree.set(slots, 0.0, live=False)
 
     def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
+        slots, _ = self._draw(n, rng, directory)
+        return slots, self.probabilities(slots, directory)
+
+    def _draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, None]:
         total = self.tree.total
         u = self.uniform_probability
         if total <= 0.0 or u >= 1.0:
@@ -165,7 +200,7 @@ class PrioritizedSampler(Sampler):
             slots = self.tree.find(targets)
             if n_uniform:
                 slots = np.concatenate([slots, directory.sample_uniform(rng, n_uniform)])
-        return slots, self.probabilities(slots, directory)
+        return slots, None
 
     def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
         count = max(directory.count, 1)
@@ -174,6 +209,16 @@ class PrioritizedSampler(Sampler):
         if total <= 0.0:
             return np.full(slots.shape[0], 1.0 / count)
         return self.tree.leaves[slots] * ((1.0 - u) / total) + u / count
+
+    def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
+                        beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        slots, _ = self._draw(n, rng, directory)
+        total = self.tree.total
+        if total <= 0.0:
+            return slots, np.full(n, 1.0 / directory.count), np.ones(n)
+        probs, weights = self.tree.probabilities_and_weights(slots, self.uniform_probability, directory.count,
+                                                             self.min_probability(directory), beta)
+        return slots, probs, weights
 
     def min_probability(self, directory: SlotDirectory) -> float:
         """The smallest non-zero sampling probability of any stored item."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from ReplayTables.errors import SchemaError
 
-__all__ = ["FieldSpec", "Field", "Schema"]
+__all__ = ["Field", "FieldSpec", "Schema"]
 
 _SCALAR_ANNOTATIONS: dict[Any, np.dtype] = {
     float: np.dtype(np.float64),
@@ -91,6 +91,14 @@ class Schema:
         if all(spec.shape is not None and spec.dtype is not None for _, spec in declared) and declared:
             self.fields = [Field(p, tuple(s.shape or ()), np.dtype(s.dtype)) for p, s in declared]
         self._names = [".".join(p) for p, _ in declared]
+        self._refresh_flat_keys()
+
+    def _refresh_flat_keys(self) -> None:
+        """Field names when the schema is a flat dict (the fast lookup path), else None."""
+        if self.kind != "dict" or not self._declared or any(len(p) != 1 for p, _ in self._declared):
+            self._flat_keys: list[str] | None = None
+        else:
+            self._flat_keys = [p[0] for p, _ in self._declared]
 
     # ------------------------------------------------------------ builders
     @staticmethod
@@ -98,9 +106,10 @@ class Schema:
         """Schema of a NamedTuple class, dataclass, or dict of FieldSpec / (shape, dtype) / None."""
         if _is_namedtuple_class(structure):
             hints = typing.get_type_hints(structure) if getattr(structure, "__annotations__", None) else {}
-            declared = [((name,), FieldSpec(() if _annotation_dtype(hints.get(name)) is not None else None,
-                                            _annotation_dtype(hints.get(name))))
-                        for name in structure._fields]
+            declared: list[tuple[tuple[str, ...], FieldSpec]] = []
+            for name in structure._fields:
+                dt = _annotation_dtype(hints.get(name))
+                declared.append(((name,), FieldSpec(() if dt is not None else None, dt)))
             return Schema("namedtuple", structure, declared)
         if isinstance(structure, type) and dataclasses.is_dataclass(structure):
             hints = typing.get_type_hints(structure)
@@ -136,6 +145,7 @@ class Schema:
                 raise SchemaError("item", item, "a dict of arrays (the buffer was built without a structure)")
             self._declared = [(p, FieldSpec()) for p, _ in _flatten_values(item, ())]
             self._names = [".".join(p) for p, _ in self._declared]
+            self._refresh_flat_keys()
         values = self.values_of(item)
         fields = []
         for (path, spec), value in zip(self._declared, values):
@@ -158,6 +168,12 @@ class Schema:
 
     def values_of(self, item: Any) -> list[Any]:
         """The leaf values of ``item`` in field order; a clear error if a field is missing."""
+        flat_keys = self._flat_keys
+        if flat_keys is not None and type(item) is dict and len(item) == len(flat_keys):
+            try:
+                return [item[k] for k in flat_keys]
+            except KeyError:
+                pass  # the general path below names the missing field
         declared = self._declared
         if self.kind == "dict" or isinstance(item, Mapping):
             if not isinstance(item, Mapping):
@@ -200,7 +216,7 @@ class Schema:
             return self.structure(*arrays)
         if self.kind == "dataclass":
             assert self.structure is not None
-            obj = object.__new__(self.structure)
+            obj: Any = object.__new__(self.structure)
             for f, a in zip(self.fields, arrays):
                 object.__setattr__(obj, f.path[0], a)
             return obj
@@ -213,6 +229,29 @@ class Schema:
         return out
 
     # ------------------------------------------------------------ checking
+    def coerce_batch(self, values: Sequence[Any]) -> tuple[int, list[np.ndarray]]:
+        """Batch length and checked arrays for a batched add.
+
+        The common case (numpy arrays of exactly the field dtype) is checked with
+        identity tests only; anything else goes through :meth:`batch_length` and
+        :meth:`coerce`, which accept what casts ``same_kind`` and name what is wrong.
+        """
+        fields = self.fields
+        assert fields is not None
+        m = -1
+        for f, v in zip(fields, values):
+            if type(v) is not np.ndarray or v.dtype is not f.dtype or v.shape[1:] != f.shape or v.ndim == 0:
+                break
+            if m < 0:
+                m = v.shape[0]
+            elif v.shape[0] != m:
+                break
+        else:
+            if m >= 0:
+                return m, list(values)
+        m = self.batch_length(values)
+        return m, self.coerce(values, batch=m)
+
     def coerce(self, values: Sequence[Any], batch: int | None = None) -> list[np.ndarray]:
         """Check each value against its field and return arrays ready to write.
 
@@ -266,7 +305,8 @@ class Schema:
         return f"Schema({inner})"
 
 
-def _flatten_spec(spec: Mapping[str, Any], prefix: tuple[str, ...]) -> typing.Iterator[tuple[tuple[str, ...], FieldSpec]]:
+def _flatten_spec(spec: Mapping[str, Any],
+                  prefix: tuple[str, ...]) -> typing.Iterator[tuple[tuple[str, ...], FieldSpec]]:
     for key, value in spec.items():
         if not isinstance(key, str):
             raise SchemaError("structure key", key, "a string field name")

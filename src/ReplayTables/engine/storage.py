@@ -57,7 +57,14 @@ class PackedStorage:
             rows = np.zeros((capacity, self.row_bytes), dtype=np.uint8)
         self.rows = rows
         self.columns = [self._view(rows, f, off) for f, off in zip(fields, self.offsets)]
-        self._inner_strides = [_c_strides(f.shape, f.dtype.itemsize) for f in fields]
+        # The same rows seen as one record per slot: np.take of records is a plain
+        # row copy, and each field of the result is a view made by numpy's own
+        # (fast) structured-field access.
+        self._names = [f"f{i}" for i in range(len(fields))]
+        self.record_dtype = np.dtype({"names": self._names,
+                                      "formats": [(f.dtype, f.shape) if f.shape else f.dtype for f in fields],
+                                      "offsets": self.offsets, "itemsize": self.row_bytes})
+        self._records = rows.view(self.record_dtype).reshape(-1) if fields else None
 
     @staticmethod
     def _view(rows: np.ndarray, f: Field, offset: int) -> np.ndarray:
@@ -71,12 +78,10 @@ class PackedStorage:
 
     def gather(self, slots: np.ndarray) -> list[np.ndarray]:
         """Copies of the fields at ``slots``, each ``(len(slots), *shape)``."""
-        packed = self.rows[slots]
-        n = packed.shape[0]
-        stride = packed.strides[0]
-        return [np.ndarray(shape=(n, *f.shape), dtype=f.dtype, buffer=packed, offset=off,
-                           strides=(stride, *inner))
-                for f, off, inner in zip(self.fields, self.offsets, self._inner_strides)]
+        if self._records is None:
+            return []
+        records = np.take(self._records, slots)  # one contiguous row copy per slot
+        return [records[name] for name in self._names]
 
     def write_batch(self, slots: np.ndarray | slice, arrays: list[np.ndarray]) -> None:
         for col, arr in zip(self.columns, arrays):

@@ -67,6 +67,7 @@ class SumTree:
         self._marks = np.zeros(total, dtype=np.int64)  # per-call visit stamps for set()
         self._stamp = 0
         self._all_live = np.ones(256, dtype=np.bool_)
+        self._scratch = np.empty(256, dtype=np.int64)
 
     # ------------------------------------------------------------ queries
     @property
@@ -99,10 +100,37 @@ class SumTree:
             if live_arr.shape != (n,):
                 live_arr = np.full(n, live_arr, dtype=np.bool_)
         self._stamp += 1
-        delta, _ = kernels().set_leaves(self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves, self.zero_flags,
-                                        self.offsets, self.sizes, self.depth, slots,
+        delta, _ = kernels().set_leaves(self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
+                                        self.zero_flags, self.offsets, self.sizes, self.depth, slots,
                                         np.ascontiguousarray(vals), live_arr)
         self.zero_count += int(delta)
+
+    def update_by_ids(self, slot_id: np.ndarray, ids: np.ndarray, priorities: np.ndarray,
+                      stored: np.ndarray) -> tuple[int, int, float]:
+        """Fused priority update by item id (see ``kernels.update_by_ids``).
+
+        Returns ``(bad, applied, q_max)``; ``bad >= 0`` names the first invalid
+        priority, in which case nothing changed.
+        """
+        if self._scratch.shape[0] < ids.shape[0]:
+            self._scratch = np.empty(max(ids.shape[0], 2 * self._scratch.shape[0]), dtype=np.int64)
+        self._stamp += 1
+        bad, applied, delta, q_max = kernels().update_by_ids(
+            self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves, self.zero_flags,
+            self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch)
+        if bad < 0:
+            self.zero_count += int(delta)
+        return int(bad), int(applied), float(q_max)
+
+    def probabilities_and_weights(self, slots: np.ndarray, uniform: float, count: int, p_min: float,
+                                  beta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Sampling probabilities and importance weights of ``slots`` in one pass."""
+        n = slots.shape[0]
+        probs = np.empty(n, dtype=np.float64)
+        weights = np.empty(n, dtype=np.float64)
+        kernels().probabilities_and_weights(self.leaves, slots, self.total, float(uniform), float(count),
+                                            float(p_min), float(beta), probs, weights)
+        return probs, weights
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""
@@ -113,7 +141,7 @@ class SumTree:
         """Leaf index holding each prefix-sum target in ``[0, total)``."""
         targets = np.ascontiguousarray(targets, dtype=np.float64)
         out = np.empty(targets.shape[0], dtype=np.int64)
-        kernels().descend(self.cum, self.leaves, self.offsets, self.depth, targets, out)
+        kernels().descend(self.cum, self.sums, self.leaves, self.offsets, self.depth, targets, out)
         return out
 
     # ------------------------------------------------------------ state

@@ -39,6 +39,7 @@ class Sample:
     slots: np.ndarray
     probabilities: np.ndarray
     fields: list[np.ndarray]
+    weights: np.ndarray | None = None
 
 
 def check_capacity(name: str, value: Any) -> int:
@@ -82,6 +83,7 @@ class Table:
         self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
                          "stale_updates": 0}
         self._add_fast: Any = None
+        self._add_batch_fast: Any = None
         if self.schema.resolved:
             self._allocate()
 
@@ -98,6 +100,7 @@ class Table:
         assert self.schema.fields is not None
         self.storage = PackedStorage(self.schema.fields, self.capacity)
         self._add_fast = None
+        self._add_batch_fast = None
 
     def _ensure_storage(self, item: Any, batched: bool) -> PackedStorage:
         if self.storage is None:
@@ -154,11 +157,18 @@ class Table:
 
     def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
         """Store a batch (every field with a leading batch axis); returns the ids."""
+        fast = self._add_batch_fast
+        if fast is not None and priorities is None:
+            ids: np.ndarray = fast(items)
+            return ids
+        return self._add_batch_general(items, priorities)
+
+    def _add_batch_general(self, items: Any, priorities: Any = None) -> np.ndarray:
         storage = self._ensure_storage(items, batched=True)
-        values = self.schema.values_of(items)
-        m = self.schema.batch_length(values)
-        arrays = self.schema.coerce(values, batch=m)
+        m, arrays = self.schema.coerce_batch(self.schema.values_of(items))
         prio = self._check_insert_priorities(priorities, m)
+        if self._add_batch_fast is None and not self.sampler.requires_priority:
+            self._add_batch_fast = _compile_add_batch(self)
         if m == 0:
             return np.empty(0, dtype=np.int64)
         directory = self.directory
@@ -191,15 +201,22 @@ class Table:
         return out
 
     # ------------------------------------------------------------ read
-    def sample(self, n: int) -> Sample:
-        """``n`` items drawn by the sampler (with replacement)."""
+    def sample(self, n: int, beta: float | None = None) -> Sample:
+        """``n`` items drawn by the sampler (with replacement).
+
+        With ``beta`` the sample also carries importance weights for that exponent.
+        """
         n = check_count("n", n)
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        slots, probabilities = self.sampler.sample(n, self.rng, self.directory)
+        weights = None
+        if beta is None:
+            slots, probabilities = self.sampler.sample(n, self.rng, self.directory)
+        else:
+            slots, probabilities, weights = self.sampler.sample_weighted(n, self.rng, self.directory, beta)
         assert self.storage is not None
         self.counters["sampled"] += n
-        return Sample(self.directory.slot_id[slots], slots, probabilities, self.storage.gather(slots))
+        return Sample(self.directory.slot_id[slots], slots, probabilities, self.storage.gather(slots), weights)
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their slots; a :class:`StaleIdError` naming any stale id."""
@@ -231,6 +248,11 @@ class Table:
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """Set raw priorities; stale ids are skipped and counted. Returns how many were applied."""
         arr = check_ids(ids)
+        fused = getattr(self.sampler, "update_by_ids", None)
+        if fused is not None:
+            applied = int(fused(self.directory, arr, priorities))
+            self.counters["stale_updates"] += arr.shape[0] - applied
+            return applied
         p = check_priorities(priorities, arr.shape[0])
         slots, valid = self.directory.lookup(arr)
         if not valid.all():
@@ -266,6 +288,7 @@ class Table:
         if int(meta["capacity"]) != self.capacity:
             raise ConfigError("capacity", meta["capacity"], f"{self.capacity} (the table's capacity)")
         self._add_fast = None
+        self._add_batch_fast = None
         self.writer.load_state_dict(meta["writer"]["state"])
         self.directory.load_state_dict({"slot_id": arrays["slot_id"], "live": arrays["live"],
                                         "count": meta["directory"]["count"],
@@ -288,6 +311,7 @@ class Table:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_add_fast"] = None  # generated code is rebuilt on first add
+        state["_add_batch_fast"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -357,7 +381,7 @@ def _compile_add_one(table: Table) -> Any:
         for i, f in enumerate(schema.fields):
             lines.append(f"    v{i} = item.{f.path[0]}")
     else:
-        lines.append("    if type(item) is not dict or len(item) != %d: return slow(item)" % _top_keys(schema))
+        lines.append(f"    if type(item) is not dict or len(item) != {_top_keys(schema)}: return slow(item)")
         lines.append("    try:")
         for i, f in enumerate(schema.fields):
             access = "".join(f"[{k!r}]" for k in f.path)
@@ -397,6 +421,75 @@ def _compile_add_one(table: Table) -> Any:
     code = "\n".join(lines)
     exec(compile(code, f"<ReplayTables add_fast {schema!r}>", "exec"), env)
     return env["add_fast"]
+
+
+def _compile_add_batch(table: Table) -> Any:
+    """Generate ``add_batch(items) -> ids`` for the common case, else ``None``.
+
+    The common case: a FIFO writer, no deletions so far, arrays of exactly the
+    field dtypes, and a batch that fits before the ring wraps. Then the batch is
+    checked with identity tests and written with one slice assignment per field.
+    Everything else (wrapping, casting, errors, priorities) takes the general path.
+    """
+    schema = table.schema
+    storage = table.storage
+    assert schema.fields is not None and storage is not None
+    if not isinstance(table.writer, FifoWriter) or (
+            schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields)):
+        return None
+    nf = len(schema.fields)
+    env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
+                           "counters": table.counters, "slow": table._add_batch_general,
+                           "CAP": table.capacity, "sampler": table.sampler, "np": np}
+    lines = ["def add_batch_fast(items):"]
+    if schema.kind in ("namedtuple", "dataclass"):
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(items) is not STRUCT: return slow(items)")
+        if schema.kind == "namedtuple":
+            lines.append("    " + ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "") + " = items")
+        else:
+            for i, f in enumerate(schema.fields):
+                lines.append(f"    v{i} = items.{f.path[0]}")
+    else:
+        lines.append(f"    if type(items) is not dict or len(items) != {nf}: return slow(items)")
+        lines.append("    try:")
+        for i, f in enumerate(schema.fields):
+            lines.append(f"        v{i} = items[{f.path[0]!r}]")
+        lines.append("    except KeyError: return slow(items)")
+    checks = []
+    for i, f in enumerate(schema.fields):
+        env[f"D{i}"] = f.dtype
+        env[f"S{i}"] = f.shape
+        env[f"C{i}"] = storage.columns[i]
+        checks.append(f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.ndim == {len(f.shape) + 1} "
+                      f"and v{i}.shape[1:] == S{i}")
+    lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
+    lines.append("    m = v0.shape[0]")
+    if nf > 1:
+        same_length = " and ".join(f"v{i}.shape[0] == m" for i in range(1, nf))
+        lines.append(f"    if not ({same_length}): return slow(items)")
+    lines.append("    start = writer.cursor")
+    lines.append("    stop = start + m")
+    lines.append("    if m == 0 or stop > CAP or not directory.identity: return slow(items)")
+    lines.append("    count = directory.count")
+    lines.append("    if stop <= count:")
+    lines.append("        ids = directory.slot_id[start:stop] + CAP")
+    lines.append("        counters['evicted'] += m")
+    lines.append("    elif start == count:")
+    lines.append("        ids = np.arange(start, stop, dtype=np.int64)")
+    lines.append("        directory.count = stop")
+    lines.append("    else: return slow(items)")
+    lines.append("    directory.slot_id[start:stop] = ids")
+    lines.append("    writer.cursor = stop if stop < CAP else 0")
+    lines.append("    counters['added'] += m")
+    for i in range(nf):
+        lines.append(f"    C{i}[start:stop] = v{i}")
+    if table.sampler.prioritized:
+        lines.append("    sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
+    lines.append("    return ids")
+    code = "\n".join(lines)
+    exec(compile(code, f"<ReplayTables add_batch_fast {schema!r}>", "exec"), env)
+    return env["add_batch_fast"]
 
 
 def _top_keys(schema: Schema) -> int:
