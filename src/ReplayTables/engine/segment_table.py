@@ -1,0 +1,243 @@
+"""SegmentTable: a table of variable-length items over one store of timesteps.
+
+The same rules as :class:`~ReplayTables.engine.table.Table`, for items that
+are runs of timesteps (sequences, episodes, whole batches) instead of single
+rows: a schema discovered from the first batch and checked afterwards, packed
+columnar storage of *timesteps* (each step stored once), a
+:class:`~ReplayTables.engine.segments.SegmentIndex` that maps items to ranges
+of steps (ring or reservoir placement, ids with generations), and one of the
+engine's samplers drawing *items*. Every input is checked before anything
+changes; only ids leave the table.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler, check_priorities
+from ReplayTables.engine.schema import Field, Schema
+from ReplayTables.engine.segments import SegmentIndex
+from ReplayTables.engine.storage import PackedStorage
+from ReplayTables.engine.table import _rng_state, _set_rng_state, check_capacity, check_count, check_ids
+from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError, StaleIdError
+
+__all__ = ["SegmentTable"]
+
+COUNTERS = ("added", "added_steps", "evicted", "not_stored", "sampled", "deleted", "stale_updates")
+
+
+class SegmentTable:
+    """Items of any length over ``capacity`` timesteps (see module docstring).
+
+    Args:
+        capacity: timesteps stored at most.
+        placement: ``"ring"`` (oldest items evicted until a new one fits) or
+            ``"reservoir"`` (algorithm R over items, in regions of ``region`` steps).
+        region: reservoir item length bound (``None``: the first item's length).
+        sampler: the engine sampler that draws items (uniform if ``None``).
+        rng: drives sampling and reservoir placement.
+    """
+
+    def __init__(self, capacity: int, *, placement: str = "ring", region: int | None = None,
+                 sampler: Sampler | None = None, rng: np.random.Generator | None = None) -> None:
+        self.capacity = check_capacity("capacity", capacity)
+        self.schema = Schema.from_structure(None)
+        self.storage: PackedStorage | None = None
+        self.index = SegmentIndex(self.capacity, placement, region)
+        self.sampler = sampler if sampler is not None else UniformSampler()
+        if rng is None:
+            rng = np.random.default_rng()
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError("rng", rng, "a numpy.random.Generator")
+        self.rng = rng
+        self.counters = dict.fromkeys(COUNTERS, 0)
+
+    # ------------------------------------------------------------ basics
+    @property
+    def size(self) -> int:
+        """Live items."""
+        return self.index.directory.count
+
+    @property
+    def fields(self) -> list[Field]:
+        return self.schema.fields or []
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    # ------------------------------------------------------------ add
+    def check(self, columns: Mapping[str, Any], lengths: Any, priorities: Any = None) -> tuple[
+            Schema, list[np.ndarray], np.ndarray, np.ndarray | None]:
+        """Validate a batch without changing anything: ``(schema, arrays, lengths, priorities)``."""
+        schema = self.schema
+        if not schema.resolved:
+            schema = Schema.from_structure(None)
+            schema.resolve(columns, batched=True)
+        m, arrays = schema.coerce_batch(schema.values_of(columns))
+        lens = np.asarray(lengths)
+        if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu"):
+            raise SchemaError("lengths", lengths, "a 1-d array of item lengths")
+        lens = lens.astype(np.int64, copy=False)
+        if int(lens.sum()) != m:
+            raise SchemaError("lengths", int(lens.sum()), f"item lengths that add up to the {m} rows of the batch")
+        self.index.check_lengths(lens)
+        prio = None
+        if priorities is not None:
+            prio = check_priorities(priorities, lens.shape[0])
+        elif self.sampler.requires_priority:
+            raise SchemaError("priorities", None, "a priority for every item")
+        return schema, arrays, lens, prio
+
+    def add(self, columns: Mapping[str, Any], lengths: Any, priorities: Any = None) -> np.ndarray:
+        """Store items given as consecutive rows of ``columns``; returns one id per item."""
+        schema, arrays, lens, prio = self.check(columns, lengths, priorities)
+        if lens.size == 0:
+            return np.empty(0, dtype=np.int64)
+        if self.storage is None:
+            self.schema = schema
+            assert schema.fields is not None
+            self.storage = PackedStorage(schema.fields, self.capacity)
+        ids, gone, placement, evicted = self.index.insert(lens, self.rng)
+        for rows, steps in placement:
+            self.storage.write_batch(steps, [a[rows] for a in arrays])
+        stored = ids != NOT_STORED
+        new_slots = ids[stored] % self.capacity
+        if gone.size:
+            self.sampler.on_delete(gone)
+        if self.sampler.prioritized and new_slots.size:
+            self.sampler.on_insert(new_slots, None if prio is None else prio[stored], self.index.directory)
+        c = self.counters
+        c["added"] += int(lens.size)
+        c["added_steps"] += int(lens.sum())
+        c["evicted"] += evicted
+        c["not_stored"] += int(lens.size - new_slots.size)
+        return ids
+
+    # ------------------------------------------------------------ read
+    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw ``n`` items with replacement: ``(ids, item_slots, probabilities)``."""
+        n = check_count("num_items", n)
+        if self.size == 0:
+            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        slots, probabilities = self.sampler.sample(n, self.rng, self.index.directory)
+        self.index.record_hits(slots)
+        self.counters["sampled"] += n
+        return self.index.directory.slot_id[slots], slots, probabilities
+
+    def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
+        """Validated ids and their item slots; a :class:`StaleIdError` naming stale ones."""
+        arr = check_ids(ids, field)
+        slots, valid = self.index.directory.lookup(arr)
+        if not valid.all():
+            raise StaleIdError(field, arr[~valid][:8].tolist(),
+                               "ids of items still in the buffer (these were evicted, deleted or never issued)")
+        return arr, slots
+
+    def read(self, slots: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Columns of the items in ``slots``, rows concatenated in order, and their lengths."""
+        steps, lengths = self.index.steps_of(slots)
+        assert self.storage is not None
+        return self.storage.gather(steps), lengths
+
+    def read_windows(self, slots: np.ndarray, before: int, total: int,
+                     episode_field: str | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Windows of ``total`` steps per item (``before`` burn-in steps, then the item,
+        then padding), flattened to ``len(slots) * total`` rows.
+
+        Returns ``(arrays, valid, in_item)`` (masks of shape ``(len(slots), total)``).
+        Invalid rows are zero. With ``episode_field``, burn-in steps of another
+        episode than the item's first step are invalid too.
+        """
+        phys, valid, in_item = self.index.windows(slots, before, total)
+        assert self.storage is not None
+        arrays = self.storage.gather(phys.reshape(-1))
+        if before and episode_field is not None and episode_field in self.names:
+            eps = arrays[self.names.index(episode_field)].reshape(len(slots), total, -1)
+            first = eps[:, before:before + 1]
+            same = (eps == first).reshape(len(slots), total, -1).all(axis=2)
+            valid = valid & (same | in_item)
+        if not valid.all():
+            flat = ~valid.reshape(-1)
+            for a in arrays:  # views into the fresh gathered copy, so writable
+                a[flat] = 0
+        return arrays, valid, in_item
+
+    def hit_counts(self, ids: Any) -> np.ndarray:
+        _, slots = self.locate(ids)
+        return self.index.hits[slots].copy()
+
+    # ------------------------------------------------------------ change
+    def delete(self, ids: Any) -> int:
+        """Remove items by id; every id must be live (nothing is removed otherwise)."""
+        _, slots = self.locate(ids)
+        slots = np.unique(slots)
+        self.index.remove(slots)
+        self.sampler.on_delete(slots)
+        self.counters["deleted"] += int(slots.size)
+        return int(slots.size)
+
+    def update_priorities(self, ids: Any, priorities: Any) -> int:
+        """Set raw priorities by id; stale ids are skipped and counted. Returns how many applied."""
+        arr = check_ids(ids, "batch_indexes")
+        sampler = self.sampler
+        if not isinstance(sampler, PrioritizedSampler):
+            raise ConfigError("sampler", sampler.name, "a prioritized sampler to update priorities of")
+        applied = int(sampler.update_by_ids(self.index.directory, np.ascontiguousarray(arr), priorities))
+        self.counters["stale_updates"] += arr.shape[0] - applied
+        return applied
+
+    def oldest(self, k: int) -> np.ndarray:
+        """Ids of the ``k`` oldest live items (fewer if fewer are stored)."""
+        slots = self.index.oldest_slots(k)
+        return self.index.directory.slot_id[slots]
+
+    # ------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        imeta, iarrays = self.index.state()
+        meta: dict[str, Any] = {
+            "capacity": self.capacity, "index": imeta, "counters": dict(self.counters),
+            "sampler": {"name": self.sampler.name, "config": self.sampler.config(),
+                        "state": self.sampler.state_dict()},
+            "rng": _rng_state(self.rng),
+            "schema": self.schema.to_json() if self.schema.resolved else None,
+        }
+        arrays = {f"index_{k}": v for k, v in iarrays.items()}
+        if self.storage is not None:
+            arrays["storage_rows"] = self.storage.rows
+        arrays.update({f"sampler_{k}": v for k, v in self.sampler.arrays().items()})
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` produced (same capacity and placement)."""
+        if int(meta["capacity"]) != self.capacity:
+            raise ConfigError("capacity", meta["capacity"], f"{self.capacity} (this buffer's capacity)")
+        storage = None
+        schema = Schema.from_structure(None)
+        if meta.get("schema") is not None:
+            fields = [Field.from_json(f) for f in meta["schema"]["fields"]]
+            schema = Schema.from_fields("dict", None, fields)
+            rows = arrays.get("storage_rows")
+            expected = (self.capacity, PackedStorage(fields, 1).row_bytes)
+            if rows is None or rows.shape != expected or rows.dtype != np.uint8:
+                raise SchemaError("storage_rows", rows, f"a uint8 array of shape {expected}")
+            storage = PackedStorage(fields, self.capacity, rows=np.array(rows, copy=True))
+        self.index.load_state(meta["index"], {k[len("index_"):]: v for k, v in arrays.items()
+                                              if k.startswith("index_")})
+        self.schema = schema
+        self.storage = storage
+        self.counters = {k: int(meta["counters"].get(k, 0)) for k in COUNTERS}
+        _set_rng_state(self.rng, meta["rng"])
+        self.sampler.load_state_dict(meta["sampler"]["state"],
+                                     {k[len("sampler_"):]: v for k, v in arrays.items() if k.startswith("sampler_")})
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.storage is not None:  # field views must share memory with the rows again
+            self.storage = PackedStorage(self.storage.fields, self.capacity, rows=self.storage.rows)

@@ -1,0 +1,319 @@
+"""Segments: variable-length items kept as ranges of timestep slots.
+
+A :class:`SegmentIndex` knows nothing about data. It hands out *step slots*
+(rows of a storage of ``steps`` timesteps) to items of any length, and gives
+every item an *item slot* in a :class:`~ReplayTables.engine.ids.SlotDirectory`,
+so items have ids with generations (stale ids are detected) and the engine's
+samplers can draw item slots exactly as they draw rows of a :class:`Table`.
+
+Two placements:
+
+``"ring"`` (a true ring of timesteps)
+    Items are laid out back to back in write order. A new item takes the next
+    ``length`` step slots (wrapping round the end) and every older item that
+    overlaps them is evicted whole, oldest first, so the stored timestep count
+    never exceeds ``steps``. Eviction needs no search: items are in write
+    order, so the evicted ones are a prefix of the live ones, found by one
+    vectorised comparison of their absolute start positions.
+
+``"reservoir"`` (Vitter's algorithm R over items)
+    The steps are cut into ``steps // region`` regions of ``region`` steps; an
+    item lives in one region and the engine's :class:`ReservoirWriter` decides
+    which region a new item takes (or that it is not stored), so every item
+    ever offered is kept with the same probability.
+
+Every step slot remembers the absolute write position of the step it holds
+(``step_stamp``). A reader can therefore tell whether the steps written just
+before an item are still there (used for burn-in), without any bookkeeping
+per item pair.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.writers import ReservoirWriter
+from ReplayTables.errors import ConfigError, SchemaError
+
+__all__ = ["Placement", "SegmentIndex", "PLACEMENTS"]
+
+PLACEMENTS = ("ring", "reservoir")
+
+#: ``(rows of the offered batch, step slots)`` pairs to copy; either may be a slice.
+Placement = list[tuple[slice | np.ndarray, slice | np.ndarray]]
+
+
+class SegmentIndex:
+    """Items as ranges of step slots in a store of ``steps`` timesteps.
+
+    Arrays by item slot: ``start`` (first step slot), ``length``, ``origin``
+    (absolute write position of the first step) and ``hits`` (how often the
+    item was drawn since it was stored).
+    """
+
+    def __init__(self, steps: int, placement: str = "ring", region: int | None = None) -> None:
+        if placement not in PLACEMENTS:
+            raise ConfigError("placement", placement, f"one of {PLACEMENTS}")
+        if region is not None and (region < 1 or region > steps):
+            raise ConfigError("region", region, f"an item length from 1 to the capacity {steps}")
+        self.steps = int(steps)
+        self.placement = placement
+        self.region = region
+        self.directory = SlotDirectory(self.steps)
+        self.start = np.zeros(self.steps, dtype=np.int64)
+        self.length = np.zeros(self.steps, dtype=np.int64)
+        self.origin = np.zeros(self.steps, dtype=np.int64)
+        self.hits = np.zeros(self.steps, dtype=np.int64)
+        self.step_stamp = np.full(self.steps, -1, dtype=np.int64)
+        self.head = 0  # absolute steps offered so far
+        self.issued = 0  # items stored so far (ring: item slot = insertion number % steps)
+        self.oldest = 0  # insertion number of the oldest item that may still be live (ring)
+        self.live_steps = 0
+        self.unit_lengths = True  # every item stored so far has length 1
+        self.writer = ReservoirWriter(self.steps // region) if placement == "reservoir" and region else None
+
+    # ------------------------------------------------------------ checks
+    def check_lengths(self, lengths: np.ndarray) -> None:
+        """An error (and nothing changed) if some length cannot be stored."""
+        if lengths.size == 0:
+            return
+        lo = int(lengths.min())
+        hi = int(lengths.max())
+        if lo < 1:
+            raise SchemaError("item length", lo, "items of at least one timestep")
+        limit = self.region if self.placement == "reservoir" and self.region else self.steps
+        if hi > limit:
+            what = "the capacity" if limit == self.steps else "the reservoir's item length"
+            raise SchemaError("item length", hi, f"at most {limit} timesteps ({what})")
+
+    # ------------------------------------------------------------ insert
+    def insert(self, lengths: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Placement, int]:
+        """Place items of ``lengths`` (checked) offered as consecutive rows.
+
+        Returns ``(ids, evicted_slots, placement, evicted_count)``: one id per item
+        (``NOT_STORED`` for items not kept), the item slots whose items left the
+        index and are not reused (for the sampler's ``on_delete``), and where to
+        copy the kept rows. The caller must tell the sampler about the new ids'
+        slots (``ids % steps``).
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        if self.placement == "reservoir":
+            return self._insert_reservoir(lengths, rng)
+        return self._insert_ring(lengths)
+
+    def _insert_ring(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, Placement, int]:
+        m = lengths.shape[0]
+        n = int(lengths.sum())
+        T = self.steps
+        unit = n == m
+        if unit:
+            offsets = np.arange(m, dtype=np.int64)
+        else:
+            offsets = np.zeros(m, dtype=np.int64)
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        head = self.head
+        cut = head + n - T  # every item (old or new) starting before this is overwritten
+        first = int(np.searchsorted(offsets, cut - head, side="left")) if cut > head else 0
+        kept = m - first
+        # old items to evict: a prefix (in write order) of those not yet passed
+        last = min(self.issued, self.oldest + n)
+        qs = np.arange(self.oldest, last, dtype=np.int64)
+        qslots = qs % T
+        n_ev = int((self.origin[qslots] < cut).sum())
+        ev_slots = qslots[:n_ev]
+        live = self.directory.is_live(ev_slots)
+        ev_live = ev_slots[live]
+        evicted_count = int(ev_live.size)
+        self.live_steps -= int(self.length[ev_live].sum())
+        self.oldest += n_ev
+        # new items' slots
+        new_slots = (self.issued + np.arange(kept, dtype=np.int64)) % T
+        if ev_live.size:
+            reused = np.isin(ev_live, new_slots, assume_unique=True)
+            gone = ev_live[~reused]
+            if gone.size:
+                self.directory.remove(gone)
+        else:
+            gone = ev_live
+        k_off = offsets[first:]
+        k_len = lengths[first:]
+        origin = head + k_off
+        if kept and new_slots[0] + kept <= T:
+            ids = self.directory.assign_range(int(new_slots[0]), int(new_slots[0]) + kept)
+        else:
+            ids = self.directory.assign(new_slots) if kept else np.empty(0, dtype=np.int64)
+        self.start[new_slots] = origin % T
+        self.length[new_slots] = k_len
+        self.origin[new_slots] = origin
+        self.hits[new_slots] = 0
+        self.issued += kept
+        self.head = head + n
+        self.live_steps += int(k_len.sum())
+        self.unit_lengths = self.unit_lengths and unit
+        out = ids
+        if first:
+            out = np.full(m, NOT_STORED, dtype=np.int64)
+            out[first:] = ids
+        placement: Placement = []
+        if kept:
+            row0 = int(offsets[first])
+            a0 = head + row0
+            count = n - row0
+            p0 = a0 % T
+            if p0 + count <= T:
+                placement.append((slice(row0, n), slice(p0, p0 + count)))
+                self.step_stamp[p0:p0 + count] = np.arange(a0, a0 + count, dtype=np.int64)
+            else:
+                k = T - p0
+                placement.append((slice(row0, row0 + k), slice(p0, T)))
+                placement.append((slice(row0 + k, n), slice(0, count - k)))
+                self.step_stamp[p0:T] = np.arange(a0, a0 + k, dtype=np.int64)
+                self.step_stamp[:count - k] = np.arange(a0 + k, a0 + count, dtype=np.int64)
+        return out, gone, placement, evicted_count
+
+    def _insert_reservoir(self, lengths: np.ndarray,
+                          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Placement, int]:
+        m = lengths.shape[0]
+        if self.writer is None:
+            self.region = int(lengths.max()) if m else 1
+            self.writer = ReservoirWriter(self.steps // self.region)
+        R = int(self.region or 1)
+        offsets = np.zeros(m, dtype=np.int64)
+        if m:
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        items, slots = self.writer.place(m, rng)
+        items_a = np.arange(m, dtype=np.int64)[items] if isinstance(items, slice) else np.asarray(items, np.int64)
+        slots_a = (np.arange(slots.start, slots.stop, dtype=np.int64) if isinstance(slots, slice)
+                   else np.asarray(slots, np.int64))
+        live = self.directory.is_live(slots_a)
+        evicted_count = int(live.sum())
+        self.live_steps -= int(self.length[slots_a[live]].sum())
+        ids = self.directory.assign(slots_a) if slots_a.size else np.empty(0, dtype=np.int64)
+        k_len = lengths[items_a]
+        origin = self.head + offsets[items_a]
+        self.start[slots_a] = slots_a * R
+        self.length[slots_a] = k_len
+        self.origin[slots_a] = origin
+        self.hits[slots_a] = 0
+        self.issued += int(slots_a.size)
+        self.head += int(lengths.sum())
+        self.live_steps += int(k_len.sum())
+        self.unit_lengths = self.unit_lengths and bool((lengths == 1).all())
+        out = np.full(m, NOT_STORED, dtype=np.int64)
+        out[items_a] = ids
+        placement: Placement = []
+        if slots_a.size:
+            rows = _ranges(offsets[items_a], k_len)
+            steps = _ranges(slots_a * R, k_len)
+            placement.append((rows, steps))
+            self.step_stamp[steps] = _ranges(origin, k_len)
+        return out, np.empty(0, dtype=np.int64), placement, evicted_count
+
+    # ------------------------------------------------------------ read
+    def steps_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The step slots of items in ``slots`` (concatenated, in order) and their lengths."""
+        if self.unit_lengths:
+            return self.start[slots], np.ones(slots.shape[0], dtype=np.int64)
+        lengths = self.length[slots]
+        return _ranges(self.start[slots], lengths) % self.steps, lengths
+
+    def windows(self, slots: np.ndarray, before: int, total: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Fixed-size windows over items: ``before`` steps ahead of each item, then the
+        item, padded to ``total`` steps.
+
+        Returns ``(step_slots, valid, in_item)``, each ``(len(slots), total)``. A
+        burn-in position is valid when the step written just there before the item
+        is still stored (same absolute write position); padding is never valid.
+        Invalid positions point at the item's first step (callers zero them).
+        """
+        origin = self.origin[slots][:, None]
+        length = self.length[slots][:, None]
+        rel = np.arange(total, dtype=np.int64)[None, :] - before
+        in_item = (rel >= 0) & (rel < length)
+        pos = origin + rel
+        if self.placement == "ring":
+            phys = pos % self.steps
+            valid = in_item.copy()
+            if before:
+                burn = (rel < 0) & (pos >= 0)
+                valid |= burn & (self.step_stamp[phys] == pos)
+        else:
+            phys = self.start[slots][:, None] + rel
+            valid = in_item
+        phys = np.where(valid, phys, self.start[slots][:, None])
+        return phys, valid, in_item
+
+    def oldest_slots(self, k: int) -> np.ndarray:
+        """Item slots of the (up to) ``k`` oldest live items, oldest first."""
+        if self.placement != "ring":
+            live = self.directory.live_slots()
+            order = np.argsort(self.origin[live], kind="stable")
+            return live[order[:k]]
+        T = self.steps
+        out: list[np.ndarray] = []
+        found = 0
+        q = self.oldest
+        step = max(2 * k, 64)
+        while found < k and q < self.issued:
+            qs = np.arange(q, min(self.issued, q + step), dtype=np.int64)
+            slots = qs % T
+            live = self.directory.is_live(slots)
+            if found == 0 and not live.any():
+                self.oldest = int(qs[-1]) + 1  # a dead prefix never needs eviction again
+            out.append(slots[live][: k - found])
+            found += int(out[-1].size)
+            q = int(qs[-1]) + 1
+        return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+    def record_hits(self, slots: np.ndarray) -> None:
+        np.add.at(self.hits, slots, 1)
+
+    # ------------------------------------------------------------ delete
+    def remove(self, slots: np.ndarray) -> None:
+        """Delete the live items in ``slots`` (unique)."""
+        self.live_steps -= int(self.length[slots].sum())
+        self.directory.remove(slots)
+
+    # ------------------------------------------------------------ state
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        d = self.directory.state_dict()
+        meta = {"steps": self.steps, "placement": self.placement, "region": self.region, "head": self.head,
+                "issued": self.issued, "oldest": self.oldest, "live_steps": self.live_steps,
+                "unit_lengths": self.unit_lengths, "count": d["count"], "identity": d["identity"],
+                "writer": self.writer.state_dict() if self.writer is not None else None}
+        arrays = {"start": self.start, "length": self.length, "origin": self.origin, "hits": self.hits,
+                  "step_stamp": self.step_stamp, "slot_id": d["slot_id"], "live": d["live"]}
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        if int(meta["steps"]) != self.steps or meta["placement"] != self.placement:
+            raise ConfigError("segments", {"steps": meta["steps"], "placement": meta["placement"]},
+                              f"steps={self.steps}, placement={self.placement!r} (this buffer's)")
+        for key in ("start", "length", "origin", "hits", "step_stamp"):
+            arr = np.asarray(arrays[key], dtype=np.int64)
+            if arr.shape != (self.steps,):
+                raise SchemaError(key, arr, f"an int64 array of shape ({self.steps},)")
+            setattr(self, key, arr.copy())
+        self.directory.load_state_dict({"slot_id": arrays["slot_id"], "live": arrays["live"],
+                                        "count": meta["count"], "identity": meta["identity"]})
+        self.region = meta["region"]
+        self.head = int(meta["head"])
+        self.issued = int(meta["issued"])
+        self.oldest = int(meta["oldest"])
+        self.live_steps = int(meta["live_steps"])
+        self.unit_lengths = bool(meta["unit_lengths"])
+        if meta.get("writer") is not None and self.region:
+            self.writer = ReservoirWriter(self.steps // int(self.region))
+            self.writer.load_state_dict(meta["writer"])
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + l) for s, l in zip(starts, lengths)])``, vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    shift = np.repeat(starts - (ends - lengths), lengths)
+    return shift + np.arange(total, dtype=np.int64)

@@ -1,0 +1,39 @@
+"""RLlib's ``FifoReplayBuffer``: a queue; ``sample`` returns the oldest items and removes them."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.rllib.batches import SampleBatch
+from ReplayTables.rllib.replay_buffer import ReplayBuffer
+from ReplayTables.rllib.storage_unit import StorageUnit
+
+__all__ = ["FifoReplayBuffer"]
+
+
+class FifoReplayBuffer(ReplayBuffer):
+    """First in, first out: each stored item is returned once, in order.
+
+    Unlike RLlib's (an unbounded list), capacity is respected: when full, the
+    oldest unread items are evicted. An empty buffer samples an empty batch
+    (as RLlib's does), so it can stand in for "no replay".
+    """
+
+    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "fragments", **kwargs: Any) -> None:
+        super().__init__(capacity, storage_unit, **kwargs)
+
+    def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
+        """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
+        ids = self._table.oldest(int(num_items))
+        if ids.size == 0:
+            return SampleBatch()
+        batch = self.get(ids)
+        self.delete(ids)
+        self._table.counters["sampled"] += int(ids.size)
+        batch["weights"] = np.ones(batch.count, dtype=np.float64)
+        return batch
+
+    def update_priorities(self, *args: Any, **kwargs: Any) -> int:
+        """No-op (a queue has no priorities)."""
+        return 0

@@ -1,0 +1,324 @@
+"""RLlib's ``ReplayBuffer`` on the engine: items of a :class:`StorageUnit` over a true ring of timesteps.
+
+Storage is one :class:`~ReplayTables.engine.segment_table.SegmentTable`: the
+columns of every stored timestep live once in packed columnar memory, items are
+ranges of those timesteps with ids that carry a generation, and items are drawn
+by the engine's samplers. This module only translates RLlib's API (batches in,
+``SampleBatch`` out, storage units, sequences with burn-in) onto it.
+
+Extension hooks for your own buffers (all public and stable):
+
+* :meth:`ReplayBuffer.draw` - draw item ids the way ``sample`` does (counts hits);
+* :meth:`ReplayBuffer.get` - the ``SampleBatch`` of items by id;
+* :meth:`ReplayBuffer.hit_counts` - how often each item was drawn since it was stored;
+* :meth:`ReplayBuffer.delete` - remove items by id;
+* :meth:`ReplayBuffer.item_ids` - ids of every stored item, oldest first.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.checkpoint import class_name, register, write_checkpoint
+from ReplayTables.engine.samplers import Sampler, UniformSampler
+from ReplayTables.engine.segment_table import SegmentTable
+from ReplayTables.engine.table import check_capacity
+from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
+from ReplayTables.rllib.batches import SampleBatch, as_columns
+from ReplayTables.rllib.storage_unit import StorageUnit, split_items
+
+__all__ = ["ReplayBuffer", "StorageUnit"]
+
+
+class Checkpointable:
+    """save / ``ReplayTables.load`` / get_state / set_state for RLlib-style buffers.
+
+    A subclass gives ``_init_args()`` (JSON-able constructor arguments) and
+    ``_state()`` / ``_load(meta, arrays)``; classes register themselves for loading.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        register(cls)
+
+    def _init_args(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        raise NotImplementedError
+
+    def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def get_state(self) -> dict[str, Any]:
+        """Everything needed to restore this buffer: JSON-able metadata plus numpy ``arrays``."""
+        meta, arrays = self._state()
+        return {"class": class_name(type(self)), "init": self._init_args(), "state": meta, "arrays": arrays}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`get_state` of a buffer of the same class and arguments."""
+        if state.get("class") != class_name(type(self)):
+            raise CheckpointError("class", state.get("class"), class_name(type(self)))
+        mine = json.loads(json.dumps(self._init_args()))
+        if json.loads(json.dumps(state.get("init"))) != mine:
+            raise CheckpointError("init", state.get("init"), f"{mine} (this buffer's arguments)")
+        self._load(state["state"], state["arrays"])
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it."""
+        state = self.get_state()
+        arrays = state.pop("arrays")
+        return write_checkpoint(path, state, arrays)
+
+    @classmethod
+    def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
+        buffer = cls._from_init(dict(manifest["init"]))
+        buffer._load(manifest["state"], arrays)
+        return buffer
+
+    @classmethod
+    def _from_init(cls, init: dict[str, Any]) -> Any:
+        return cls(**init)
+
+
+class ReplayBuffer(Checkpointable):
+    """Uniform replay of items (timesteps, sequences, episodes or fragments).
+
+    Args:
+        capacity: timesteps stored at most, as a true ring: the oldest items are
+            evicted until a new one fits.
+        storage_unit: a :class:`StorageUnit` or its name; ``sample(num_items)``
+            counts items of this unit.
+        replay_sequence_length: sequences only: every sampled sequence is this
+            many rows (burn-in included), zero padded with a ``mask`` column.
+            Added batches without ``seq_lens`` are cut into chunks of
+            ``replay_sequence_length - replay_burn_in`` steps per episode.
+        replay_burn_in: steps read from just before each sequence (the same
+            episode; zeros where that would cross the episode start).
+        replay_zero_init_states: ``state_in_*`` columns come out as zeros
+            (otherwise the stored state at each sequence's first real step).
+        seed: seed of the buffer's random generator (sampling, reservoir).
+    """
+
+    _placement = "ring"
+
+    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps", *,
+                 replay_sequence_length: int | None = None, replay_burn_in: int = 0,
+                 replay_zero_init_states: bool = True, seed: int | None = None) -> None:
+        self.capacity = check_capacity("capacity", capacity)
+        self.storage_unit = StorageUnit.of(storage_unit)
+        self.replay_sequence_length = _check_sequence_args(self.capacity, self.storage_unit, replay_sequence_length,
+                                                           replay_burn_in)
+        self.replay_burn_in = int(replay_burn_in)
+        if not isinstance(replay_zero_init_states, (bool, np.bool_)):
+            raise ConfigError("replay_zero_init_states", replay_zero_init_states, "True or False")
+        self.replay_zero_init_states = bool(replay_zero_init_states)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ConfigError("seed", seed, "None or an integer")
+        self.seed = None if seed is None else int(seed)
+        self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
+                                   sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._dropped_episodes = 0
+
+    # ------------------------------------------------------------ subclass hooks
+    def _make_sampler(self) -> Sampler:
+        return UniformSampler()
+
+    def _region(self) -> int | None:
+        return None
+
+    def _consumed_columns(self) -> tuple[str, ...]:
+        """Columns read on add but not stored."""
+        return ("seq_lens",)
+
+    def _init_args(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "storage_unit": self.storage_unit.value,
+                "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
+                "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed}
+
+    # ------------------------------------------------------------ size
+    def __len__(self) -> int:
+        """Items stored now."""
+        return self._table.size
+
+    @property
+    def num_timesteps(self) -> int:
+        """Timesteps stored now (never more than ``capacity``)."""
+        return self._table.index.live_steps
+
+    # ------------------------------------------------------------ add
+    def _plan(self, batch: Any) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
+        """Validate and split a batch: ``(columns to store, ItemPlan, all columns)``."""
+        columns = as_columns(batch)
+        rows = _row_count(columns, self._consumed_columns())
+        chunk = None
+        if self.replay_sequence_length is not None:
+            chunk = self.replay_sequence_length - self.replay_burn_in
+        plan = split_items(columns, self.storage_unit, rows, chunk)
+        stored = {k: v for k, v in columns.items() if k not in self._consumed_columns()}
+        if plan.rows is not None:
+            stored = _take_rows(stored, plan.rows)
+        return stored, plan, columns
+
+    def _priorities(self, plan: Any, columns: dict[str, np.ndarray], kwargs: dict[str, Any]) -> Any:
+        if kwargs:
+            raise ConfigError("add()", sorted(kwargs), "no extra arguments for this buffer")
+        return None
+
+    def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
+        """Split ``batch`` into items of the storage unit and store them; returns their ids.
+
+        A bad batch (wrong, missing or ragged columns against the columns of the
+        first batch) raises :class:`~ReplayTables.SchemaError` and stores nothing.
+        """
+        stored, plan, columns = self._plan(batch)
+        priorities = self._priorities(plan, columns, kwargs)
+        ids = self._table.add(stored, plan.lengths, priorities)
+        self._dropped_episodes += plan.dropped_episodes
+        return ids
+
+    # ------------------------------------------------------------ hooks
+    def draw(self, num_items: int) -> np.ndarray:
+        """Ids of ``num_items`` items drawn (with replacement) by this buffer's sampler.
+
+        Counts one hit per draw for :meth:`hit_counts`; raises
+        :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
+        """
+        ids, _, _ = self._table.sample(num_items)
+        return ids
+
+    def get(self, ids: Any) -> SampleBatch:
+        """The items with these ids, concatenated in order (an error naming stale ids)."""
+        _, slots = self._table.locate(ids)
+        batch, _ = self._read(slots)
+        return batch
+
+    def hit_counts(self, ids: Any) -> np.ndarray:
+        """How many times each item was drawn since it was stored."""
+        return self._table.hit_counts(ids)
+
+    def delete(self, ids: Any) -> int:
+        """Remove items by id (all must be stored; otherwise nothing is removed)."""
+        return self._table.delete(ids)
+
+    def item_ids(self) -> np.ndarray:
+        """Ids of all stored items, oldest first."""
+        return self._table.oldest(len(self))
+
+    # ------------------------------------------------------------ sample
+    def sample(self, num_items: int, **kwargs: Any) -> SampleBatch:
+        """``num_items`` items drawn uniformly with replacement, concatenated."""
+        if kwargs:
+            raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
+        return self.get(self.draw(num_items))
+
+    def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
+        """Output batch of items in ``slots`` and the row count of each item."""
+        table = self._table
+        if self.replay_sequence_length is not None:
+            L, B = self.replay_sequence_length, self.replay_burn_in
+            arrays, valid, in_item = table.read_windows(slots, B, L, "eps_id")
+            out = SampleBatch(zip(table.names, arrays))
+            lengths = table.index.length[slots]
+            out["mask"] = valid.reshape(-1)
+            out["seq_lens"] = (B + lengths).astype(np.int32)
+            n = slots.shape[0]
+            for key in [k for k in out if k.startswith("state_in_")]:
+                per_row = out[key].reshape(n, L, *out[key].shape[1:])
+                if self.replay_zero_init_states:
+                    out[key] = np.zeros_like(per_row[:, 0])
+                else:
+                    first = np.argmax(valid, axis=1)
+                    out[key] = per_row[np.arange(n), first]
+            return out, np.full(n, L, dtype=np.int64)
+        arrays, lengths = table.read(slots)
+        out = SampleBatch(table.schema.build(arrays))
+        if self.storage_unit is StorageUnit.SEQUENCES:
+            out["seq_lens"] = lengths.astype(np.int32)
+        return out, lengths
+
+    # ------------------------------------------------------------ stats & state
+    def stats(self, debug: bool = False) -> dict[str, Any]:
+        """Counters and sizes: added/sampled/evicted counts, entries, timesteps, bytes."""
+        t = self._table
+        c = t.counters
+        row = t.storage.row_bytes if t.storage is not None else 0
+        return {"added_count": c["added"], "added_timesteps": c["added_steps"], "sampled_count": c["sampled"],
+                "evicted_count": c["evicted"], "eviction_started": c["evicted"] > 0, "deleted_count": c["deleted"],
+                "not_stored_count": c["not_stored"], "stale_updates": c["stale_updates"],
+                "dropped_incomplete_episodes": self._dropped_episodes, "num_entries": len(self),
+                "num_timesteps": self.num_timesteps, "capacity": self.capacity,
+                "est_size_bytes": self.num_timesteps * row, "allocated_bytes": t.storage.nbytes if t.storage else 0}
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta, arrays = self._table.state()
+        return {"table": meta, "dropped_episodes": self._dropped_episodes, **self._extra_state()}, arrays
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self._table.load_state(meta["table"], arrays)
+        self._dropped_episodes = int(meta.get("dropped_episodes", 0))
+        self._load_extra_state(meta)
+
+    def _load_extra_state(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(capacity={self.capacity}, storage_unit={self.storage_unit.value!r}, "
+                f"items={len(self)}, timesteps={self.num_timesteps})")
+
+
+def _check_sequence_args(capacity: int, unit: StorageUnit, length: Any, burn_in: Any) -> int | None:
+    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, np.integer)) or burn_in < 0:
+        raise ConfigError("replay_burn_in", burn_in, "a non-negative integer")
+    if length is None or (length == 1 and burn_in == 0 and unit is not StorageUnit.SEQUENCES):
+        if burn_in:
+            raise ConfigError("replay_burn_in", burn_in, "0 unless replay_sequence_length is set")
+        return None
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ConfigError("replay_sequence_length", length, "None or a positive integer")
+    if unit is not StorageUnit.SEQUENCES:
+        raise ConfigError("replay_sequence_length", length,
+                          f"None (or 1) with storage_unit={unit.value!r}; sequences need storage_unit='sequences'")
+    if burn_in >= length:
+        raise ConfigError("replay_burn_in", burn_in, f"less than replay_sequence_length={length} (it is included)")
+    if length - burn_in > capacity:
+        raise ConfigError("replay_sequence_length", length,
+                          f"at most capacity + replay_burn_in = {capacity + burn_in} timesteps")
+    return int(length)
+
+
+def _leaves(columns: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in columns.items():
+        if isinstance(v, dict):
+            out.extend(_leaves(v, f"{prefix}{k}/"))
+        else:
+            out.append((prefix + k, v))
+    return out
+
+
+def _row_count(columns: dict[str, Any], skip: tuple[str, ...]) -> int:
+    """The common leading length of all per-row columns; a SchemaError naming ragged ones."""
+    lengths = {}
+    for name, arr in _leaves(columns):
+        if name in skip:
+            continue
+        if arr.ndim == 0:
+            raise SchemaError(name, arr, "an array with one row per timestep (got a scalar)")
+        lengths[name] = int(arr.shape[0])
+    if not lengths:
+        raise SchemaError("batch", list(columns), "at least one column")
+    if len(set(lengths.values())) > 1:
+        raise SchemaError("batch", lengths, "the same number of rows in every column (ragged columns)")
+    return next(iter(lengths.values()))
+
+
+def _take_rows(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    return {k: (_take_rows(v, rows) if isinstance(v, dict) else v[rows]) for k, v in columns.items()}
