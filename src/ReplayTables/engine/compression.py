@@ -1,0 +1,102 @@
+"""Compressed frame storage: each frame compressed on write with Zstandard.
+
+Pixel observations compress well (Atari frames typically 5-20x), so a buffer
+that would not fit in RAM uncompressed often does compressed. The codec is the
+``zstandard`` package (the ``compression`` extra: ``pip install
+ReplayTables[compression]``), imported only when a compressed store is built.
+
+Trade-off, stated plainly: every frame is a separate compressed blob, so
+``write`` and ``read`` call the codec once per frame (a Python-level loop over
+the frames of a batch, a few microseconds each). Use it when memory, not
+sampling speed, is the constraint; otherwise use plain or memory-mapped arrays.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.errors import CheckpointError, ConfigError
+
+__all__ = ["CompressedFrames", "zstd_module"]
+
+
+def zstd_module() -> Any:
+    """The ``zstandard`` module, or a :class:`ConfigError` saying which extra installs it."""
+    try:
+        import zstandard
+    except ImportError:
+        raise ConfigError("compression", "zstd", "the zstandard package: pip install 'ReplayTables[compression]'") \
+            from None
+    return zstandard
+
+
+class CompressedFrames:
+    """One Zstandard-compressed frame per slot (``level`` 1-22; 3 is the library default)."""
+
+    kind = "zstd"
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], dtype: Any, level: int = 3) -> None:
+        if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
+            raise ConfigError("level", level, "an integer compression level from 1 to 22")
+        self.capacity = int(capacity)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.level = level
+        self.frame_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        zstd = zstd_module()
+        self._compressor = zstd.ZstdCompressor(level=level)
+        self._decompressor = zstd.ZstdDecompressor()
+        empty = self._compressor.compress(bytes(self.frame_bytes))
+        self.blobs: list[bytes] = [empty] * self.capacity
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_compressor"], state["_decompressor"]  # codec contexts are rebuilt, not pickled
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        zstd = zstd_module()
+        self._compressor = zstd.ZstdCompressor(level=self.level)
+        self._decompressor = zstd.ZstdDecompressor()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of compressed data held (plus nothing else per slot but a list entry)."""
+        return sum(len(b) for b in self.blobs)
+
+    def write(self, slots: np.ndarray, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames, dtype=self.dtype)
+        compress = self._compressor.compress
+        blobs = self.blobs
+        for slot, frame in zip(np.asarray(slots).reshape(-1).tolist(), frames.reshape(-1, *self.shape)):
+            blobs[slot] = compress(frame.tobytes())
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        index = np.asarray(index)
+        out = np.empty((*index.shape, *self.shape), dtype=self.dtype)
+        flat = out.reshape(-1, self.frame_bytes // self.dtype.itemsize).view(np.uint8) if out.size else out
+        decompress = self._decompressor.decompress
+        blobs = self.blobs
+        for row, slot in enumerate(index.reshape(-1).tolist()):
+            flat[row] = np.frombuffer(decompress(blobs[slot]), dtype=np.uint8)
+        return out
+
+    def flush(self) -> None:
+        pass
+
+    # ------------------------------------------------------------ state
+    def arrays(self) -> dict[str, np.ndarray]:
+        lengths = np.fromiter((len(b) for b in self.blobs), dtype=np.int64, count=self.capacity)
+        data = np.frombuffer(b"".join(self.blobs), dtype=np.uint8)
+        return {"zstd_lengths": lengths, "zstd_data": data}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        lengths = np.asarray(arrays["zstd_lengths"], dtype=np.int64)
+        data = np.asarray(arrays["zstd_data"], dtype=np.uint8)
+        if lengths.shape != (self.capacity,) or int(lengths.sum()) != data.size:
+            raise CheckpointError("zstd_lengths", lengths, f"{self.capacity} lengths summing to {data.size}")
+        ends = np.cumsum(lengths)
+        raw = data.tobytes()
+        self.blobs = [raw[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist())]

@@ -1,0 +1,88 @@
+"""Frame storage in plain arrays: in memory, or in memory-mapped ``.npy`` files.
+
+A *frame store* keeps one fixed-shape observation per slot and answers
+``read(index)`` for an index array of any shape (a ``[B, 2, k]`` index of
+frame stacks comes back as ``[B, 2, k, *frame_shape]`` in one gather).
+
+:class:`ArrayFrames` is backed either by ``np.zeros`` (pages are only paid for
+once written) or by a ``.npy`` file opened with ``np.lib.format.open_memmap``:
+the operating system pages it in and out, so a buffer can be larger than RAM,
+and the file outlives the process. A memory-mapped file is an ordinary ``.npy``
+(``np.load(path, mmap_mode="r")`` reads it). :func:`create_array` and
+:func:`open_array` are also used for the step rows of a memory-mapped buffer.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.errors import CheckpointError
+
+__all__ = ["ArrayFrames", "create_array", "open_array"]
+
+
+def create_array(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A new zero-filled ``.npy`` file at ``path``, memory-mapped read-write."""
+    return np.lib.format.open_memmap(os.fspath(path), mode="w+", dtype=np.dtype(dtype), shape=shape)
+
+
+def open_array(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An existing ``.npy`` file memory-mapped read-write; an error if its shape or dtype differ."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError("path", str(p), "an existing memory-mapped .npy file")
+    try:
+        arr = np.lib.format.open_memmap(os.fspath(p), mode="r+")
+    except (OSError, ValueError) as exc:
+        raise CheckpointError("path", str(p), "a readable .npy file", str(exc)) from None
+    if arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
+        raise CheckpointError(p.name, f"shape {arr.shape} dtype {arr.dtype}",
+                              f"shape {tuple(shape)} dtype {np.dtype(dtype)}")
+    return arr
+
+
+class ArrayFrames:
+    """One frame per slot in a ``(capacity, *shape)`` array (in memory or memory-mapped)."""
+
+    def __init__(self, capacity: int, shape: tuple[int, ...], dtype: Any, path: str | os.PathLike[str] | None = None,
+                 create: bool = True) -> None:
+        self.capacity = int(capacity)
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        full = (self.capacity, *self.shape)
+        self.path = None if path is None else Path(path)
+        if self.path is None:
+            self.kind = "memory"
+            self.data: np.ndarray = np.zeros(full, dtype=self.dtype)
+        else:
+            self.kind = "memmap"
+            self.data = create_array(self.path, full, self.dtype) if create else open_array(self.path, full, self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes)
+
+    def write(self, slots: np.ndarray, frames: np.ndarray) -> None:
+        """``frames[i]`` goes to ``slots[i]`` (validated by the caller)."""
+        self.data[slots] = frames
+
+    def read(self, index: np.ndarray) -> np.ndarray:
+        """A copy of the frames at ``index`` (any shape), shape ``index.shape + frame shape``."""
+        return np.take(self.data, index, axis=0)
+
+    def flush(self) -> None:
+        if isinstance(self.data, np.memmap):
+            self.data.flush()
+
+    # ------------------------------------------------------------ state
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"frames": self.data}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        frames = arrays["frames"]
+        if frames.shape != self.data.shape or frames.dtype != self.dtype:
+            raise CheckpointError("frames", frames, f"shape {self.data.shape} dtype {self.dtype}")
+        self.data[...] = frames

@@ -1,0 +1,562 @@
+"""Front end for step streams: pixel and recurrent agents.
+
+    buffer = TrajectoryReplay(100_000, obs_shape=(84, 84), obs_dtype=np.uint8, frame_stack=4, n_step=3)
+    obs, _ = env.reset(seed=0)
+    buffer.begin_episode(obs)
+    for t in range(T):
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add_step(action, reward, next_obs, terminated, truncated)
+        if terminated or truncated:
+            obs, _ = env.reset()
+            buffer.begin_episode(obs)
+    batch = buffer.sample(32)   # obs, action, returns, discount, next_obs, ids, weights
+
+The vectorised form is :meth:`TrajectoryReplay.begin_episodes` /
+:meth:`TrajectoryReplay.add_steps` with one stream per sub-environment.
+
+Every observation is stored once (``next_obs`` and frame stacks are assembled
+at sample time by index), n-step targets respect ``terminated`` vs.
+``truncated``, and :meth:`TrajectoryReplay.sample_sequences` draws fixed-length
+windows with burn-in for recurrent agents. Storage is in memory, in
+memory-mapped files (``storage="memmap"``) or Zstandard-compressed
+(``storage="zstd"``). The machinery lives in the engine (``episodes``,
+``accumulators``, ``sequences``, ``memmap_storage``, ``compression``); this
+module checks input and translates the API.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.base import TableBuffer
+from ReplayTables.checkpoint import read_checkpoint, split_arrays, write_checkpoint
+from ReplayTables.engine.compression import CompressedFrames
+from ReplayTables.engine.episodes import EpisodeRing, FrameStore
+from ReplayTables.engine.memmap_storage import ArrayFrames, create_array, open_array
+from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
+from ReplayTables.engine.schema import FieldSpec
+from ReplayTables.engine.storage import PackedStorage
+from ReplayTables.engine.table import Table, check_capacity
+from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
+from ReplayTables.PER import PERConfig
+
+__all__ = ["SequenceBatch", "SequenceConfig", "TrajectoryReplay", "TransitionBatch"]
+
+STORAGE_KINDS = ("memory", "memmap", "zstd")
+STACK_PADDING = ("repeat", "zeros")
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Fixed-length sequence sampling (for recurrent agents).
+
+    Attributes:
+        length: ``T``, the steps a learner trains on.
+        burn_in: extra leading steps of the same episode (to warm up a recurrent state).
+        pad: ``False``: every window lies inside one episode. ``True``: windows
+            may start at any step; burn-in before the episode's first step and
+            steps after its end are zeros with ``mask`` False.
+    """
+
+    length: int
+    burn_in: int = 0
+    pad: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.length, bool) or not isinstance(self.length, int) or self.length < 1:
+            raise ConfigError("length", self.length, "a positive integer")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise ConfigError("burn_in", self.burn_in, "a non-negative integer")
+        if not isinstance(self.pad, bool):
+            raise ConfigError("pad", self.pad, "True or False")
+
+
+@dataclass
+class TransitionBatch:
+    """Sampled transitions. The learner's target is ``returns + discount * V(next_obs)``.
+
+    ``obs`` / ``next_obs`` are ``[B, *obs_shape]``, or ``[B, k, *obs_shape]`` with
+    ``frame_stack=k`` (oldest frame first). ``next_obs`` is the bootstrap
+    observation ``steps`` steps ahead; ``discount`` is ``gamma ** steps``, or 0
+    when the window ended by termination; ``terminated`` / ``truncated`` say how
+    the window ended (both False when it ran ``n_step`` steps). ``reward`` is the
+    first step's reward; ``returns`` the n-step discounted return (equal to
+    ``reward`` for ``n_step=1``).
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    returns: np.ndarray
+    discount: np.ndarray
+    steps: np.ndarray
+    extras: dict[str, np.ndarray]
+    ids: np.ndarray
+    weights: np.ndarray
+    probabilities: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass
+class SequenceBatch:
+    """Sampled windows, each ``[B, burn_in + T, ...]``; ``mask`` is False on padding steps."""
+
+    obs: np.ndarray
+    next_obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    extras: dict[str, np.ndarray]
+    mask: np.ndarray
+    burn_in: int
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])
+
+
+def _spec(name: str, value: Any) -> FieldSpec:
+    if isinstance(value, FieldSpec) and value.shape is not None and value.dtype is not None:
+        return FieldSpec(tuple(value.shape), np.dtype(value.dtype))
+    if isinstance(value, tuple) and len(value) == 2:
+        return FieldSpec(tuple(value[0]), np.dtype(value[1]))
+    raise ConfigError(name, value, "a FieldSpec(shape, dtype) or a (shape, dtype) pair")
+
+
+def _shape(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in value)
+    except TypeError:
+        raise ConfigError(name, value, "a tuple of non-negative integers") from None
+    if any(s < 0 for s in shape):
+        raise ConfigError(name, value, "a tuple of non-negative integers")
+    return shape
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(name, value, "a positive integer")
+    return int(value)
+
+
+class TrajectoryReplay(TableBuffer):
+    """Replay for step streams: each observation stored once; stacks, n-step and sequences at sample time.
+
+    Args:
+        capacity: records kept (one per observation; an episode of ``L`` steps
+            takes ``L + 1``), split evenly over ``num_streams``.
+        obs_shape, obs_dtype: one observation (one frame when stacking).
+        action_shape, action_dtype: one action.
+        extras: more per-step fields, ``{"logp": FieldSpec((), np.float32)}``.
+        num_streams: parallel environments (one ring each).
+        frame_stack: ``k`` frames per observation, assembled at sample time.
+        stack_padding: ``"repeat"`` the episode's first frame, or ``"zeros"``,
+            where a stack would reach before the episode started.
+        n_step, gamma: n-step returns (see :class:`TransitionBatch`).
+        sequence: a :class:`SequenceConfig` to enable :meth:`sample_sequences`.
+        per: a :class:`~ReplayTables.PER.PERConfig` for prioritized transitions
+            (``new_priority_mode`` ``'max'`` or ``'mean'``); ``None`` is uniform.
+        storage: ``"memory"``, ``"memmap"`` (files under ``path``) or ``"zstd"``
+            (compressed frames, the ``compression`` extra).
+        path: directory of a memory-mapped buffer (created; must not hold one).
+        compression_level: Zstandard level for ``storage="zstd"``.
+        rng: a ``numpy.random.Generator``.
+    """
+
+    def __init__(self, capacity: int, obs_shape: Any, obs_dtype: Any = np.uint8, *, action_shape: Any = (),
+                 action_dtype: Any = np.int64, extras: Mapping[str, Any] | None = None, num_streams: int = 1,
+                 frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
+                 sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
+                 path: str | os.PathLike[str] | None = None, compression_level: int = 3,
+                 rng: np.random.Generator | None = None, _reopen: bool = False) -> None:
+        capacity = check_capacity("capacity", capacity)
+        self.obs_shape = _shape("obs_shape", obs_shape)
+        self.obs_dtype = np.dtype(obs_dtype)
+        self.action_shape = _shape("action_shape", action_shape)
+        self.action_dtype = np.dtype(action_dtype)
+        self.extras = {str(k): _spec(f"extras.{k}", v) for k, v in (extras or {}).items()}
+        clash = set(self.extras) & {"action", "reward", "terminated", "truncated", "obs", "next_obs"}
+        if clash:
+            raise ConfigError("extras", sorted(clash), "names other than the built-in step fields")
+        self.num_streams = _positive("num_streams", num_streams)
+        self.frame_stack = _positive("frame_stack", frame_stack)
+        if stack_padding not in STACK_PADDING:
+            raise ConfigError("stack_padding", stack_padding, f"one of {STACK_PADDING}")
+        self.stack_padding = stack_padding
+        self.n_step = _positive("n_step", n_step)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma <= 1.0:
+            raise ConfigError("gamma", gamma, "a number in [0, 1]")
+        self.gamma = float(gamma)
+        if sequence is not None and not isinstance(sequence, SequenceConfig):
+            raise ConfigError("sequence", sequence, "a SequenceConfig or None")
+        self.sequence = sequence
+        if per is not None and (not isinstance(per, PERConfig) or per.new_priority_mode == "given"):
+            raise ConfigError("per", per, "None or a PERConfig with new_priority_mode 'max' or 'mean' (items are "
+                                          "made when their n-step window completes, so no priority is given)")
+        self.per = per
+        if storage not in STORAGE_KINDS:
+            raise ConfigError("storage", storage, f"one of {STORAGE_KINDS}")
+        if (storage == "memmap") != (path is not None):
+            raise ConfigError("path", path, "a directory exactly when storage='memmap'")
+        self.storage_kind = storage
+        self.path = None if path is None else Path(path)
+        self.compression_level = compression_level
+        self._sample_calls = 0
+        self._capacity_arg = capacity
+        capacity = capacity // self.num_streams * self.num_streams
+        if capacity == 0:
+            raise ConfigError("capacity", self._capacity_arg, f"at least num_streams={self.num_streams}")
+        fields: dict[str, Any] = {"action": FieldSpec(self.action_shape, self.action_dtype),
+                                  "reward": FieldSpec((), np.float32), "terminated": FieldSpec((), np.bool_),
+                                  "truncated": FieldSpec((), np.bool_), **self.extras}
+        sampler: Sampler
+        if per is None:
+            sampler = UniformSampler()
+        else:
+            sampler = PrioritizedSampler(capacity, priority_exponent=per.priority_exponent,
+                                         uniform_probability=per.uniform_probability,
+                                         new_priority_mode=per.new_priority_mode, max_decay=per.max_decay,
+                                         stratified=per.stratified)
+        if self.path is not None and not _reopen:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if (self.path / "frames.npy").exists():
+                raise ConfigError("path", str(self.path), "a directory without a buffer in it (reopen an existing "
+                                                          "one with TrajectoryReplay.open(path))")
+        table = Table(capacity, fields, writer="fifo", sampler=sampler, rng=rng)
+        frames: FrameStore
+        rows: np.ndarray | None = None
+        if storage == "zstd":
+            frames = CompressedFrames(capacity, self.obs_shape, self.obs_dtype, level=compression_level)
+        else:
+            frame_path = None if self.path is None else self.path / "frames.npy"
+            frames = ArrayFrames(capacity, self.obs_shape, self.obs_dtype, path=frame_path, create=not _reopen)
+        if self.path is not None:
+            assert table.storage is not None
+            shape = table.storage.rows.shape
+            rows_path = self.path / "steps.npy"
+            rows = open_array(rows_path, shape, np.uint8) if _reopen else create_array(rows_path, shape, np.uint8)
+            table.storage = PackedStorage(table.storage.fields, capacity, rows=rows)
+        self._rows = rows
+        seq = sequence
+        self._table = table
+        self._ring = EpisodeRing(table, frames, self.num_streams, n_step=self.n_step, frame_stack=self.frame_stack,
+                                 zero_pad_stacks=stack_padding == "zeros", seq_length=seq.length if seq else 0,
+                                 burn_in=seq.burn_in if seq else 0, pad_sequences=seq.pad if seq else False)
+        self._step_fields = table.schema
+        self._dirty = False
+
+    # ------------------------------------------------------------ sizes
+    @property
+    def max_size(self) -> int:
+        """Records the buffer holds (observations, including each episode's final one)."""
+        return self._table.capacity
+
+    def size(self) -> int:
+        """Complete transitions that can be sampled now."""
+        return self._table.size
+
+    def __len__(self) -> int:
+        return self._table.size
+
+    def num_sequences(self) -> int:
+        """Valid sequence windows that can be sampled now (0 without a :class:`SequenceConfig`)."""
+        return 0 if self._ring.starts is None else self._ring.starts.count
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out["frame_bytes"] = self._ring.frames.nbytes
+        out["storage"] = self.storage_kind
+        out["sequences"] = self.num_sequences()
+        return out
+
+    # ------------------------------------------------------------ input checks
+    def _streams(self, streams: Any) -> np.ndarray:
+        if streams is None:
+            return np.arange(self.num_streams, dtype=np.int64)
+        arr = np.asarray(streams)
+        if arr.dtype == np.bool_:
+            if arr.shape != (self.num_streams,):
+                raise SchemaError("streams", streams, f"a bool mask of shape ({self.num_streams},)")
+            return np.flatnonzero(arr).astype(np.int64)
+        arr = arr.reshape(-1) if arr.ndim == 0 else arr
+        if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+            raise SchemaError("streams", streams, "stream indices (ints) or a bool mask")
+        arr = arr.astype(np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= self.num_streams or np.unique(arr).size != arr.size):
+            raise SchemaError("streams", streams, f"distinct stream indices in [0, {self.num_streams})")
+        return arr
+
+    def _obs(self, name: str, obs: Any, m: int) -> np.ndarray:
+        arr = np.asarray(obs)
+        expected = (m, *self.obs_shape)
+        if arr.shape != expected:
+            raise SchemaError(name, obs, f"shape {expected} (one {self.obs_shape} observation per stream), got "
+                                         f"shape {arr.shape}")
+        if not np.can_cast(arr.dtype, self.obs_dtype, "same_kind"):
+            raise SchemaError(name, obs, f"dtype {self.obs_dtype} (got {arr.dtype})")
+        return arr
+
+    def _flags(self, name: str, value: Any, m: int) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.shape != (m,) or arr.dtype.kind not in "bui":
+            raise SchemaError(name, value, f"{m} booleans, one per stream")
+        if arr.dtype.kind != "b":
+            if ((arr != 0) & (arr != 1)).any():
+                raise SchemaError(name, value, "booleans (0 or 1)")
+            arr = arr.astype(bool)
+        return arr
+
+    def _mark_dirty(self) -> None:
+        if self.path is not None and not self._dirty:
+            (self.path / "DIRTY").touch()
+            self._dirty = True
+
+    # ------------------------------------------------------------ writing
+    def begin_episodes(self, obs: Any, streams: Any = None) -> None:
+        """Start new episodes on ``streams`` (all by default, or indices / a bool mask).
+
+        ``obs`` has one first observation per selected stream. A stream whose
+        episode is still open is an :class:`~ReplayTables.errors.EpisodeError`.
+        """
+        idx = self._streams(streams)
+        arr = self._obs("obs", obs, idx.size)
+        self._ring.check_open(idx, want_open=False)
+        if idx.size:
+            self._mark_dirty()
+            self._ring.begin(idx, arr)
+
+    def begin_episode(self, obs: Any, stream: int = 0) -> None:
+        """Start a new episode on one stream with its first observation (after ``env.reset()``)."""
+        self.begin_episodes(np.asarray(obs)[None], np.array([stream]))
+
+    def add_steps(self, action: Any, reward: Any, next_obs: Any, terminated: Any, truncated: Any, *,
+                  streams: Any = None, **extras: Any) -> np.ndarray:
+        """One environment step on each selected stream (all by default).
+
+        Arrays have one row per selected stream. ``next_obs`` is what ``env.step``
+        returned (the final observation when the step ended the episode; with
+        gymnasium's same-step autoreset pass ``info["final_obs"]`` for those
+        streams, then :meth:`begin_episodes` with the reset observations).
+        Returns the ids of the transitions this step completed. Every input is
+        checked before anything is stored; a bad call leaves the buffer unchanged.
+        """
+        idx = self._streams(streams)
+        m = idx.size
+        unknown = sorted(set(extras) - set(self.extras))
+        missing = sorted(set(self.extras) - set(extras))
+        if unknown or missing:
+            raise SchemaError("extras", unknown or missing, f"exactly the extras {sorted(self.extras)}")
+        schema = self._step_fields
+        term = self._flags("terminated", terminated, m)
+        trunc = self._flags("truncated", truncated, m)
+        values = [action, reward, term, trunc, *(extras[k] for k in self.extras)]
+        arrays = schema.coerce(values, batch=m)
+        if np.asarray(reward).dtype.kind == "f" and not np.isfinite(arrays[1]).all():
+            raise SchemaError("reward", reward, "finite rewards (no NaN or inf)")
+        obs = self._obs("next_obs", next_obs, m)
+        self._ring.check_open(idx, want_open=True)
+        if m == 0:
+            return np.empty(0, dtype=np.int64)
+        self._mark_dirty()
+        return self._ring.step(idx, arrays, obs, term, trunc)
+
+    def add_step(self, action: Any, reward: Any, next_obs: Any, terminated: bool, truncated: bool, *,
+                 stream: int = 0, **extras: Any) -> np.ndarray:
+        """One environment step: what ``env.step(action)`` returned, plus the action.
+
+        Returns the ids of the transitions this step completed (with ``n_step=n``
+        a transition is complete ``n - 1`` steps later, or when its episode ends).
+        """
+        ex = {k: np.asarray(v)[None] for k, v in extras.items()}
+        return self.add_steps(np.asarray(action)[None], np.asarray(reward)[None], np.asarray(next_obs)[None],
+                              np.asarray(terminated)[None], np.asarray(truncated)[None],
+                              streams=np.array([stream]), **ex)
+
+    # ------------------------------------------------------------ reading
+    @property
+    def beta(self) -> float:
+        return 0.0 if self.per is None else self.per.beta_at(self._sample_calls)
+
+    def _batch(self, slots: np.ndarray, ids: np.ndarray, fields: list[np.ndarray], weights: np.ndarray,
+               probabilities: np.ndarray) -> TransitionBatch:
+        t = self._ring.transition_arrays(slots, fields, self.gamma)
+        extras = {k: f for k, f in zip(self.extras, fields[4:])}
+        return TransitionBatch(obs=t["obs"], action=fields[0], reward=fields[1], next_obs=t["next_obs"],
+                               terminated=t["end_terminated"], truncated=t["end_truncated"], returns=t["returns"],
+                               discount=t["discount"], steps=t["steps"], extras=extras, ids=ids, weights=weights,
+                               probabilities=probabilities)
+
+    def sample(self, n: int) -> TransitionBatch:
+        """``n`` complete transitions (uniformly, or by priority with importance ``weights``)."""
+        if self.per is None:
+            s = self._table.sample(n)
+            weights = np.ones(len(s.ids), dtype=np.float64)
+        else:
+            s = self._table.sample(n, self.beta)
+            self._sample_calls += 1
+            assert s.weights is not None
+            weights = s.weights
+        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+
+    def get(self, ids: Any) -> TransitionBatch:
+        """The transitions with these ids (an error naming any that were evicted)."""
+        s = self._table.get(ids)
+        weights = np.ones(len(s.ids), dtype=np.float64)
+        if self.per is not None:
+            sampler = self._table.sampler
+            assert isinstance(sampler, PrioritizedSampler)
+            weights = sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
+        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+
+    def update_priorities(self, ids: Any, priorities: Any) -> int:
+        """New raw priorities by id (needs ``per``); evicted ids are skipped and counted as stale."""
+        if self.per is None:
+            raise ConfigError("per", None, "a PERConfig (this buffer samples uniformly)")
+        if isinstance(ids, TransitionBatch):
+            ids = ids.ids
+        return self._table.update_priorities(ids, priorities)
+
+    def sample_sequences(self, n: int) -> SequenceBatch:
+        """``n`` windows of ``burn_in + length`` steps, uniformly over valid windows.
+
+        Cost is ``O(n * (burn_in + length))``, independent of the buffer size.
+        """
+        starts = self._ring.starts
+        if starts is None or self.sequence is None:
+            raise ConfigError("sequence", None, "a SequenceConfig given to the constructor")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ConfigError("n", n, "a non-negative integer")
+        if starts.count == 0:
+            raise EmptyBufferError("sequences", 0, f"at least one stored window of {self.sequence.length} steps"
+                                                   f" (+{self.sequence.burn_in} burn-in)")
+        anchors = starts.sample(self._table.rng, int(n))
+        s = self._ring.sequence_arrays(anchors)
+        f = s["fields"]
+        return SequenceBatch(obs=s["obs"], next_obs=s["next_obs"], action=f[0], reward=f[1], terminated=f[2],
+                             truncated=f[3], extras={k: a for k, a in zip(self.extras, f[4:])}, mask=s["mask"],
+                             burn_in=self.sequence.burn_in)
+
+    # ------------------------------------------------------------ checkpoint
+    def _init_args(self) -> dict[str, Any]:
+        return {"capacity": self._capacity_arg, "obs_shape": list(self.obs_shape), "obs_dtype": self.obs_dtype.str,
+                "action_shape": list(self.action_shape), "action_dtype": self.action_dtype.str,
+                "extras": {k: [list(v.shape or ()), np.dtype(v.dtype).str] for k, v in self.extras.items()},
+                "num_streams": self.num_streams, "frame_stack": self.frame_stack,
+                "stack_padding": self.stack_padding, "n_step": self.n_step, "gamma": self.gamma,
+                "sequence": None if self.sequence is None else dataclasses.asdict(self.sequence),
+                "per": None if self.per is None else dataclasses.asdict(self.per),
+                "storage": self.storage_kind, "path": None if self.path is None else str(self.path),
+                "compression_level": self.compression_level}
+
+    @classmethod
+    def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator,
+                   reopen: bool = False) -> TrajectoryReplay:
+        args = dict(init)
+        args["extras"] = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in args["extras"].items()}
+        args["sequence"] = None if args["sequence"] is None else SequenceConfig(**args["sequence"])
+        args["per"] = None if args["per"] is None else PERConfig(**args["per"])
+        if args["storage"] == "memmap" and not reopen:
+            # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
+            args["storage"], args["path"] = "memory", None
+        return cls(rng=rng, _reopen=reopen, **args)
+
+    def _frontend_state(self) -> dict[str, Any]:
+        return {"sample_calls": self._sample_calls}
+
+    def _load_frontend_state(self, state: dict[str, Any]) -> None:
+        self._sample_calls = int(state.get("sample_calls", 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["arrays"].update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
+        state["arrays"].update({f"frames_{k}": v for k, v in self._ring.frames.arrays().items()})
+        return state
+
+    def _load_arrays(self, arrays: dict[str, np.ndarray], frames: bool = True) -> None:
+        self._ring.load_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("ring_")})
+        if frames:
+            self._ring.frames.load_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("frames_")})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.path is not None:
+            raise ConfigError("storage", "memmap", "an in-memory buffer (a memory-mapped one reopens with "
+                                                   "TrajectoryReplay.open)")
+        super().load_state_dict(state)
+        self._load_arrays(state["arrays"])
+
+    @classmethod
+    def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
+        buffer = cls._construct(dict(manifest["init"]), None, np.random.default_rng())
+        buffer._table.load_state(manifest["table"], arrays)
+        buffer._load_frontend_state(manifest.get("frontend", {}))
+        buffer._load_arrays(arrays)
+        return buffer
+
+    # ------------------------------------------------------------ memory-mapped buffers
+    def flush(self) -> None:
+        """Make a memory-mapped buffer durable: data files flushed, then the small state saved.
+
+        :meth:`open` in any later process sees the buffer as of the last flush.
+        Writes after it are not visible until the next flush (``open`` refuses a
+        buffer changed since its last flush rather than show inconsistent data).
+        """
+        if self.path is None:
+            raise ConfigError("storage", self.storage_kind, "storage='memmap' (only those have files to flush)")
+        table = self._table
+        assert table.storage is not None
+        self._ring.frames.flush()
+        rows = table.storage.rows
+        if isinstance(rows, np.memmap):
+            rows.flush()
+        state = table.state_dict()
+        state["storage"] = None  # the step rows are the memory-mapped file itself
+        meta, arrays = split_arrays(state)
+        arrays.update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
+        manifest = {"class": "ReplayTables.trajectory:TrajectoryReplay", "init": self._init_args(), "table": meta,
+                    "frontend": self._frontend_state()}
+        write_checkpoint(self.path / "state", manifest, arrays)
+        (self.path / "DIRTY").unlink(missing_ok=True)
+        self._dirty = False
+
+    def close(self) -> None:
+        """Flush a memory-mapped buffer (nothing to do for the others)."""
+        if self.path is not None:
+            self.flush()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], rng: np.random.Generator | None = None) -> TrajectoryReplay:
+        """Reopen a memory-mapped buffer that was :meth:`flush`-ed, in this or another process."""
+        root = Path(path)
+        if (root / "DIRTY").exists():
+            raise CheckpointError("path", str(root), "a buffer flushed after its last change (it was written "
+                                                     "to and not flushed; its state file is older than its data)")
+        manifest, arrays = read_checkpoint(root / "state")
+        init = dict(manifest["init"])
+        init["path"] = str(root)
+        buffer = cls._construct(init, None, rng if rng is not None else np.random.default_rng(), reopen=True)
+        meta = manifest["table"]
+        table = buffer._table
+        rows = buffer._rows
+        table.load_state(meta, arrays)
+        assert rows is not None and table.schema.fields is not None
+        table.storage = PackedStorage(table.schema.fields, table.capacity, rows=rows)
+        buffer._load_frontend_state(manifest.get("frontend", {}))
+        buffer._load_arrays(arrays, frames=False)
+        return buffer
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size()}, max_size={self.max_size}, obs={self.obs_shape} "
+                f"{self.obs_dtype}, streams={self.num_streams}, frame_stack={self.frame_stack}, "
+                f"n_step={self.n_step}, storage={self.storage_kind!r})")
+
