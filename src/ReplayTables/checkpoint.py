@@ -52,6 +52,42 @@ def class_name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def split_arrays(tree: Any, prefix: str = "") -> tuple[Any, dict[str, np.ndarray]]:
+    """Replace every numpy array in a nested state dict by ``{"__array__": key}``.
+
+    Returns the JSON-able tree and the arrays by key (keys are the dotted paths).
+    """
+    arrays: dict[str, np.ndarray] = {}
+
+    def walk(node: Any, path: str) -> Any:
+        if isinstance(node, np.ndarray):
+            arrays[path] = node
+            return {"__array__": path}
+        if isinstance(node, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in node.items()}
+        if isinstance(node, (list, tuple)):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(node)]
+        if isinstance(node, np.generic):
+            return node.item()
+        return node
+
+    return walk(tree, prefix), arrays
+
+
+def join_arrays(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
+    """Inverse of :func:`split_arrays`; a missing array is a :class:`CheckpointError`."""
+    if isinstance(tree, dict):
+        if set(tree) == {"__array__"}:
+            key = tree["__array__"]
+            if key not in arrays:
+                raise CheckpointError(str(key), "<missing>", "an array listed in the manifest")
+            return arrays[key]
+        return {k: join_arrays(v, arrays) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [join_arrays(v, arrays) for v in tree]
+    return tree
+
+
 def _step(name: str) -> None:
     """A named point in a save; tests replace this to interrupt a save there."""
 

@@ -70,12 +70,10 @@ class Sampler:
         return {}
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything that changes as the sampler runs (arrays included)."""
         return {}
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
 
@@ -141,9 +139,13 @@ class PrioritizedSampler(Sampler):
             self.tree.set(slots, q)
             return
         if self.new_priority_mode == "mean":
-            # mean over the items stored before this insert (slots being overwritten included)
-            count = directory.count
-            value = self.tree.total / count if count > 0 else 1.0
+            # mean over the items stored before this insert (slots being overwritten included);
+            # the directory already counts the new items, so take away those that filled a free
+            # slot (a free slot's leaf is 0 and not flagged as a live zero)
+            tree = self.tree
+            fresh = int(np.count_nonzero((tree.leaves[slots] == 0.0) & (tree.zero_flags[slots] == 0)))
+            count = directory.count - fresh
+            value = tree.total / count if count > 0 else 1.0
         else:
             value = self.max_q
         self.tree.set(slots, value)
@@ -245,14 +247,11 @@ class PrioritizedSampler(Sampler):
                 "stratified": self.stratified}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"max_q": self.max_q}
+        return {"max_q": self.max_q, "tree": self.tree.state_dict()}
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {f"tree_{k}": v for k, v in self.tree.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tree.load_state_dict(state["tree"])
         self.max_q = float(state["max_q"])
-        self.tree.load_state_dict({k[len("tree_"):]: v for k, v in arrays.items() if k.startswith("tree_")})
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:

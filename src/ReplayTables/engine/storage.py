@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.schema import Field
+from ReplayTables.errors import SchemaError
 
 __all__ = ["PackedStorage", "row_layout"]
 
@@ -88,6 +89,18 @@ class PackedStorage:
             col[slots] = arr
 
     # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "row_bytes": self.row_bytes, "offsets": list(self.offsets), "rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copy saved rows in (same fields and capacity; the layout is checked)."""
+        rows = np.asarray(state["rows"])
+        expected = (self.capacity, self.row_bytes)
+        if rows.shape != expected or rows.dtype != np.uint8 or list(state["offsets"]) != list(self.offsets):
+            raise SchemaError("storage.rows", rows, f"a uint8 array of shape {expected} with field offsets "
+                                                    f"{self.offsets}")
+        self.rows[...] = rows
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {"rows": self.rows}
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.errors import ConfigError
+
 __all__ = ["SumTree"]
 
 _kernels: ModuleType | None = None
@@ -151,6 +153,12 @@ class SumTree:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = self.capacity
+        leaves = np.asarray(state["leaves"])
+        live_zero = np.asarray(state["live_zero"])
+        if leaves.shape != (n,) or live_zero.shape != (n,):
+            raise ConfigError("tree.leaves", leaves, f"arrays of shape ({n},) for leaves and live_zero")
+        if not (np.isfinite(leaves).all() and (leaves >= 0).all()):
+            raise ConfigError("tree.leaves", leaves, "non-negative finite priorities")
         self.leaves[:] = 0.0
         self.leaves[:n] = np.asarray(state["leaves"], dtype=np.float64)
         self.zero_flags[:] = 0

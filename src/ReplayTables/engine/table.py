@@ -26,7 +26,7 @@ from ReplayTables.engine.samplers import Sampler, UniformSampler, check_prioriti
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.storage import PackedStorage
 from ReplayTables.engine.writers import FifoWriter, Writer, make_writer
-from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError, StaleIdError
+from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, StaleIdError
 
 __all__ = ["Sample", "Table", "check_capacity", "check_ids"]
 
@@ -263,50 +263,64 @@ class Table:
         return int(slots.size)
 
     # ------------------------------------------------------------ state
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """JSON-able metadata and named arrays that fully describe the table."""
-        meta: dict[str, Any] = {
+    def state_dict(self) -> dict[str, Any]:
+        """The table's full state: each component's ``state_dict`` (arrays included)."""
+        return {
             "capacity": self.capacity,
-            "writer": {"name": self.writer.name, "state": self.writer.state_dict()},
-            "sampler": {"name": self.sampler.name, "config": self.sampler.config(),
-                        "state": self.sampler.state_dict()},
+            "schema": self.schema.to_json() if self.schema.resolved else None,
+            "writer": {"name": self.writer.name, **self.writer.state_dict()},
+            "sampler": {"name": self.sampler.name, "config": self.sampler.config(), **self.sampler.state_dict()},
+            "directory": self.directory.state_dict(),
+            "storage": self.storage.state_dict() if self.storage is not None else None,
             "counters": dict(self.counters),
             "rng": _rng_state(self.rng),
-            "schema": self.schema.to_json() if self.schema.resolved else None,
-            "directory": {"count": self.directory.count, "identity": self.directory.identity},
         }
-        dstate = self.directory.state_dict()
-        arrays: dict[str, np.ndarray] = {"slot_id": dstate["slot_id"], "live": dstate["live"]}
-        if self.storage is not None:
-            meta["storage"] = self.storage.meta()
-            arrays.update({f"storage_{k}": v for k, v in self.storage.arrays().items()})
-        arrays.update({f"sampler_{k}": v for k, v in self.sampler.arrays().items()})
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).
+
+        Everything is checked before anything is replaced, so a state that does not
+        fit leaves the table as it was.
+        """
+        if int(state["capacity"]) != self.capacity:
+            raise ConfigError("capacity", state["capacity"], f"{self.capacity} (the table's capacity)")
+        for part, component in (("writer", self.writer), ("sampler", self.sampler)):
+            if state[part]["name"] != component.name:
+                raise ConfigError(f"{part}.name", state[part]["name"], repr(component.name))
+        if state["sampler"].get("config", {}) != self.sampler.config():
+            raise ConfigError("sampler.config", state["sampler"].get("config"), f"{self.sampler.config()}")
+        storage = None
+        schema = self.schema
+        if state.get("schema") is not None and state.get("storage") is not None:
+            fields = [Field.from_json(f) for f in state["schema"]["fields"]]
+            schema = Schema.from_fields(state["schema"]["kind"], self.schema.structure, fields)
+            storage = PackedStorage(fields, self.capacity)
+            storage.load_state_dict(state["storage"])
+        slot_id = np.asarray(state["directory"]["slot_id"])
+        if slot_id.shape != (self.capacity,):
+            raise ConfigError("directory.slot_id", slot_id, f"an int64 array of shape ({self.capacity},)")
+        self._add_fast = None
+        self._add_batch_fast = None
+        self.schema = schema
+        self.storage = storage
+        self.writer.load_state_dict(state["writer"])
+        self.directory.load_state_dict(state["directory"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.counters = {k: int(v) for k, v in state["counters"].items()}
+        _set_rng_state(self.rng, state["rng"])
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """:meth:`state_dict` split into JSON-able metadata and named arrays."""
+        from ReplayTables.checkpoint import split_arrays
+
+        meta, arrays = split_arrays(self.state_dict())
         return meta, arrays
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state` produced (the table must have the same capacity)."""
-        if int(meta["capacity"]) != self.capacity:
-            raise ConfigError("capacity", meta["capacity"], f"{self.capacity} (the table's capacity)")
-        self._add_fast = None
-        self._add_batch_fast = None
-        self.writer.load_state_dict(meta["writer"]["state"])
-        self.directory.load_state_dict({"slot_id": arrays["slot_id"], "live": arrays["live"],
-                                        "count": meta["directory"]["count"],
-                                        "identity": meta["directory"]["identity"]})
-        self.counters = {k: int(v) for k, v in meta["counters"].items()}
-        _set_rng_state(self.rng, meta["rng"])
-        if meta.get("schema") is not None and "storage_rows" in arrays:
-            fields = [Field.from_json(f) for f in meta["schema"]["fields"]]
-            self.schema = Schema.from_fields(meta["schema"]["kind"], self.schema.structure, fields)
-            rows = arrays["storage_rows"]
-            expected = (self.capacity, PackedStorage(fields, 1).row_bytes)
-            if rows.shape != expected or rows.dtype != np.uint8:
-                raise SchemaError("storage_rows", rows, f"a uint8 array of shape {expected}")
-            self.storage = PackedStorage(fields, self.capacity, rows=np.ascontiguousarray(rows))
-            self._add_fast = None
-        self.sampler.load_state_dict(meta["sampler"]["state"],
-                                     {k[len("sampler_"):]: v for k, v in arrays.items()
-                                      if k.startswith("sampler_")})
+        """Restore what :meth:`state` produced."""
+        from ReplayTables.checkpoint import join_arrays
+
+        self.load_state_dict(join_arrays(meta, arrays))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
