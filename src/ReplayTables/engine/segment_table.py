@@ -196,43 +196,38 @@ class SegmentTable:
         return self.index.directory.slot_id[slots]
 
     # ------------------------------------------------------------ state
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        imeta, iarrays = self.index.state()
-        meta: dict[str, Any] = {
-            "capacity": self.capacity, "index": imeta, "counters": dict(self.counters),
-            "sampler": {"name": self.sampler.name, "config": self.sampler.config(),
-                        "state": self.sampler.state_dict()},
-            "rng": _rng_state(self.rng),
+    def state_dict(self) -> dict[str, Any]:
+        """The table's full state: each component's ``state_dict`` (arrays included)."""
+        return {
+            "capacity": self.capacity,
             "schema": self.schema.to_json() if self.schema.resolved else None,
+            "index": self.index.state_dict(),
+            "sampler": {"name": self.sampler.name, "config": self.sampler.config(), **self.sampler.state_dict()},
+            "storage": self.storage.state_dict() if self.storage is not None else None,
+            "counters": dict(self.counters),
+            "rng": _rng_state(self.rng),
         }
-        arrays = {f"index_{k}": v for k, v in iarrays.items()}
-        if self.storage is not None:
-            arrays["storage_rows"] = self.storage.rows
-        arrays.update({f"sampler_{k}": v for k, v in self.sampler.arrays().items()})
-        return meta, arrays
 
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Restore what :meth:`state` produced (same capacity and placement)."""
-        if int(meta["capacity"]) != self.capacity:
-            raise ConfigError("capacity", meta["capacity"], f"{self.capacity} (this buffer's capacity)")
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (same capacity, placement and sampler kind)."""
+        if int(state["capacity"]) != self.capacity:
+            raise ConfigError("capacity", state["capacity"], f"{self.capacity} (this buffer's capacity)")
+        if state["sampler"]["name"] != self.sampler.name or state["sampler"].get("config", {}) != self.sampler.config():
+            raise ConfigError("sampler", {k: state["sampler"].get(k) for k in ("name", "config")},
+                              f"{self.sampler.name} with {self.sampler.config()}")
         storage = None
         schema = Schema.from_structure(None)
-        if meta.get("schema") is not None:
-            fields = [Field.from_json(f) for f in meta["schema"]["fields"]]
-            schema = Schema.from_fields("dict", None, fields)
-            rows = arrays.get("storage_rows")
-            expected = (self.capacity, PackedStorage(fields, 1).row_bytes)
-            if rows is None or rows.shape != expected or rows.dtype != np.uint8:
-                raise SchemaError("storage_rows", rows, f"a uint8 array of shape {expected}")
-            storage = PackedStorage(fields, self.capacity, rows=np.array(rows, copy=True))
-        self.index.load_state(meta["index"], {k[len("index_"):]: v for k, v in arrays.items()
-                                              if k.startswith("index_")})
+        if state.get("schema") is not None and state.get("storage") is not None:
+            fields = [Field.from_json(f) for f in state["schema"]["fields"]]
+            schema = Schema.from_fields(state["schema"]["kind"], None, fields)
+            storage = PackedStorage(fields, self.capacity)
+            storage.load_state_dict(state["storage"])
+        self.index.load_state_dict(state["index"])
         self.schema = schema
         self.storage = storage
-        self.counters = {k: int(meta["counters"].get(k, 0)) for k in COUNTERS}
-        _set_rng_state(self.rng, meta["rng"])
-        self.sampler.load_state_dict(meta["sampler"]["state"],
-                                     {k[len("sampler_"):]: v for k, v in arrays.items() if k.startswith("sampler_")})
+        self.counters = {k: int(state["counters"].get(k, 0)) for k in COUNTERS}
+        _set_rng_state(self.rng, state["rng"])
+        self.sampler.load_state_dict(state["sampler"])
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()

@@ -277,36 +277,42 @@ class SegmentIndex:
         self.directory.remove(slots)
 
     # ------------------------------------------------------------ state
-    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        d = self.directory.state_dict()
-        meta = {"steps": self.steps, "placement": self.placement, "region": self.region, "head": self.head,
+    def state_dict(self) -> dict[str, Any]:
+        """Everything that changes as items come and go (arrays included)."""
+        return {"steps": self.steps, "placement": self.placement, "region": self.region, "head": self.head,
                 "issued": self.issued, "oldest": self.oldest, "live_steps": self.live_steps,
-                "unit_lengths": self.unit_lengths, "count": d["count"], "identity": d["identity"],
-                "writer": self.writer.state_dict() if self.writer is not None else None}
-        arrays = {"start": self.start, "length": self.length, "origin": self.origin, "hits": self.hits,
-                  "step_stamp": self.step_stamp, "slot_id": d["slot_id"], "live": d["live"]}
-        return meta, arrays
+                "unit_lengths": self.unit_lengths, "directory": self.directory.state_dict(),
+                "writer": self.writer.state_dict() if self.writer is not None else None,
+                "start": self.start, "length": self.length, "origin": self.origin, "hits": self.hits,
+                "step_stamp": self.step_stamp}
 
-    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        if int(meta["steps"]) != self.steps or meta["placement"] != self.placement:
-            raise ConfigError("segments", {"steps": meta["steps"], "placement": meta["placement"]},
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (same steps and placement); checked before anything changes."""
+        if int(state["steps"]) != self.steps or state["placement"] != self.placement:
+            raise ConfigError("segments", {"steps": state["steps"], "placement": state["placement"]},
                               f"steps={self.steps}, placement={self.placement!r} (this buffer's)")
+        arrays = {}
         for key in ("start", "length", "origin", "hits", "step_stamp"):
-            arr = np.asarray(arrays[key], dtype=np.int64)
-            if arr.shape != (self.steps,):
-                raise SchemaError(key, arr, f"an int64 array of shape ({self.steps},)")
-            setattr(self, key, arr.copy())
-        self.directory.load_state_dict({"slot_id": arrays["slot_id"], "live": arrays["live"],
-                                        "count": meta["count"], "identity": meta["identity"]})
-        self.region = meta["region"]
-        self.head = int(meta["head"])
-        self.issued = int(meta["issued"])
-        self.oldest = int(meta["oldest"])
-        self.live_steps = int(meta["live_steps"])
-        self.unit_lengths = bool(meta["unit_lengths"])
-        if meta.get("writer") is not None and self.region:
+            arr = np.asarray(state[key])
+            if arr.shape != (self.steps,) or arr.dtype.kind not in "iu":
+                raise SchemaError(f"segments.{key}", arr, f"an int64 array of shape ({self.steps},)")
+            arrays[key] = arr.astype(np.int64, copy=True)
+        if np.asarray(state["directory"]["slot_id"]).shape != (self.steps,):
+            raise SchemaError("segments.directory.slot_id", state["directory"]["slot_id"],
+                              f"an int64 array of shape ({self.steps},)")
+        for key, arr in arrays.items():
+            setattr(self, key, arr)
+        self.directory.load_state_dict(state["directory"])
+        self.region = state["region"]
+        self.head = int(state["head"])
+        self.issued = int(state["issued"])
+        self.oldest = int(state["oldest"])
+        self.live_steps = int(state["live_steps"])
+        self.unit_lengths = bool(state["unit_lengths"])
+        self.writer = None
+        if state.get("writer") is not None and self.region:
             self.writer = ReservoirWriter(self.steps // int(self.region))
-            self.writer.load_state_dict(meta["writer"])
+            self.writer.load_state_dict(state["writer"])
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.checkpoint import class_name, register, write_checkpoint
+from ReplayTables.checkpoint import class_name, join_arrays, register, split_arrays, write_checkpoint
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.segment_table import SegmentTable
 from ReplayTables.engine.table import check_capacity
@@ -38,7 +38,8 @@ class Checkpointable:
     """save / ``ReplayTables.load`` / get_state / set_state for RLlib-style buffers.
 
     A subclass gives ``_init_args()`` (JSON-able constructor arguments) and
-    ``_state()`` / ``_load(meta, arrays)``; classes register themselves for loading.
+    ``_state_dict()`` / ``_load_state_dict(state)`` (nested dicts, numpy arrays
+    anywhere in them); classes register themselves for loading.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -48,16 +49,15 @@ class Checkpointable:
     def _init_args(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    def _state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def get_state(self) -> dict[str, Any]:
-        """Everything needed to restore this buffer: JSON-able metadata plus numpy ``arrays``."""
-        meta, arrays = self._state()
-        return {"class": class_name(type(self)), "init": self._init_args(), "state": meta, "arrays": arrays}
+        """Everything needed to restore this buffer (``"state"`` holds numpy arrays)."""
+        return {"class": class_name(type(self)), "init": self._init_args(), "state": self._state_dict()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`get_state` of a buffer of the same class and arguments."""
@@ -66,18 +66,17 @@ class Checkpointable:
         mine = json.loads(json.dumps(self._init_args()))
         if json.loads(json.dumps(state.get("init"))) != mine:
             raise CheckpointError("init", state.get("init"), f"{mine} (this buffer's arguments)")
-        self._load(state["state"], state["arrays"])
+        self._load_state_dict(state["state"])
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it."""
-        state = self.get_state()
-        arrays = state.pop("arrays")
-        return write_checkpoint(path, state, arrays)
+        manifest, arrays = split_arrays(self.get_state())
+        return write_checkpoint(path, manifest, arrays)
 
     @classmethod
     def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
         buffer = cls._from_init(dict(manifest["init"]))
-        buffer._load(manifest["state"], arrays)
+        buffer._load_state_dict(join_arrays(manifest["state"], arrays))
         return buffer
 
     @classmethod
@@ -169,6 +168,11 @@ class ReplayBuffer(Checkpointable):
             raise ConfigError("add()", sorted(kwargs), "no extra arguments for this buffer")
         return None
 
+    def check(self, batch: Any, **kwargs: Any) -> None:
+        """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
+        stored, plan, columns = self._plan(batch)
+        self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
+
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
         """Split ``batch`` into items of the storage unit and store them; returns their ids.
 
@@ -191,10 +195,15 @@ class ReplayBuffer(Checkpointable):
         ids, _, _ = self._table.sample(num_items)
         return ids
 
-    def get(self, ids: Any) -> SampleBatch:
-        """The items with these ids, concatenated in order (an error naming stale ids)."""
-        _, slots = self._table.locate(ids)
-        batch, _ = self._read(slots)
+    def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
+        """The items with these ids, concatenated in order (an error naming stale ids).
+
+        ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
+        """
+        arr, slots = self._table.locate(ids)
+        batch, rows = self._read(slots)
+        if with_indexes:
+            batch["batch_indexes"] = np.repeat(arr, rows)
         return batch
 
     def hit_counts(self, ids: Any) -> np.ndarray:
@@ -254,19 +263,19 @@ class ReplayBuffer(Checkpointable):
                 "num_timesteps": self.num_timesteps, "capacity": self.capacity,
                 "est_size_bytes": self.num_timesteps * row, "allocated_bytes": t.storage.nbytes if t.storage else 0}
 
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        meta, arrays = self._table.state()
-        return {"table": meta, "dropped_episodes": self._dropped_episodes, **self._extra_state()}, arrays
+    def _state_dict(self) -> dict[str, Any]:
+        return {"table": self._table.state_dict(), "dropped_episodes": self._dropped_episodes,
+                **self._extra_state()}
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
-    def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self._table.load_state(meta["table"], arrays)
-        self._dropped_episodes = int(meta.get("dropped_episodes", 0))
-        self._load_extra_state(meta)
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        self._table.load_state_dict(state["table"])
+        self._dropped_episodes = int(state.get("dropped_episodes", 0))
+        self._load_extra_state(state)
 
-    def _load_extra_state(self, meta: dict[str, Any]) -> None:
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
     def __repr__(self) -> str:

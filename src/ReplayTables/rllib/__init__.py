@@ -1,0 +1,43 @@
+"""Front end B: RLlib's replay-buffer API on the ReplayTables engine, without Ray.
+
+    from ReplayTables.rllib import ReplayBuffer, StorageUnit, from_config
+    buffer = ReplayBuffer(capacity=10_000, storage_unit=StorageUnit.TIMESTEPS)
+    buffer.add(sample_batch)          # any mapping of column -> equal-length arrays
+    batch = buffer.sample(32)         # a SampleBatch (dict of numpy arrays)
+
+Storage is columnar (each timestep once, in a true ring of ``capacity``
+timesteps); items are ranges of timesteps with ids that detect staleness; items
+are drawn by the engine's uniform and sum-tree samplers. See ``docs/rllib.md``.
+"""
+from __future__ import annotations
+
+from ReplayTables.rllib.batches import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
+from ReplayTables.rllib.config import from_config
+from ReplayTables.rllib.fifo_replay_buffer import FifoReplayBuffer
+from ReplayTables.rllib.multi_agent_mixin_replay_buffer import MultiAgentMixInReplayBuffer
+from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
+from ReplayTables.rllib.multi_agent_replay_buffer import ALL_POLICIES, MultiAgentReplayBuffer
+from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer
+from ReplayTables.rllib.replay_buffer import ReplayBuffer
+from ReplayTables.rllib.reservoir_replay_buffer import ReservoirReplayBuffer
+from ReplayTables.rllib.storage_unit import StorageUnit
+
+BUFFER_CLASSES = ("ReplayBuffer", "PrioritizedReplayBuffer", "ReservoirReplayBuffer", "FifoReplayBuffer",
+                  "MultiAgentReplayBuffer", "MultiAgentPrioritizedReplayBuffer", "MultiAgentMixInReplayBuffer")
+
+__all__ = [
+    "ALL_POLICIES",
+    "BUFFER_CLASSES",
+    "DEFAULT_POLICY_ID",
+    "FifoReplayBuffer",
+    "MultiAgentBatch",
+    "MultiAgentMixInReplayBuffer",
+    "MultiAgentPrioritizedReplayBuffer",
+    "MultiAgentReplayBuffer",
+    "PrioritizedReplayBuffer",
+    "ReplayBuffer",
+    "ReservoirReplayBuffer",
+    "SampleBatch",
+    "StorageUnit",
+    "from_config",
+]

@@ -1,0 +1,140 @@
+"""RLlib's ``MultiAgentMixInReplayBuffer``: new items mixed with replayed ones.
+
+Every added item is returned by a later ``sample`` once (close to on-policy)
+while also being stored for replay. ``replay_ratio`` is the share of replayed
+items in a sample, on average: stochastic rounding decides whether a fraction
+rounds up or down. When fewer new items exist than the ratio wants, fewer old
+ones are mixed in too, so the proportion holds (as RLlib does).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.table import _rng_state, _set_rng_state, check_count
+from ReplayTables.errors import EmptyBufferError
+from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch
+from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
+from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer, check_number
+from ReplayTables.rllib.storage_unit import StorageUnit
+
+__all__ = ["MultiAgentMixInReplayBuffer"]
+
+
+class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
+    """Mix new and replayed items at ``replay_ratio`` = old / (old + new) on average.
+
+    ``replay_ratio=0`` returns only new items, ``1`` only replayed ones. New
+    items evicted before they were returned are dropped (counted in ``stats()``).
+    Sampling a buffer with nothing stored raises; a policy with nothing ready
+    is left out of the sample, as in RLlib.
+    """
+
+    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+                 replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
+                 replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
+                 prioritized_replay_alpha: float = 0.6, prioritized_replay_beta: float = 0.4,
+                 prioritized_replay_eps: float = 1e-6, replay_ratio: float = 0.66, seed: int | None = None) -> None:
+        self.replay_ratio = check_number("replay_ratio", replay_ratio, 0.0, 1.0)
+        super().__init__(capacity, storage_unit, replay_mode, replay_sequence_length, replay_burn_in,
+                         replay_zero_init_states, underlying_buffer_config, prioritized_replay_alpha,
+                         prioritized_replay_beta, prioritized_replay_eps, seed)
+        self._rng = np.random.default_rng(seed)
+        self._new: dict[Any, np.ndarray] = {}
+        self._new_dropped = 0
+
+    def _init_args(self) -> dict[str, Any]:
+        return {**super()._init_args(), "replay_ratio": self.replay_ratio}
+
+    def add(self, batch: Any, **kwargs: Any) -> dict[Any, np.ndarray]:
+        out = super().add(batch, **kwargs)
+        for key, ids in out.items():
+            kept = ids[ids >= 0]
+            self._new[key] = np.concatenate([self._new.get(key, np.empty(0, np.int64)), kept])
+        return out
+
+    def _round(self, value: float) -> int:
+        """An integer whose mean is ``value`` (stochastic rounding)."""
+        low = math.floor(value)
+        return low + int(self._rng.random() < value - low)
+
+    def _fresh(self, key: Any) -> np.ndarray:
+        """New ids of ``key`` still stored (evicted ones dropped and counted)."""
+        ids = self._new.get(key, np.empty(0, np.int64))
+        if ids.size:
+            _, live = self.replay_buffers[key]._table.index.directory.lookup(ids)
+            if not live.all():
+                self._new_dropped += int((~live).sum())
+                ids = ids[live]
+        self._new[key] = ids
+        return ids
+
+    def _mix(self, key: Any, num_items: int, args: dict[str, Any]) -> SampleBatch | None:
+        buf = self.replay_buffers[key]
+        fresh = self._fresh(key)
+        ratio = self.replay_ratio
+        if (len(buf) == 0 and ratio > 0.0) or (fresh.size == 0 and ratio < 1.0):
+            return None
+        if ratio == 1.0:
+            return buf.sample(num_items, **args)
+        max_new = self._round(num_items * (1.0 - ratio))
+        new, self._new[key] = fresh[:max_new], fresh[max_new:]
+        parts = [self._new_part(buf, new)] if new.size else []
+        if ratio > 0.0:
+            if math.isclose(new.size, num_items * (1.0 - ratio)):
+                num_old = num_items - max_new
+            else:
+                num_old = min(num_items - max_new, self._round(new.size * ratio / (1.0 - ratio)))
+            if num_old > 0:
+                parts.append(buf.sample(num_old, **args))
+        return _concat(parts) if parts else None
+
+    @staticmethod
+    def _new_part(buf: Any, ids: np.ndarray) -> SampleBatch:
+        batch = buf.get(ids, with_indexes=isinstance(buf, PrioritizedReplayBuffer))
+        if isinstance(buf, PrioritizedReplayBuffer):
+            batch["weights"] = np.ones(batch["batch_indexes"].shape[0], dtype=np.float64)
+        return batch
+
+    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
+        """New items plus replayed ones per policy, ``replay_ratio`` replayed on average."""
+        num_items = check_count("num_items", num_items)
+        keys = self._policies(policy_id)
+        if not any(len(self.replay_buffers[k]) for k in keys):
+            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        args = self._call_args(kwargs)
+        samples = {}
+        for key in keys:
+            part = self._mix(key, num_items, args)
+            if part is not None:
+                samples[key] = part
+        return self._as_multi_agent(samples)
+
+    def stats(self, debug: bool = False) -> dict[str, Any]:
+        out = super().stats(debug)
+        out["new_items_pending"] = {str(k): int(v.size) for k, v in self._new.items()}
+        out["new_items_dropped"] = self._new_dropped
+        return out
+
+    def _extra_state(self) -> dict[str, Any]:
+        keys = list(self.replay_buffers)
+        return {"new": [[keys.index(k), v.tolist()] for k, v in self._new.items() if k in keys],
+                "new_dropped": self._new_dropped, "rng": _rng_state(self._rng)}
+
+    def _load_extra_state(self, meta: dict[str, Any]) -> None:
+        keys = list(self.replay_buffers)
+        self._new = {keys[i]: np.asarray(v, dtype=np.int64) for i, v in meta.get("new", [])}
+        self._new_dropped = int(meta.get("new_dropped", 0))
+        if "rng" in meta:
+            _set_rng_state(self._rng, meta["rng"])
+
+
+def _concat(parts: list[SampleBatch]) -> SampleBatch:
+    if len(parts) == 1:
+        return parts[0]
+    keys = parts[0].keys()
+    return SampleBatch({k: (_concat([SampleBatch(p[k]) for p in parts]) if isinstance(parts[0][k], dict)
+                            else np.concatenate([p[k] for p in parts])) for k in keys})

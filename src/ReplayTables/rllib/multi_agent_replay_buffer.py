@@ -1,0 +1,215 @@
+"""RLlib's ``MultiAgentReplayBuffer``: one underlying buffer per policy id.
+
+Underlying buffers are created on a policy's first batch from
+``underlying_buffer_config``: its ``type`` (default :class:`ReplayBuffer`), its
+constructor arguments (defaults: this buffer's ``capacity``, ``storage_unit`` and
+sequence settings) and default call arguments of ``sample`` (e.g. ``beta``).
+``"independent"`` mode samples ``num_items`` per policy (or from one, with
+``policy_id=``); ``"lockstep"`` stores whole multi-agent steps in one buffer
+(every policy batch must then have the same number of rows).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.checkpoint import class_name
+from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError
+from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch, as_policy_batches
+from ReplayTables.rllib.config import (
+    check_keys,
+    constructor_params,
+    method_params,
+    normalise,
+    resolve_type,
+)
+from ReplayTables.rllib.replay_buffer import Checkpointable, ReplayBuffer, _check_sequence_args
+from ReplayTables.rllib.storage_unit import StorageUnit
+
+__all__ = ["ALL_POLICIES", "MultiAgentReplayBuffer", "ReplayMode"]
+
+ALL_POLICIES = "__all__"
+REPLAY_MODES = ("independent", "lockstep")
+ReplayMode = REPLAY_MODES
+
+
+class MultiAgentReplayBuffer(Checkpointable):
+    """A replay buffer per policy, created on first use (see module docstring).
+
+    Args:
+        capacity: timesteps per underlying buffer.
+        storage_unit: as for :class:`ReplayBuffer`.
+        replay_mode: ``"independent"`` or ``"lockstep"``.
+        replay_sequence_length: sequence length in rows, burn-in included
+            (``storage_unit="sequences"``); 1 means "as given by ``seq_lens``".
+        replay_burn_in: leading steps before each sequence from the same episode.
+        replay_zero_init_states: zero ``state_in_*`` columns of sampled sequences.
+        underlying_buffer_config: ``type`` + constructor and ``sample`` arguments
+            of the underlying buffers (``underlying_replay_buffer_config`` in
+            :func:`from_config` is an alias).
+        seed: seeds the underlying buffers (policy ``k`` in creation order gets ``seed + k``).
+    """
+
+    _default_type: type = ReplayBuffer
+
+    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+                 replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
+                 replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
+                 seed: int | None = None) -> None:
+        self.capacity = capacity
+        self.storage_unit = StorageUnit.of(storage_unit)
+        if replay_mode not in REPLAY_MODES:
+            raise ConfigError("replay_mode", replay_mode, f"one of {REPLAY_MODES}")
+        self.replay_mode = replay_mode
+        if self.replay_mode == "lockstep" and self.storage_unit not in (StorageUnit.TIMESTEPS, StorageUnit.FRAGMENTS):
+            raise ConfigError("storage_unit", self.storage_unit.value,
+                              "'timesteps' or 'fragments' in lockstep mode (a lockstep item is a multi-agent step "
+                              "or batch; episodes and sequences are per policy)")
+        self.replay_sequence_length = replay_sequence_length
+        self.replay_burn_in = replay_burn_in
+        self.replay_zero_init_states = replay_zero_init_states
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ConfigError("seed", seed, "None or an integer")
+        self.seed = seed
+        cfg = normalise(underlying_buffer_config or {}, "underlying_buffer_config")
+        self._underlying_type = resolve_type(cfg.pop("type", self._default_type), "underlying_buffer_config.type")
+        self._check_underlying_type(self._underlying_type)
+        ctor_names = constructor_params(self._underlying_type)
+        call_names = method_params(self._underlying_type, "sample") - {"num_items"}
+        check_keys(self._underlying_type, cfg, ctor_names | call_names, "underlying_buffer_config")
+        self.underlying_call_args = {k: v for k, v in cfg.items() if k in call_names and k not in ctor_names}
+        ctor: dict[str, Any] = {"capacity": capacity, "storage_unit": self.storage_unit.value}
+        seq = _check_sequence_args(int(capacity), self.storage_unit,
+                                   None if replay_sequence_length == 1 and not replay_burn_in else replay_sequence_length,
+                                   replay_burn_in)
+        if seq is not None:
+            ctor.update(replay_sequence_length=seq, replay_burn_in=replay_burn_in,
+                        replay_zero_init_states=replay_zero_init_states)
+        ctor.update({k: v for k, v in cfg.items() if k in ctor_names})
+        self.underlying_ctor_args = ctor
+        self._underlying_config = {"type": self._underlying_type, **cfg}
+        self.replay_buffers: dict[Any, ReplayBuffer] = {}
+        self._make_underlying(ALL_POLICIES)  # constructor errors surface now, not at first add
+
+    # ------------------------------------------------------------ underlying buffers
+    def _check_underlying_type(self, cls: type) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, ReplayBuffer)):
+            raise ConfigError("underlying_buffer_config.type", cls, "a ReplayTables.rllib.ReplayBuffer subclass")
+
+    def _make_underlying(self, policy_id: Any) -> ReplayBuffer:
+        ctor = dict(self.underlying_ctor_args)
+        if "seed" not in ctor and self.seed is not None:
+            ctor["seed"] = int(self.seed) + len(self.replay_buffers)
+        return self._underlying_type(**ctor)
+
+    def _key(self, policy_id: Any) -> Any:
+        return ALL_POLICIES if self.replay_mode == "lockstep" else policy_id
+
+    def _route(self, batch: Any) -> dict[Any, Any]:
+        """``{buffer key: batch}`` for an added (single- or multi-agent) batch."""
+        pbs = as_policy_batches(batch)
+        if self.replay_mode == "lockstep":
+            return {ALL_POLICIES: pbs}
+        for pid in pbs:
+            if not isinstance(pid, (str, int)) or isinstance(pid, bool):
+                raise SchemaError("policy_id", pid, "a str or int policy id")
+        return pbs
+
+    # ------------------------------------------------------------ add / sample
+    def add(self, batch: Any, **kwargs: Any) -> dict[Any, np.ndarray]:
+        """Route ``batch`` to the policies' buffers; returns ``{policy_id: item ids}``.
+
+        Every policy batch is checked before any is stored, so a bad one leaves
+        the whole buffer unchanged.
+        """
+        routed = self._route(batch)
+        buffers = {}
+        for key, pb in routed.items():
+            buf = self.replay_buffers.get(key)
+            if buf is None:
+                buf = self._make_underlying(key)
+            buf.check(pb, **kwargs)
+            buffers[key] = buf
+        out = {}
+        for key, pb in routed.items():
+            self.replay_buffers.setdefault(key, buffers[key])
+            out[key] = self.replay_buffers[key].add(pb, **kwargs)
+        return out
+
+    def _call_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**self.underlying_call_args, **kwargs}
+
+    def _policies(self, policy_id: Any) -> list[Any]:
+        if self.replay_mode == "lockstep":
+            if policy_id is not None:
+                raise ConfigError("policy_id", policy_id, "None in lockstep mode (items are whole multi-agent steps)")
+            keys = [ALL_POLICIES] if ALL_POLICIES in self.replay_buffers else []
+        elif policy_id is not None:
+            if policy_id not in self.replay_buffers:
+                raise SchemaError("policy_id", policy_id, f"one of the policies seen so far {list(self.replay_buffers)}")
+            keys = [policy_id]
+        else:
+            keys = list(self.replay_buffers)
+        return keys
+
+    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
+        """``num_items`` items from each policy's buffer (or from ``policy_id``'s only)."""
+        keys = [k for k in self._policies(policy_id) if len(self.replay_buffers[k])]
+        if not keys:
+            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        args = self._call_args(kwargs)
+        return self._as_multi_agent({k: self.replay_buffers[k].sample(num_items, **args) for k in keys})
+
+    def _as_multi_agent(self, samples: dict[Any, SampleBatch]) -> MultiAgentBatch:
+        if self.replay_mode != "lockstep":
+            return MultiAgentBatch(samples)
+        out = MultiAgentBatch()
+        for batch in samples.values():
+            shared = {k: v for k, v in batch.items() if not isinstance(v, dict)}
+            for pid, cols in batch.items():
+                if isinstance(cols, dict):
+                    out[pid] = SampleBatch({**cols, **shared})
+        return out
+
+    # ------------------------------------------------------------ size, stats, state
+    def __len__(self) -> int:
+        """Items over all policies."""
+        return sum(len(b) for b in self.replay_buffers.values())
+
+    def stats(self, debug: bool = False) -> dict[str, Any]:
+        return {"num_policies": len(self.replay_buffers), "num_entries": len(self),
+                "policies": {str(k): b.stats(debug) for k, b in self.replay_buffers.items()}}
+
+    def _init_args(self) -> dict[str, Any]:
+        cfg = {k: v for k, v in self._underlying_config.items() if k != "type"}
+        cfg["type"] = class_name(self._underlying_type)
+        return {"capacity": self.capacity, "storage_unit": self.storage_unit.value, "replay_mode": self.replay_mode,
+                "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
+                "replay_zero_init_states": self.replay_zero_init_states, "underlying_buffer_config": cfg,
+                "seed": self.seed}
+
+    def _state_dict(self) -> dict[str, Any]:
+        policies = [{"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()}
+                    for key, buf in self.replay_buffers.items()]
+        return {"policies": policies, **self._extra_state()}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        buffers = {}
+        for entry in state["policies"]:
+            buf = self._underlying_type._from_init(dict(entry["init"]))
+            buf._load_state_dict(entry["state"])
+            buffers[entry["policy_id"]] = buf
+        self.replay_buffers = buffers
+        self._load_extra_state(state)
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(replay_mode={self.replay_mode!r}, storage_unit={self.storage_unit.value!r}, "
+                f"policies={list(self.replay_buffers)}, items={len(self)})")
