@@ -269,6 +269,11 @@ class TrajectoryReplay(TableBuffer):
     def __len__(self) -> int:
         return self._table.size
 
+    def ids(self) -> np.ndarray:
+        """Ids of every transition that can be sampled now (in slot order)."""
+        directory = self._table.directory
+        return directory.slot_id[np.sort(directory.live_slots())].copy()
+
     def num_sequences(self) -> int:
         """Valid sequence windows that can be sampled now (0 without a :class:`SequenceConfig`)."""
         return 0 if self._ring.starts is None else self._ring.starts.count

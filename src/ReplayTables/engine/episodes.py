@@ -34,7 +34,7 @@ from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors
 from ReplayTables.engine.table import Table
 from ReplayTables.errors import ConfigError, EpisodeError
 
-__all__ = ["EpisodeRing", "FrameStore", "STEP_FIELDS"]
+__all__ = ["STEP_FIELDS", "EpisodeRing", "FrameStore"]
 
 #: The step fields every ring stores, in this order, before any extras.
 STEP_FIELDS = ("action", "reward", "terminated", "truncated")
@@ -97,13 +97,13 @@ class EpisodeRing:
 
     # ------------------------------------------------------------ addressing
     def slot_of(self, streams: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return streams * self.per_stream + positions % self.per_stream  # type: ignore[no-any-return]
+        return streams * self.per_stream + positions % self.per_stream
 
     def _offset(self, slots: np.ndarray, offsets: Any) -> np.ndarray:
         """Slots ``offsets`` records after ``slots`` in the same stream's ring."""
         cs = self.per_stream
         base = slots - slots % cs
-        return base + (slots - base + offsets) % cs  # type: ignore[no-any-return]
+        return base + (slots - base + offsets) % cs
 
     # ------------------------------------------------------------ checks
     def check_open(self, streams: np.ndarray, want_open: bool) -> None:
@@ -250,7 +250,7 @@ class EpisodeRing:
 
     # ------------------------------------------------------------ state
     def arrays(self) -> dict[str, np.ndarray]:
-        out = {"t_in_episode": self.t_in_episode, "next_pos": self.next_pos,
+        out: dict[str, np.ndarray] = {"t_in_episode": self.t_in_episode, "next_pos": self.next_pos,
                "episode_first": self.episode_first, "open": self.open}
         if self.starts is not None:
             out["starts"] = self.starts.keys()

@@ -58,7 +58,7 @@ class StartIndex:
         return self.count
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        return self.where[keys] >= 0  # type: ignore[no-any-return]
+        return self.where[keys] >= 0
 
     def add(self, keys: np.ndarray) -> None:
         """Insert ``keys`` (duplicates and keys already present are ignored)."""
@@ -107,8 +107,9 @@ class StartIndex:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         members = np.asarray(state["members"], dtype=np.int64)
         self.where[:] = -1
-        self.count = 0
-        self.add(members)
+        self.count = members.size  # same order as saved, so the next draws are the same
+        self.members[: self.count] = members
+        self.where[members] = np.arange(self.count)
 
 
 def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,7 +170,6 @@ def window_mask(steps_before: np.ndarray, ends: np.ndarray, burn_in: int) -> np.
 
     Returns ``[B, L]`` bool, True for real steps.
     """
-    B, L = ends.shape
     back = np.arange(burn_in, 0, -1, dtype=np.int64)  # distance of each burn-in step before the anchor
     head = back[None, :] <= np.asarray(steps_before, dtype=np.int64)[:, None]
     tail_ends = ends[:, burn_in:]
