@@ -118,15 +118,27 @@ class SegmentTable:
         return ids
 
     # ------------------------------------------------------------ read
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw ``n`` items with replacement: ``(ids, item_slots, probabilities)``."""
+    def sample(self, n: int, beta: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Draw ``n`` items with replacement: ``(item_slots, probabilities, weights)``; counts hits.
+
+        ``weights`` are the sampler's importance weights for exponent ``beta``
+        (``None`` without ``beta``). Ids of the drawn items are ``ids_of(item_slots)``.
+        """
         n = check_count("num_items", n)
         if self.size == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        slots, probabilities = self.sampler.sample(n, self.rng, self.index.directory)
+        weights = None
+        if beta is None:
+            slots, probabilities = self.sampler.sample(n, self.rng, self.index.directory)
+        else:
+            slots, probabilities, weights = self.sampler.sample_weighted(n, self.rng, self.index.directory, beta)
         self.index.record_hits(slots)
         self.counters["sampled"] += n
-        return self.index.directory.slot_id[slots], slots, probabilities
+        return slots, probabilities, weights
+
+    def ids_of(self, slots: np.ndarray) -> np.ndarray:
+        """Ids of the live items in ``slots``."""
+        return self.index.directory.slot_id[slots]
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their item slots; a :class:`StaleIdError` naming stale ones."""

@@ -74,6 +74,11 @@ class SegmentIndex:
         self.unit_lengths = True  # every item stored so far has length 1
         self.writer = ReservoirWriter(self.steps // region) if placement == "reservoir" and region else None
 
+    @property
+    def aligned(self) -> bool:
+        """Item slot == step slot for every item (ring of one-step items, none dropped)."""
+        return self.unit_lengths and self.placement == "ring" and self.head == self.issued
+
     # ------------------------------------------------------------ checks
     def check_lengths(self, lengths: np.ndarray) -> None:
         """An error (and nothing changed) if some length cannot be stored."""
@@ -215,6 +220,8 @@ class SegmentIndex:
     def steps_of(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The step slots of items in ``slots`` (concatenated, in order) and their lengths."""
         if self.unit_lengths:
+            if self.aligned:
+                return slots, np.ones(slots.shape[0], dtype=np.int64)
             return self.start[slots], np.ones(slots.shape[0], dtype=np.int64)
         lengths = self.length[slots]
         return _ranges(self.start[slots], lengths) % self.steps, lengths

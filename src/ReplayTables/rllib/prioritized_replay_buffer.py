@@ -90,14 +90,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
         beta = check_number("beta", beta, 0.0)
-        ids, slots, probabilities = self._table.sample(num_items)
-        return self._weighted(ids, slots, probabilities, beta)
-
-    def _weighted(self, ids: np.ndarray, slots: np.ndarray, probabilities: np.ndarray, beta: float) -> SampleBatch:
-        weights = self._sampler.importance_weights(probabilities, self._table.index.directory, beta)
+        slots, _, weights = self._table.sample(num_items, beta)
+        assert weights is not None
+        ids = self._table.ids_of(slots)
         batch, rows = self._read(slots)
-        batch["weights"] = np.repeat(weights, rows)
-        batch["batch_indexes"] = np.repeat(ids, rows)
+        if rows.shape[0] == batch.count:  # one row per item
+            batch["weights"] = weights
+            batch["batch_indexes"] = ids
+        else:
+            batch["weights"] = np.repeat(weights, rows)
+            batch["batch_indexes"] = np.repeat(ids, rows)
         return batch
 
     def update_priorities(self, batch_indexes: Any, priorities: Any) -> int:

@@ -192,8 +192,8 @@ class ReplayBuffer(Checkpointable):
         Counts one hit per draw for :meth:`hit_counts`; raises
         :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
         """
-        ids, _, _ = self._table.sample(num_items)
-        return ids
+        slots, _, _ = self._table.sample(num_items)
+        return self._table.ids_of(slots)
 
     def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
         """The items with these ids, concatenated in order (an error naming stale ids).
@@ -223,7 +223,8 @@ class ReplayBuffer(Checkpointable):
         """``num_items`` items drawn uniformly with replacement, concatenated."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        return self.get(self.draw(num_items))
+        slots, _, _ = self._table.sample(num_items)
+        return self._read(slots)[0]
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
