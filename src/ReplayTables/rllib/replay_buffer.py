@@ -153,7 +153,7 @@ class ReplayBuffer(Checkpointable):
     def _plan(self, batch: Any) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
         """Validate and split a batch: ``(columns to store, ItemPlan, all columns)``."""
         columns = as_columns(batch)
-        rows = _row_count(columns, self._consumed_columns())
+        rows = _row_count(columns, ("seq_lens",))
         chunk = None
         if self.replay_sequence_length is not None:
             chunk = self.replay_sequence_length - self.replay_burn_in
