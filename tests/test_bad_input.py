@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from conftest import DTransition, Transition, assert_unchanged, item, items, snapshot
 
+from conftest import DTransition, Transition, assert_unchanged, item, items, snapshot
 from ReplayTables.errors import (
     ConfigError,
     EmptyBufferError,
