@@ -51,6 +51,14 @@ class PERConfig:
     beta_steps: int | None = None
     stratified: bool = False
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> PERConfig:
+        # a misspelt setting must not silently fall back to its default
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigError("PERConfig", unknown, f"only the settings {sorted(known)}")
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         if self.new_priority_mode not in NEW_PRIORITY_MODES:
             raise ConfigError("new_priority_mode", self.new_priority_mode, f"one of {NEW_PRIORITY_MODES}")
@@ -58,8 +66,8 @@ class PERConfig:
                              ("max_decay", 0.0, 1.0), ("beta", 0.0, math.inf), ("beta_final", 0.0, math.inf)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
-                    or math.isnan(value):
-                raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+                    or not math.isfinite(value):
+                raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
         if self.beta_steps is not None and (isinstance(self.beta_steps, bool)
                                             or not isinstance(self.beta_steps, int) or self.beta_steps < 1):
             raise ConfigError("beta_steps", self.beta_steps, "None or a positive integer")

@@ -47,7 +47,9 @@ class TableBuffer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to recreate this buffer: JSON-able parts plus numpy arrays."""
         meta, arrays = self._table.state()
+        structure = self._table.schema.structure  # kept even before the first add fixes the fields
         return {"class": class_name(type(self)), "init": self._init_args(), "frontend": self._frontend_state(),
+                "structure": None if structure is None else class_name(structure),
                 "table": meta, "arrays": arrays}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -71,6 +73,8 @@ class TableBuffer:
         if structure is None and schema is not None:
             names = [".".join(f["path"]) for f in schema["fields"]]
             structure = resolve_structure(schema.get("structure"), names, schema["kind"])
+        if structure is None and schema is None and manifest.get("structure"):
+            structure = resolve_structure(manifest["structure"], [], "namedtuple")
         if schema is not None and schema["kind"] == "dict":
             structure = None
         buffer = cls._construct(dict(manifest["init"]), structure, np.random.default_rng())

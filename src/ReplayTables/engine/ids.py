@@ -140,6 +140,13 @@ class SlotDirectory:
         np.minimum(positions, self.count - 1, out=positions)
         return positions if self.identity else self._live[positions]
 
+    def dense(self) -> tuple[np.ndarray, bool]:
+        """The dense live-slot array (valid up to ``count``) and whether it is the identity.
+
+        For compiled samplers that draw positions themselves; read-only.
+        """
+        return self._live, self.identity
+
     def is_live(self, slots: np.ndarray) -> np.ndarray:
         return self.slot_id[slots] >= 0
 

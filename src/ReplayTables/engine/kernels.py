@@ -7,7 +7,9 @@ Tree layout (see ``sumtree.py``): ``leaves`` holds the raw priorities, padded to
 a whole number of blocks of ``BRANCHING``. Internal levels ``0..D-1`` live in
 the flat arrays ``sums`` and ``mins`` (level 0 on top, one block); entry ``e`` of
 level ``l`` stands for block ``e`` of the level below (level ``D`` = the leaves):
-``sums`` holds that block's total and ``mins`` its smallest positive leaf.
+``sums`` holds that block's total and ``mins`` its smallest positive leaf. A live
+item whose priority is zero is stored as ``-0.0`` (an empty slot as ``+0.0``): both
+add and compare as zero, and the sign tells them apart without another array.
 
 Random access into a tree of millions of leaves is bound by memory latency, not
 arithmetic, so each kernel first *touches* the cache lines it is about to use in
@@ -15,6 +17,8 @@ a tight loop with no dependencies (the CPU then has many misses in flight at
 once), and only then does the arithmetic on data that is already in cache.
 """
 from __future__ import annotations
+
+import math
 
 import numba as nb
 import numpy as np
@@ -56,6 +60,12 @@ def _entry_of_block(sums, mins, leaves, offsets, depth, level, e):
             a3 += sums[base + j + 3]
             m = min(m, min(min(mins[base + j], mins[base + j + 1]), min(mins[base + j + 2], mins[base + j + 3])))
     return (a0 + a1) + (a2 + a3), m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _is_live_zero(v):
+    """Live items of priority zero are stored as -0.0, empty slots as +0.0."""
+    return 1 if (v == 0.0 and math.copysign(1.0, v) < 0.0) else 0
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -126,7 +136,7 @@ def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
 
 
 @nb.njit(cache=True, nogil=True)
-def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes, depth, slots, values, live):
+def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, sizes, depth, slots, values, live):
     """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
 
     ``live[k]`` says whether the slot holds an item after the write: a live leaf of
@@ -138,21 +148,22 @@ def set_leaves(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, sizes
     touched = 0.0
     for k in range(n):  # bring every leaf block into cache, misses overlapping
         base = (slots[k] // B) * B
-        touched += leaves[base] + leaves[base + B - 1] + zero_flags[slots[k]]
+        touched += leaves[base] + leaves[base + B - 1]
     zero_delta = 0
     for k in range(n):
         s = slots[k]
         v = values[k]
-        z = 1 if (live[k] and v == 0.0) else 0
-        zero_delta += z - zero_flags[s]
-        zero_flags[s] = z
+        zero_delta -= _is_live_zero(leaves[s])
+        if live[k] and v == 0.0:
+            v = -0.0  # a live item of priority zero (an empty slot holds +0.0)
+            zero_delta += 1
         leaves[s] = v
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n)
     return zero_delta, touched
 
 
 @nb.njit(cache=True, nogil=True)
-def update_by_ids(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, depth, slot_id, ids,
+def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id, ids,
                   priorities, stored, scratch):
     """Priority update by item id, fused: check, map ids to slots, skip stale ids,
     set the leaves to ``stored`` (the caller's ``priorities ** exponent``, computed
@@ -180,7 +191,7 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, de
     touched = 0.0
     for k in range(m):
         base = (scratch[k] // B) * B
-        touched += leaves[base] + leaves[base + B - 1] + zero_flags[scratch[k]]
+        touched += leaves[base] + leaves[base + B - 1]
     zero_delta = 0
     q_max = 0.0
     j = 0
@@ -192,9 +203,10 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, zero_flags, offsets, de
         j += 1
         q = stored[k]
         q_max = max(q_max, q)
-        z = 1 if q == 0.0 else 0
-        zero_delta += z - zero_flags[s]
-        zero_flags[s] = z
+        zero_delta -= _is_live_zero(leaves[s])
+        if q == 0.0:
+            q = -0.0
+            zero_delta += 1
         leaves[s] = q
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, scratch, m)
     if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
@@ -318,3 +330,46 @@ def descend(cum, sums, leaves, offsets, depth, targets, out):
         m, x = _scan_block(leaves, node[i] * B, u[i])
         out[i] = node[i] * B + m
     return touched
+
+
+@nb.njit(cache=True, nogil=True)
+def sample_mixture(cum, sums, leaves, offsets, depth, draws, uniform, total, count, live, identity, p_min, beta,
+                   slots, probs, weights):
+    """A whole prioritized sample in one pass: mixture split, tree search, probabilities, weights.
+
+    ``draws[i]`` is a uniform number in [0, 1). Below ``uniform`` it picks a live item
+    uniformly (``floor(draws[i] / uniform * count)``, through ``live`` unless the live
+    slots are exactly ``0..count-1``); otherwise ``(draws[i] - uniform) / (1 - uniform)``
+    of the total priority mass is searched in the tree. Both halves reuse the one
+    draw, which is exact: conditioned on its half, the rescaled draw is uniform.
+    Then ``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / p_min) ** -beta``.
+    """
+    n = draws.shape[0]
+    targets = np.empty(n, dtype=np.float64)
+    which = np.empty(n, dtype=np.int64)
+    k = 0
+    rest = 1.0 - uniform
+    for i in range(n):
+        d = draws[i]
+        if d < uniform:
+            pos = min(int(d / uniform * count), count - 1)
+            slots[i] = pos if identity else live[pos]
+        else:
+            targets[k] = (d - uniform) / rest * total
+            which[k] = i
+            k += 1
+    found = np.empty(k, dtype=np.int64)
+    descend(cum, sums, leaves, offsets, depth, targets[:k], found)
+    for j in range(k):
+        slots[which[j]] = found[j]
+    scale = rest / total
+    base = uniform / count
+    for i in range(n):
+        p = leaves[slots[i]] * scale + base
+        probs[i] = p
+        if beta == 0.0:
+            weights[i] = 1.0
+        elif p > 0.0:
+            weights[i] = (p / p_min) ** (-beta)
+        else:
+            weights[i] = np.inf

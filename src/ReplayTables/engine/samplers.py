@@ -141,9 +141,9 @@ class PrioritizedSampler(Sampler):
         if self.new_priority_mode == "mean":
             # mean over the items stored before this insert (slots being overwritten included);
             # the directory already counts the new items, so take away those that filled a free
-            # slot (a free slot's leaf is 0 and not flagged as a live zero)
-            tree = self.tree
-            fresh = int(np.count_nonzero((tree.leaves[slots] == 0.0) & (tree.zero_flags[slots] == 0)))
+            # slot (a free slot's leaf is +0.0; a live zero-priority item's is -0.0)
+            leaves = self.tree.leaves[slots]
+            fresh = int(np.count_nonzero((leaves == 0.0) & ~np.signbit(leaves)))
             count = directory.count - fresh
             value = tree.total / count if count > 0 else 1.0
         else:
@@ -170,8 +170,7 @@ class PrioritizedSampler(Sampler):
             p = np.full(n, float(p))
         if p.shape != (n,):
             raise PriorityError("priorities", priorities, f"{n} priorities, one per id (got shape {p.shape})")
-        with np.errstate(invalid="ignore"):  # a negative p is reported by the kernel, not numpy
-            q = self._q(p)
+        q = self._q(np.abs(p))  # a negative p is reported by the kernel (abs keeps numpy quiet)
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
         if bad >= 0:
             raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0)",
@@ -210,17 +209,23 @@ class PrioritizedSampler(Sampler):
         u = self.uniform_probability
         if total <= 0.0:
             return np.full(slots.shape[0], 1.0 / count)
-        return self.tree.leaves[slots] * ((1.0 - u) / total) + u / count
+        return self.tree.get(slots) * ((1.0 - u) / total) + u / count
 
     def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
                         beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        slots, _ = self._draw(n, rng, directory)
         total = self.tree.total
-        if total <= 0.0:
-            return slots, np.full(n, 1.0 / directory.count), np.ones(n)
-        probs, weights = self.tree.probabilities_and_weights(slots, self.uniform_probability, directory.count,
-                                                             self.min_probability(directory), beta)
-        return slots, probs, weights
+        u = self.uniform_probability
+        if total <= 0.0 or u >= 1.0:
+            slots = directory.sample_uniform(rng, n)
+            probs = self.probabilities(slots, directory)
+            return slots, probs, self.importance_weights(probs, directory, beta)
+        if self.stratified:
+            draws = (np.arange(n) + rng.random(n)) * (1.0 / n)
+        else:
+            draws = rng.random(n)
+        live, identity = directory.dense()
+        return self.tree.sample_mixture(draws, u, directory.count, live, identity,
+                                        self.min_probability(directory), beta)
 
     def min_probability(self, directory: SlotDirectory) -> float:
         """The smallest non-zero sampling probability of any stored item."""

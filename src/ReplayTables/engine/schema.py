@@ -149,7 +149,7 @@ class Schema:
         values = self.values_of(item)
         fields = []
         for (path, spec), value in zip(self._declared, values):
-            arr = np.asarray(value)
+            arr = _as_array(".".join(path), value)
             if arr.dtype == object:
                 raise SchemaError(".".join(path), value, "numbers or arrays of numbers")
             shape = arr.shape[1:] if batched else arr.shape
@@ -262,7 +262,7 @@ class Schema:
         assert self.fields is not None
         out = []
         for f, value in zip(self.fields, values):
-            arr = np.asarray(value)
+            arr = _as_array(f.name, value)
             if not np.can_cast(arr.dtype, f.dtype, "same_kind"):
                 raise SchemaError(f.name, value, f"dtype {f.dtype} (got dtype {arr.dtype}, which does not "
                                                  f"cast same_kind)")
@@ -277,7 +277,7 @@ class Schema:
         assert self.fields is not None
         lengths = []
         for f, v in zip(self.fields, values):
-            shape = np.shape(v)
+            shape = _as_array(f.name, v).shape
             if len(shape) != len(f.shape) + 1:
                 raise SchemaError(f.name, v, f"a batch of shape (n, {', '.join(map(str, f.shape))})".replace(
                     ", )", ")"))
@@ -303,6 +303,17 @@ class Schema:
             return f"Schema({self.kind}, unresolved: {self.names})"
         inner = ", ".join(f"{f.name}: {f.dtype}{list(f.shape)}" for f in self.fields)
         return f"Schema({inner})"
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """``np.asarray(value)``, with ragged or non-numeric input reported as a SchemaError."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(name, value, "a rectangular array of numbers", str(exc).split(".")[0]) from None
+    if arr.dtype == object or arr.dtype.kind in "USV":
+        raise SchemaError(name, value, "numbers or arrays of numbers")
+    return arr
 
 
 def _flatten_spec(spec: Mapping[str, Any],

@@ -64,7 +64,6 @@ class SumTree:
         self.cum = np.zeros(total, dtype=np.float64)  # running sums inside each block
         self.mins = np.full(total, np.inf, dtype=np.float64)
         self.leaves = np.zeros(leaf_n, dtype=np.float64)
-        self.zero_flags = np.zeros(leaf_n, dtype=np.uint8)
         self.zero_count = 0
         self._marks = np.zeros(total, dtype=np.int64)  # per-call visit stamps for set()
         self._stamp = 0
@@ -83,7 +82,8 @@ class SumTree:
         return float(self.mins[:BRANCHING].min())
 
     def get(self, slots: np.ndarray) -> np.ndarray:
-        return self.leaves[slots]
+        """Leaf values (a live zero comes back as +0.0)."""
+        return self.leaves[slots] + 0.0
 
     # ------------------------------------------------------------ updates
     def set(self, slots: np.ndarray, values: np.ndarray | float, live: np.ndarray | bool = True) -> None:
@@ -103,7 +103,7 @@ class SumTree:
                 live_arr = np.full(n, live_arr, dtype=np.bool_)
         self._stamp += 1
         delta, _ = kernels().set_leaves(self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
-                                        self.zero_flags, self.offsets, self.sizes, self.depth, slots,
+                                        self.offsets, self.sizes, self.depth, slots,
                                         np.ascontiguousarray(vals), live_arr)
         self.zero_count += int(delta)
 
@@ -118,7 +118,7 @@ class SumTree:
             self._scratch = np.empty(max(ids.shape[0], 2 * self._scratch.shape[0]), dtype=np.int64)
         self._stamp += 1
         bad, applied, delta, q_max = kernels().update_by_ids(
-            self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves, self.zero_flags,
+            self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
             self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch)
         if bad < 0:
             self.zero_count += int(delta)
@@ -133,6 +133,18 @@ class SumTree:
         kernels().probabilities_and_weights(self.leaves, slots, self.total, float(uniform), float(count),
                                             float(p_min), float(beta), probs, weights)
         return probs, weights
+
+    def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
+                       p_min: float, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slots, probabilities and weights of a prioritized/uniform mixture sample (one kernel)."""
+        n = draws.shape[0]
+        slots = np.empty(n, dtype=np.int64)
+        probs = np.empty(n, dtype=np.float64)
+        weights = np.empty(n, dtype=np.float64)
+        kernels().sample_mixture(self.cum, self.sums, self.leaves, self.offsets, self.depth, draws, float(uniform),
+                                 self.total, int(count), live, bool(identity), float(p_min), float(beta),
+                                 slots, probs, weights)
+        return slots, probs, weights
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""
@@ -149,7 +161,9 @@ class SumTree:
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         n = self.capacity
-        return {"leaves": self.leaves[:n], "live_zero": self.zero_flags[:n]}
+        leaves = self.leaves[:n]
+        live_zero = (leaves == 0.0) & np.signbit(leaves)
+        return {"leaves": leaves + 0.0, "live_zero": live_zero.astype(np.uint8)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         n = self.capacity
@@ -160,8 +174,8 @@ class SumTree:
         if not (np.isfinite(leaves).all() and (leaves >= 0).all()):
             raise ConfigError("tree.leaves", leaves, "non-negative finite priorities")
         self.leaves[:] = 0.0
-        self.leaves[:n] = np.asarray(state["leaves"], dtype=np.float64)
-        self.zero_flags[:] = 0
-        self.zero_flags[:n] = np.asarray(state["live_zero"], dtype=np.uint8)
-        self.zero_count = int(self.zero_flags.sum())
+        self.leaves[:n] = leaves + 0.0
+        flagged = (live_zero != 0) & (leaves == 0.0)
+        self.leaves[:n][flagged] = -0.0
+        self.zero_count = int(flagged.sum())
         self.rebuild()
