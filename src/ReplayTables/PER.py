@@ -38,8 +38,11 @@ class PERConfig:
         beta_final: where beta is annealed to (1.0 in the paper).
         beta_steps: number of ``sample`` calls over which beta moves linearly from
             ``beta`` to ``beta_final``; ``None`` keeps beta constant.
-        stratified: draw one prioritized target from each of ``n`` equal slices
-            of the priority mass (lower variance, same distribution per draw).
+        stratified: draw the ``n`` samples from ``n`` equal slices of [0, 1) instead
+            of independently: each draw still follows ``P`` exactly, but the batch
+            covers the priority mass evenly (lower variance), and the number of
+            uniform-mixture draws is ``n * uniform_probability`` rounded up or down
+            rather than binomial.
     """
 
     new_priority_mode: str = "max"

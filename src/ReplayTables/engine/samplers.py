@@ -99,9 +99,10 @@ class PrioritizedSampler(Sampler):
     Stored priority ``q = p ** priority_exponent``; sampling probability
     ``P(i) = (1 - u) * q_i / sum(q) + u / size``. New items without a priority get
     the running maximum of ``q`` (``'max'``), the current mean ``q`` (``'mean'``),
-    or are refused (``'given'``). With ``stratified=True`` the prioritized draws
-    take one target from each of ``n`` equal slices of the total mass (lower
-    variance, same marginal distribution).
+    or are refused (``'given'``). Each draw is one uniform number in [0, 1): below
+    ``u`` it picks a live item uniformly, above it a point of the priority mass.
+    With ``stratified=True`` the ``n`` numbers come one from each of ``n`` equal
+    slices of [0, 1) (lower variance, same marginal distribution per draw).
     """
 
     name = "prioritized"
