@@ -1,0 +1,169 @@
+"""Generated add paths: the per-schema fast lanes of ``Table.add`` and ``Table.add_batch``.
+
+A single add of five fields through generic, checked Python costs several
+microseconds of attribute lookups and dtype tests. These functions generate,
+once per table, straight-line code specialised to its schema: identity checks
+on each field (exact array type, dtype object and shape, or an exact Python
+scalar type) and direct writes into the storage columns. Anything the fast lane
+does not recognise goes to the table's general path, which accepts the same
+inputs and raises the same errors, so the fast lane changes speed, not behaviour.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.schema import Schema
+from ReplayTables.engine.writers import FifoWriter
+
+if TYPE_CHECKING:
+    from ReplayTables.engine.table import Table
+
+__all__ = ["compile_add_batch", "compile_add_one"]
+
+
+def compile_add_one(table: Table) -> Any:
+    """Generate ``add(item) -> id`` specialised to this schema and writer.
+
+    It checks each field with identity tests only (exact array type, dtype object
+    and shape, or an exact Python scalar type for scalar fields) and writes
+    straight into the storage columns. Anything it does not recognise falls back
+    to the general path, which gives the same result or a proper error.
+    """
+    schema = table.schema
+    storage = table.storage
+    assert schema.fields is not None and storage is not None
+    if schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields):
+        return table._add_general  # nested dicts: extra nested keys need the general check
+    env: dict[str, Any] = {"ndarray": np.ndarray, "table": table, "directory": table.directory,
+                           "writer": table.writer, "rng": table.rng, "counters": table.counters,
+                           "slow": table._add_general, "NOT_STORED": NOT_STORED}
+    lines = ["def add_fast(item):"]
+    nf = len(schema.fields)
+    if schema.kind == "namedtuple":
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(item) is not STRUCT: return slow(item)")
+        names = ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "")
+        lines.append(f"    {names} = item")
+    elif schema.kind == "dataclass":
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(item) is not STRUCT: return slow(item)")
+        for i, f in enumerate(schema.fields):
+            lines.append(f"    v{i} = item.{f.path[0]}")
+    else:
+        lines.append(f"    if type(item) is not dict or len(item) != {_top_keys(schema)}: return slow(item)")
+        lines.append("    try:")
+        for i, f in enumerate(schema.fields):
+            access = "".join(f"[{k!r}]" for k in f.path)
+            lines.append(f"        v{i} = item{access}")
+        lines.append("    except (KeyError, TypeError): return slow(item)")
+    checks = []
+    for i, f in enumerate(schema.fields):
+        env[f"D{i}"] = f.dtype
+        env[f"S{i}"] = f.shape
+        env[f"T{i}"] = f.dtype.type
+        env[f"C{i}"] = storage.columns[i]
+        array_ok = f"(type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.shape == S{i})"
+        if f.shape == ():
+            py = {"f": "(float, int)", "i": "(int,)", "u": "()", "b": "(bool,)", "c": "(complex, float, int)"}
+            kinds = py.get(f.dtype.kind, "()")
+            if f.dtype.kind in "iu":
+                # a Python int must fit the field's range, which the general path checks
+                kinds = "()"
+            checks.append(f"(type(v{i}) in {kinds} or type(v{i}) is T{i} or {array_ok})")
+        else:
+            checks.append(array_ok)
+    lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
+    lines.append("    slot = writer.place_one(rng)")
+    lines.append("    counters['added'] += 1")
+    lines.append("    if slot < 0:")
+    lines.append("        counters['not_stored'] += 1")
+    lines.append("        return NOT_STORED")
+    lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
+    lines.append("    new_id = directory.assign_one(slot)")
+    for i in range(nf):
+        lines.append(f"    C{i}[slot] = v{i}")
+    if table.sampler.prioritized:
+        env["on_insert"] = table.sampler.on_insert
+        env["np"] = np
+        lines.append("    on_insert(np.array([slot], dtype=np.int64), None, directory)")
+    lines.append("    return new_id")
+    code = "\n".join(lines)
+    exec(compile(code, f"<ReplayTables add_fast {schema!r}>", "exec"), env)
+    return env["add_fast"]
+
+
+def compile_add_batch(table: Table) -> Any:
+    """Generate ``add_batch(items) -> ids`` for the common case, else ``None``.
+
+    The common case: a FIFO writer, no deletions so far, arrays of exactly the
+    field dtypes, and a batch that fits before the ring wraps. Then the batch is
+    checked with identity tests and written with one slice assignment per field.
+    Everything else (wrapping, casting, errors, priorities) takes the general path.
+    """
+    schema = table.schema
+    storage = table.storage
+    assert schema.fields is not None and storage is not None
+    if not isinstance(table.writer, FifoWriter) or (
+            schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields)):
+        return None
+    nf = len(schema.fields)
+    env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
+                           "counters": table.counters, "slow": table._add_batch_general,
+                           "CAP": table.capacity, "sampler": table.sampler, "np": np}
+    lines = ["def add_batch_fast(items):"]
+    if schema.kind in ("namedtuple", "dataclass"):
+        env["STRUCT"] = schema.structure
+        lines.append("    if type(items) is not STRUCT: return slow(items)")
+        if schema.kind == "namedtuple":
+            lines.append("    " + ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "") + " = items")
+        else:
+            for i, f in enumerate(schema.fields):
+                lines.append(f"    v{i} = items.{f.path[0]}")
+    else:
+        lines.append(f"    if type(items) is not dict or len(items) != {nf}: return slow(items)")
+        lines.append("    try:")
+        for i, f in enumerate(schema.fields):
+            lines.append(f"        v{i} = items[{f.path[0]!r}]")
+        lines.append("    except KeyError: return slow(items)")
+    checks = []
+    for i, f in enumerate(schema.fields):
+        env[f"D{i}"] = f.dtype
+        env[f"S{i}"] = f.shape
+        env[f"C{i}"] = storage.columns[i]
+        checks.append(f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.ndim == {len(f.shape) + 1} "
+                      f"and v{i}.shape[1:] == S{i}")
+    lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
+    lines.append("    m = v0.shape[0]")
+    if nf > 1:
+        same_length = " and ".join(f"v{i}.shape[0] == m" for i in range(1, nf))
+        lines.append(f"    if not ({same_length}): return slow(items)")
+    lines.append("    start = writer.cursor")
+    lines.append("    stop = start + m")
+    lines.append("    if m == 0 or stop > CAP or not directory.identity: return slow(items)")
+    lines.append("    count = directory.count")
+    lines.append("    if stop <= count:")
+    lines.append("        ids = directory.slot_id[start:stop] + CAP")
+    lines.append("        counters['evicted'] += m")
+    lines.append("    elif start == count:")
+    lines.append("        ids = np.arange(start, stop, dtype=np.int64)")
+    lines.append("        directory.count = stop")
+    lines.append("    else: return slow(items)")
+    lines.append("    directory.slot_id[start:stop] = ids")
+    lines.append("    writer.cursor = stop if stop < CAP else 0")
+    lines.append("    counters['added'] += m")
+    for i in range(nf):
+        lines.append(f"    C{i}[start:stop] = v{i}")
+    if table.sampler.prioritized:
+        lines.append("    sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
+    lines.append("    return ids")
+    code = "\n".join(lines)
+    exec(compile(code, f"<ReplayTables add_batch_fast {schema!r}>", "exec"), env)
+    return env["add_batch_fast"]
+
+
+def _top_keys(schema: Schema) -> int:
+    assert schema.fields is not None
+    return len({f.path[0] for f in schema.fields})
