@@ -46,7 +46,16 @@ def resolve_type(value: Any, field: str = "type") -> type:
         try:
             return resolve_class(value)
         except CheckpointError:
-            raise ConfigError(field, value, "a 'module:QualName' of a defined buffer class") from None
+            module, _, qualname = value.partition(":")
+            try:
+                obj: Any = importlib.import_module(module)
+                for part in qualname.split("."):
+                    obj = getattr(obj, part)
+            except (ImportError, AttributeError):
+                raise ConfigError(field, value, "a 'module:QualName' of a defined buffer class") from None
+            if isinstance(obj, type):
+                return obj
+            raise ConfigError(field, value, "a 'module:QualName' naming a class") from None
     if "." in value:
         module, _, name = value.rpartition(".")
         if module == "ray" or module.startswith("ray."):

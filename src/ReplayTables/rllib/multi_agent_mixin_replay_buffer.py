@@ -84,7 +84,10 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         new, self._new[key] = fresh[:max_new], fresh[max_new:]
         parts = [self._new_part(buf, new)] if new.size else []
         if ratio > 0.0:
-            if math.isclose(new.size, num_items * (1.0 - ratio)):
+            if new.size == max_new:
+                # as many new items as wanted: the rest is replay, so old / total averages replay_ratio
+                # (RLlib tests isclose(num_new, num_items * (1 - ratio)), which misses non-integer
+                # targets and then biases the mix towards new items)
                 num_old = num_items - max_new
             else:
                 num_old = min(num_items - max_new, self._round(new.size * ratio / (1.0 - ratio)))
