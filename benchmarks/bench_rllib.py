@@ -84,7 +84,6 @@ def main() -> None:
     ta = per_call_us(lambda: a.sample(256), iters)
     tb = per_call_us(lambda: b.sample(256), iters)
     rows.append(("uniform sample 256", ta, tb))
-    del a, b
 
     # PER sample + update 256
     pa = PrioritizedReplay(cap, structure, np.random.default_rng(2),
@@ -105,7 +104,6 @@ def main() -> None:
         pb.update_priorities(batch["batch_indexes"], p256)
 
     rows.append(("PER sample+update 256", per_call_us(step_a, iters), per_call_us(step_b, iters)))
-    del pa, pb
 
     # R2D2-like sequences
     episode = 400
@@ -119,7 +117,6 @@ def main() -> None:
         fill(seq.add, cap, rng, eps)
         sample = (lambda s=seq: s.sample(64, beta=0.6)) if kw else (lambda s=seq: s.sample(64))
         rows.append((name, per_call_us(sample, max(200, iters // 4)), None))
-        del seq
 
     print(f"capacity {cap:,} timesteps; median us per call")
     print(f"| {'workload':<28} | {'front end A':>12} | {'rllib':>10} | {'ratio':>6} |")

@@ -123,7 +123,7 @@ def test_burn_in_continues_across_add_calls_and_not_after_overwrite() -> None:
     ma.add(steps(12, 4, eps_id=np.zeros(4, np.int64)))    # overwrites steps 4..7's slots partly
     rows, mask, _ = windows(ma)
     got = {tuple(r) for r in rows.tolist()}
-    assert got == {(6, 7, 8, 9, 10, 11), (10, 11, 12, 13, 14, 15)}
+    assert got == {(6, 7, 8, 9, 10, 11), (10, 11, 12, 13, 14, 15)} and mask.all()
     assert ma.replay_buffers["default_policy"].num_timesteps == 8
 
 

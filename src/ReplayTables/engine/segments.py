@@ -37,7 +37,7 @@ from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
 from ReplayTables.engine.writers import ReservoirWriter
 from ReplayTables.errors import ConfigError, SchemaError
 
-__all__ = ["Placement", "SegmentIndex", "PLACEMENTS"]
+__all__ = ["PLACEMENTS", "Placement", "SegmentIndex"]
 
 PLACEMENTS = ("ring", "reservoir")
 

@@ -24,7 +24,7 @@ DEFAULT_POLICY_ID = "default_policy"
 PER_SEQUENCE = ("seq_lens",)
 
 
-class SampleBatch(dict):  # type: ignore[type-arg]
+class SampleBatch(dict):  # type: ignore[type-arg,unused-ignore]
     """A ``dict`` of column name to numpy array (RLlib's ``SampleBatch`` shape)."""
 
     @property
@@ -42,7 +42,7 @@ class SampleBatch(dict):  # type: ignore[type-arg]
         return (SampleBatch, (dict(self),))
 
 
-class MultiAgentBatch(dict):  # type: ignore[type-arg]
+class MultiAgentBatch(dict):  # type: ignore[type-arg,unused-ignore]
     """A ``dict`` of policy id to :class:`SampleBatch` (RLlib's ``MultiAgentBatch`` shape)."""
 
     @property

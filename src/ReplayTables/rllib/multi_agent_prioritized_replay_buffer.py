@@ -84,7 +84,8 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
             except (TypeError, ValueError):
                 raise PriorityError("td_errors", entry[1], "numbers") from None
             if idx.ndim != 1 or td.shape != idx.shape:
-                raise PriorityError("td_errors", td, f"one td error per batch index ({idx.shape[0] if idx.ndim else 0})")
+                raise PriorityError("td_errors", td,
+                                    f"one td error per batch index ({idx.shape[0] if idx.ndim else 0})")
             if idx.size and idx.dtype.kind not in "iu":
                 raise SchemaError("batch_indexes", idx, "integer item ids from a sample's 'batch_indexes'")
             if not np.isfinite(td).all():

@@ -74,16 +74,17 @@ class MultiAgentReplayBuffer(Checkpointable):
             raise ConfigError("seed", seed, "None or an integer")
         self.seed = seed
         cfg = normalise(underlying_buffer_config or {}, "underlying_buffer_config")
-        self._underlying_type = resolve_type(cfg.pop("type", self._default_type), "underlying_buffer_config.type")
-        self._check_underlying_type(self._underlying_type)
+        underlying = resolve_type(cfg.pop("type", self._default_type), "underlying_buffer_config.type")
+        self._check_underlying_type(underlying)
+        self._underlying_type: type[ReplayBuffer] = underlying
         ctor_names = constructor_params(self._underlying_type)
         call_names = method_params(self._underlying_type, "sample") - {"num_items"}
         check_keys(self._underlying_type, cfg, ctor_names | call_names, "underlying_buffer_config")
         self.underlying_call_args = {k: v for k, v in cfg.items() if k in call_names and k not in ctor_names}
         ctor: dict[str, Any] = {"capacity": capacity, "storage_unit": self.storage_unit.value}
         seq = _check_sequence_args(int(capacity), self.storage_unit,
-                                   None if replay_sequence_length == 1 and not replay_burn_in else replay_sequence_length,
-                                   replay_burn_in)
+                                   None if replay_sequence_length == 1 and not replay_burn_in
+                                   else replay_sequence_length, replay_burn_in)
         if seq is not None:
             ctor.update(replay_sequence_length=seq, replay_burn_in=replay_burn_in,
                         replay_zero_init_states=replay_zero_init_states)
@@ -148,7 +149,8 @@ class MultiAgentReplayBuffer(Checkpointable):
             keys = [ALL_POLICIES] if ALL_POLICIES in self.replay_buffers else []
         elif policy_id is not None:
             if policy_id not in self.replay_buffers:
-                raise SchemaError("policy_id", policy_id, f"one of the policies seen so far {list(self.replay_buffers)}")
+                raise SchemaError("policy_id", policy_id,
+                                  f"one of the policies seen so far {list(self.replay_buffers)}")
             keys = [policy_id]
         else:
             keys = list(self.replay_buffers)

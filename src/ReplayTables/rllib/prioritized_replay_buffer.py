@@ -85,7 +85,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             return np.add.reduceat(w, starts) / plan.lengths
         return None
 
-    def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> SampleBatch:  # type: ignore[override]
+    def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> SampleBatch:
         """``num_items`` items in proportion to priority, with ``weights`` and ``batch_indexes``."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")

@@ -231,7 +231,7 @@ class ReplayBuffer(Checkpointable):
         table = self._table
         if self.replay_sequence_length is not None:
             L, B = self.replay_sequence_length, self.replay_burn_in
-            arrays, valid, in_item = table.read_windows(slots, B, L, "eps_id")
+            arrays, valid, _ = table.read_windows(slots, B, L, "eps_id")
             out = SampleBatch(zip(table.names, arrays))
             lengths = table.index.length[slots]
             out["mask"] = valid.reshape(-1)
