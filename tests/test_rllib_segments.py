@@ -6,6 +6,8 @@ and every live item's rows read back exactly as written.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -23,7 +25,7 @@ ops = st.lists(st.one_of(
 ), min_size=1, max_size=30)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=int(os.environ.get("RT_EXAMPLES", "80")), deadline=None)
 @given(ops, st.integers(4, 24))
 def test_ring_matches_model(operations: list, capacity: int) -> None:
     table = SegmentTable(capacity, rng=np.random.default_rng(0))
@@ -109,7 +111,7 @@ def test_reservoir_index_places_items_in_regions() -> None:
     rng = np.random.default_rng(0)
     ids, gone, placement, evicted = index.insert(np.array([3, 2, 3]), rng)
     assert ids.tolist() == [0, 1, 2] and evicted == 0 and gone.size == 0
-    rows, step_slots = placement[0]
+    _, step_slots = placement[0]
     assert np.asarray(step_slots).tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
     with pytest.raises(SchemaError):
         index.check_lengths(np.array([4]))
