@@ -132,6 +132,19 @@ def test_fragments_are_whole_batches() -> None:
     assert len(b) == 1 and b.sample(1)["a"].tolist() == [3, 4]
 
 
+def test_rllib_sample_batch_subclass_is_taken_as_is() -> None:
+    class RLlibLikeSampleBatch(dict):
+        """A dict subclass with extra attributes, like RLlib's SampleBatch."""
+
+        zero_padded = False
+
+    b = ReplayBuffer(10, seed=0)
+    batch = RLlibLikeSampleBatch(rows(0, 3))
+    batch["infos"] = np.array([{"x": 1}, {}, {}], dtype=object)   # Python objects: not stored
+    b.add(batch)
+    assert len(b) == 3 and set(b.sample(2)) == {"obs", "k"}
+
+
 # ---------------------------------------------------------------- bad input
 BAD_BATCHES = [
     ({"obs": np.zeros((3, 2), np.float32)}, "k"),                                  # missing column

@@ -6,6 +6,7 @@ a ``policy_batches`` mapping (RLlib's ``MultiAgentBatch``) or a mapping of
 policy id to such mappings. Out: :class:`SampleBatch` (a ``dict`` of numpy
 arrays with ``count``) and :class:`MultiAgentBatch` (a ``dict`` of policy id to
 ``SampleBatch`` with ``policy_batches`` and ``count``), which are accepted back.
+The ``infos`` column (Python dicts per step in RLlib) is not stored.
 """
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ DEFAULT_POLICY_ID = "default_policy"
 
 #: Columns that hold one value per sequence, not per row.
 PER_SEQUENCE = ("seq_lens",)
+
+#: RLlib columns of Python objects (dicts per step) that are not stored: a
+#: columnar store keeps numbers, and replay does not use them.
+IGNORED_COLUMNS = frozenset({"infos"})
 
 
 class SampleBatch(dict):  # type: ignore[type-arg,unused-ignore]
@@ -66,6 +71,8 @@ def as_columns(batch: Any, field: str = "batch") -> dict[str, np.ndarray]:
         raise SchemaError(field, batch, "a mapping of column name to equal-length arrays (e.g. a SampleBatch)")
     out: dict[str, Any] = {}
     for key, value in batch.items():
+        if key in IGNORED_COLUMNS:
+            continue
         if not isinstance(key, str):
             raise SchemaError(f"{field} key", key, "string column names")
         if isinstance(value, Mapping):
