@@ -14,7 +14,8 @@ Rows (all at ``capacity`` timesteps, buffer full):
   steps with ``eps_id``), ``capacity`` timesteps stored, sample 64 sequences,
   uniform (``ReplayBuffer``) and prioritized (``PrioritizedReplayBuffer``).
 
-Times are medians over blocks of calls (microseconds per call). The machine is
+Times are medians over blocks of calls (microseconds per call); A and rllib
+blocks alternate so that load from other processes hits both alike. The machine is
 shared: treat single runs as preliminary.
 """
 from __future__ import annotations
@@ -53,6 +54,23 @@ def per_call_us(fn: Callable[[], object], iters: int, blocks: int = 5) -> float:
     return statistics.median(times) * 1e6
 
 
+def paired_us(fa: Callable[[], object], fb: Callable[[], object], iters: int, blocks: int = 9) -> tuple[float, float]:
+    """Median us per call of ``fa`` and ``fb``, measured in alternating blocks so that
+    load from other processes on a shared machine hits both alike."""
+    for _ in range(min(50, iters)):
+        fa()
+        fb()
+    per_block = max(1, iters // blocks)
+    ta, tb = [], []
+    for _ in range(blocks):
+        for fn, out in ((fa, ta), (fb, tb)):
+            t0 = time.perf_counter()
+            for _ in range(per_block):
+                fn()
+            out.append((time.perf_counter() - t0) / per_block)
+    return statistics.median(ta) * 1e6, statistics.median(tb) * 1e6
+
+
 def fill(add: Callable[[dict[str, np.ndarray]], object], capacity: int, rng: np.random.Generator,
          extra: Callable[[int], dict[str, np.ndarray]] | None = None) -> None:
     chunk = 100_000
@@ -81,8 +99,7 @@ def main() -> None:
     fill(a.add_batch, cap, rng)
     b = ReplayBuffer(cap, "timesteps", seed=1)
     fill(b.add, cap, rng)
-    ta = per_call_us(lambda: a.sample(256), iters)
-    tb = per_call_us(lambda: b.sample(256), iters)
+    ta, tb = paired_us(lambda: a.sample(256), lambda: b.sample(256), iters)
     rows.append(("uniform sample 256", ta, tb))
 
     # PER sample + update 256
@@ -103,7 +120,7 @@ def main() -> None:
         batch = pb.sample(256, beta=0.4)
         pb.update_priorities(batch["batch_indexes"], p256)
 
-    rows.append(("PER sample+update 256", per_call_us(step_a, iters), per_call_us(step_b, iters)))
+    rows.append(("PER sample+update 256", *paired_us(step_a, step_b, iters)))
 
     # R2D2-like sequences
     episode = 400

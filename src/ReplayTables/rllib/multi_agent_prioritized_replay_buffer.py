@@ -46,7 +46,6 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
             cfg["underlying_buffer_config"] = cfg.pop("underlying_replay_buffer_config")
         cfg.setdefault("alpha", prioritized_replay_alpha)
         cfg.setdefault("beta", prioritized_replay_beta)
-        self._user_underlying = underlying_buffer_config
         super().__init__(capacity, storage_unit, replay_mode, replay_sequence_length, replay_burn_in,
                          replay_zero_init_states, cfg, seed)
 
