@@ -12,7 +12,8 @@ Rows (all at ``capacity`` timesteps, buffer full):
   ``ReplayTables.rllib.PrioritizedReplayBuffer``;
 * R2D2-like: sequences of 80 rows (burn-in 40 + 40 steps, episodes of 400
   steps with ``eps_id``), ``capacity`` timesteps stored, sample 64 sequences,
-  uniform (``ReplayBuffer``) and prioritized (``PrioritizedReplayBuffer``).
+  uniform (``ReplayBuffer``), prioritized (``PrioritizedReplayBuffer``) and the
+  issue's config through ``MultiAgentPrioritizedReplayBuffer``.
 
 Times are medians over blocks of calls (microseconds per call); A and rllib
 blocks alternate so that load from other processes hits both alike. The machine is
@@ -30,7 +31,7 @@ import numpy as np
 from ReplayTables.engine.schema import FieldSpec
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer as FrontA
-from ReplayTables.rllib import PrioritizedReplayBuffer, ReplayBuffer
+from ReplayTables.rllib import MultiAgentPrioritizedReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 
 SPEC = {"obs": ((17,), np.float32), "action": ((6,), np.float32), "reward": ((), np.float32),
         "next_obs": ((17,), np.float32), "done": ((), np.bool_)}
@@ -134,6 +135,12 @@ def main() -> None:
         fill(seq.add, cap, rng, eps)
         sample = (lambda s=seq: s.sample(64, beta=0.6)) if kw else (lambda s=seq: s.sample(64))
         rows.append((name, per_call_us(sample, max(200, iters // 4)), None))
+
+    # the R2D2 config through the multi-agent front (one policy)
+    ma = MultiAgentPrioritizedReplayBuffer(cap, "sequences", replay_sequence_length=80, replay_burn_in=40,
+                                           prioritized_replay_alpha=0.9, prioritized_replay_beta=0.6, seed=4)
+    fill(ma.add, cap, rng, eps)
+    rows.append(("R2D2 64 seqs x 80, MA PER", per_call_us(lambda: ma.sample(64), max(200, iters // 4)), None))
 
     print(f"capacity {cap:,} timesteps; median us per call")
     print(f"| {'workload':<28} | {'front end A':>12} | {'rllib':>10} | {'ratio':>6} |")

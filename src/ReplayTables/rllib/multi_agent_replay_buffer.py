@@ -99,10 +99,10 @@ class MultiAgentReplayBuffer(Checkpointable):
         if not (isinstance(cls, type) and issubclass(cls, ReplayBuffer)):
             raise ConfigError("underlying_buffer_config.type", cls, "a ReplayTables.rllib.ReplayBuffer subclass")
 
-    def _make_underlying(self, policy_id: Any) -> ReplayBuffer:
+    def _make_underlying(self, policy_id: Any, pending: int = 0) -> ReplayBuffer:
         ctor = dict(self.underlying_ctor_args)
         if "seed" not in ctor and self.seed is not None:
-            ctor["seed"] = int(self.seed) + len(self.replay_buffers)
+            ctor["seed"] = int(self.seed) + len(self.replay_buffers) + pending
         return self._underlying_type(**ctor)
 
     def _key(self, policy_id: Any) -> Any:
@@ -130,7 +130,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         for key, pb in routed.items():
             buf = self.replay_buffers.get(key)
             if buf is None:
-                buf = self._make_underlying(key)
+                buf = self._make_underlying(key, pending=sum(k not in self.replay_buffers for k in buffers))
             buf.check(pb, **kwargs)
             buffers[key] = buf
         out = {}
