@@ -83,6 +83,10 @@ class CompressedFrames:
             flat[row] = np.frombuffer(decompress(blobs[slot]), dtype=np.uint8)
         return out
 
+    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """``length`` consecutive frames from each of ``starts`` (decompressed one by one)."""
+        return self.read(np.asarray(starts)[:, None] + np.arange(length))
+
     def flush(self) -> None:
         pass
 

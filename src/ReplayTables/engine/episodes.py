@@ -53,6 +53,8 @@ class FrameStore(Protocol):
 
     def read(self, index: np.ndarray) -> np.ndarray: ...
 
+    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray: ...
+
     def flush(self) -> None: ...
 
     def arrays(self) -> dict[str, np.ndarray]: ...
@@ -204,28 +206,50 @@ class EpisodeRing:
             returns, discount, steps = nstep_targets(r, te, tr, gamma)
             rows = np.arange(slots.shape[0])
             end_term, end_trunc = te[rows, steps - 1], tr[rows, steps - 1]
-        k = self.frame_stack
-        if k == 1:
-            index = np.empty((slots.shape[0], 2), dtype=np.int64)
-            index[:, 0] = slots
-            index[:, 1] = self._offset(slots, steps)
-            frames = self.frames.read(index)
-            obs, next_obs = frames[:, 0], frames[:, 1]
-        else:
-            t = self.t_in_episode[slots].astype(np.int64)
-            back = self._stack_back[None, :]
-            index = np.empty((slots.shape[0], 2, k), dtype=np.int64)
-            index[:, 0] = self._offset(slots[:, None], -np.minimum(back, t[:, None]))
-            tn = t + steps
-            index[:, 1] = self._offset(slots[:, None], steps[:, None] - np.minimum(back, tn[:, None]))
-            frames = self.frames.read(index)
-            if self.zero_pad_stacks:
-                pad = np.stack([back > t[:, None], back > tn[:, None]], axis=1)
-                if pad.any():
-                    frames[pad] = 0
-            obs, next_obs = frames[:, 0], frames[:, 1]
+        obs, next_obs = self._stacks(slots, steps)
         return {"obs": obs, "next_obs": next_obs, "returns": returns, "discount": discount, "steps": steps,
                 "end_terminated": np.asarray(end_term, dtype=bool), "end_truncated": np.asarray(end_trunc, dtype=bool)}
+
+    def _stacks(self, slots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame stacks of ``obs`` (at ``slots``) and of ``next_obs`` (``steps`` records later).
+
+        Fast path: frames ``slot - k + 1 .. slot + n`` are one contiguous run in
+        the ring, read with one gather per transition; ``obs`` and (for
+        ``n_step=1``) ``next_obs`` are views of it. A stack that starts before its
+        episode gets the episode's first frame (or zeros) in those places, which
+        fixes obs and next_obs consistently because both are clipped at the same
+        episode start. Runs that cross the end of a stream's ring take the
+        general per-frame path.
+        """
+        k, n = self.frame_stack, self.n_step
+        B = slots.shape[0]
+        cs = self.per_stream
+        local = slots % cs
+        length = k + n
+        crossing = (local < k - 1) | (local + n >= cs)
+        starts = slots - (k - 1)
+        if crossing.any():
+            starts = np.where(crossing, 0, starts)  # placeholders; those rows are rebuilt below
+        run = self.frames.read_runs(starts, length)
+        if crossing.any():
+            rows = np.flatnonzero(crossing)
+            run[rows] = self.frames.read(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
+        if k > 1:
+            t = self.t_in_episode[slots].astype(np.int64)
+            short = np.flatnonzero(t < k - 1)
+            if short.size:
+                before = (k - 1 - t[short])[:, None] > np.arange(length)[None, :]  # frames before the episode
+                first = run[short, k - 1 - t[short]]
+                fill = np.zeros_like(first) if self.zero_pad_stacks else first
+                sub = run[short]
+                sub[before] = np.repeat(fill, before.sum(axis=1), axis=0)
+                run[short] = sub
+        if k == 1:
+            return run[:, 0], (run[:, 1] if n == 1 else run[np.arange(B), steps])
+        if n == 1:
+            return run[:, :k], run[:, 1:k + 1]
+        pick = steps[:, None] + np.arange(k)[None, :]
+        return run[:, :k], run[np.arange(B)[:, None], pick]
 
     def sequence_arrays(self, anchors: np.ndarray) -> dict[str, Any]:
         """Windows of ``burn_in + seq_length`` steps around ``anchors`` (slots of valid anchors)."""

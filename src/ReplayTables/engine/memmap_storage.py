@@ -61,6 +61,13 @@ class ArrayFrames:
             self.kind = "memmap"
             self.data = create_array(self.path, full, self.dtype) if create else open_array(self.path, full, self.dtype)
 
+        self._runs: dict[int, np.ndarray] = {}  # overlapping read-only views of the frames, by run length
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_runs"] = {}  # views are rebuilt; pickling them would copy the frames again
+        return state
+
     @property
     def nbytes(self) -> int:
         return int(self.data.nbytes)
@@ -72,6 +79,20 @@ class ArrayFrames:
     def read(self, index: np.ndarray) -> np.ndarray:
         """A copy of the frames at ``index`` (any shape), shape ``index.shape + frame shape``."""
         return np.take(self.data, index, axis=0)
+
+    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray:
+        """Copies of ``length`` consecutive frames from each of ``starts`` (``[B, length, *shape]``).
+
+        One contiguous block per start, so a stack plus its successor costs one
+        random access instead of ``length``. Requires ``starts + length <= capacity``.
+        """
+        runs = self._runs.get(length)
+        if runs is None:
+            data = self.data
+            runs = np.lib.stride_tricks.as_strided(data, shape=(self.capacity - length + 1, length, *self.shape),
+                                                   strides=(data.strides[0], *data.strides), writeable=False)
+            self._runs[length] = runs
+        return runs[starts]  # fancy indexing keeps the strided view (np.take would copy it whole)
 
     def flush(self) -> None:
         if isinstance(self.data, np.memmap):
