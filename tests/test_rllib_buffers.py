@@ -263,6 +263,16 @@ def test_state_round_trips(make, tmp_path) -> None:
         assert all(np.array_equal(got[k], expected[k]) for k in expected)
 
 
+def test_get_state_is_a_snapshot() -> None:
+    b = ReplayBuffer(10, seed=0)
+    b.add(rows(0, 6))
+    state = b.get_state()
+    expected = copy.deepcopy(b).sample(4)
+    b.add(rows(6, 8))                          # evicts and overwrites after the snapshot
+    b.set_state(state)
+    assert len(b) == 6 and b.sample(4)["k"].tolist() == expected["k"].tolist()
+
+
 def test_set_state_refuses_other_buffers() -> None:
     b = ReplayBuffer(20, seed=0)
     with pytest.raises(ReplayTables.CheckpointError):

@@ -18,6 +18,7 @@ import numpy as np
 from ReplayTables.checkpoint import class_name
 from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch, as_policy_batches
+from ReplayTables.rllib.checkpointable import Checkpointable
 from ReplayTables.rllib.config import (
     check_keys,
     constructor_params,
@@ -25,7 +26,7 @@ from ReplayTables.rllib.config import (
     normalise,
     resolve_type,
 )
-from ReplayTables.rllib.replay_buffer import Checkpointable, ReplayBuffer, _check_sequence_args
+from ReplayTables.rllib.replay_buffer import ReplayBuffer, _check_sequence_args
 from ReplayTables.rllib.storage_unit import StorageUnit
 
 __all__ = ["ALL_POLICIES", "MultiAgentReplayBuffer", "ReplayMode"]
@@ -126,7 +127,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         the whole buffer unchanged.
         """
         routed = self._route(batch)
-        buffers = {}
+        buffers: dict[Any, ReplayBuffer] = {}
         for key, pb in routed.items():
             buf = self.replay_buffers.get(key)
             if buf is None:
