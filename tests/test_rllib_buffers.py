@@ -329,3 +329,7 @@ def test_fifo_returns_oldest_items_once() -> None:
     assert first["k"].tolist() == [2, 3] and first["weights"].tolist() == [1.0, 1.0]
     assert b.sample(2)["k"].tolist() == [4, 5, 6, 7]
     assert len(b) == 0 and b.update_priorities([1], [1.0]) == 0
+    with pytest.raises(ConfigError):
+        b.sample(-1)
+    with pytest.raises(ConfigError):
+        b.sample(1, beta=0.4)

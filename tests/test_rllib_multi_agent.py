@@ -67,6 +67,7 @@ def test_lockstep_stores_whole_steps() -> None:
     ma = MultiAgentReplayBuffer(capacity=10, replay_mode="lockstep", seed=0)
     ma.add({"a": steps(0, 4), "b": {"obs": -np.arange(4, dtype=np.float32), "z": np.ones((4, 3))}})
     assert list(ma.replay_buffers) == ["__all__"] and len(ma) == 4
+    assert ma.replay_buffers["__all__"].sample(3).count == 3
     out = ma.sample(6)
     assert set(out) == {"a", "b"} and (out["a"]["obs"] == -out["b"]["obs"]).all()
     with pytest.raises(ConfigError, match="policy_id"):

@@ -36,6 +36,8 @@ class SampleBatch(dict):  # type: ignore[type-arg,unused-ignore]
     def count(self) -> int:
         """Rows in the batch."""
         for key, value in self.items():
+            if isinstance(value, Mapping):  # a lockstep batch nests policy columns
+                return SampleBatch(value).count
             if key not in PER_SEQUENCE and not key.startswith("state_in_"):
                 return int(np.shape(value)[0]) if np.ndim(value) else 0
         return 0

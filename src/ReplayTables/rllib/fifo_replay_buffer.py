@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.table import check_count
+from ReplayTables.errors import ConfigError
 from ReplayTables.rllib.batches import SampleBatch
 from ReplayTables.rllib.replay_buffer import ReplayBuffer
 from ReplayTables.rllib.storage_unit import StorageUnit
@@ -25,7 +27,9 @@ class FifoReplayBuffer(ReplayBuffer):
 
     def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
-        ids = self._table.oldest(int(num_items))
+        if kwargs:
+            raise ConfigError("sample()", sorted(kwargs), "only num_items")
+        ids = self._table.oldest(check_count("num_items", num_items))
         if ids.size == 0:
             return SampleBatch()
         batch = self.get(ids)
