@@ -101,7 +101,8 @@ def _torch_ready(name: str, a: np.ndarray) -> np.ndarray:
         native: np.ndarray = a.astype(a.dtype.newbyteorder("="))
         return native
     if not a.flags.writeable:
-        return a.copy()
+        private: np.ndarray = a.copy()
+        return private
     return a
 
 
