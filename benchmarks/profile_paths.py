@@ -3,12 +3,21 @@
     python benchmarks/profile_paths.py [--workloads W2 W3 W4] [--cprofile]
 
 For each workload it builds the buffer the way ``benchmarks/replaytables_adapter.py``
-does (dict structure of declared ``FieldSpec``, 1M slots, full for W3/W4), times
-the whole public call, then times each step of that call on its own by calling the
-same engine pieces in the same order (``time per op``, median of 5 loops), and
-ranks them. The steps' sum differs from the whole call by the Python glue between
-them (reported as "rest"). ``--cprofile`` adds cProfile's top functions by own time
-(cProfile inflates cheap calls; use it for the ranking, not the microseconds).
+does (dict structure of declared ``FieldSpec``, 1M slots, full for W3/W4) and times
+the whole public call (median of 5 loops). Then:
+
+* W3/W4: the engine pieces on the path (sampler draw, tree kernels, gather, Batch,
+  update by id) are wrapped *in place* with timers and the real loop runs again, so
+  each piece is timed in context, on fresh random slots (a piece timed alone on the
+  same slots every call would run from cache and look cheaper than it is). The
+  wrappers cost ~0.2 µs each; "rest" is the whole call minus the wrapped pieces
+  (front-end glue: argument checks, counters, dataclass construction) and minus
+  the wrappers' own overhead, which is estimated and removed.
+* W1/W2: the generated add paths are one function each; their steps are timed
+  separately (fresh slots every call) and compared with the numpy reference.
+
+``--cprofile`` adds cProfile's top functions by own time (cProfile inflates cheap
+calls; use it for the ranking, not the microseconds).
 """
 from __future__ import annotations
 
@@ -22,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.batch import Batch
 from ReplayTables.engine.schema import FieldSpec
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer
@@ -153,27 +161,104 @@ def w2() -> None:
     print(f"  reference: numpy-ref's 5 contiguous slice writes {per_op(numpy_ref, 10_000):.2f} µs/op")
 
 
+class Timers:
+    """Wrap callables in place with accumulating timers; ``restore()`` undoes it."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = {}
+        self.parent: dict[str, str | None] = {}
+        self._undo: list[tuple[Any, str, Any, bool]] = []
+        self._stack: list[str] = []
+
+    def wrap(self, obj: Any, attr: str, label: str) -> None:
+        orig = getattr(obj, attr)
+        had_own = attr in getattr(obj, "__dict__", {})
+        self.total[label] = 0.0
+        stack = self._stack
+        total = self.total
+        parent = self.parent
+        pc = time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            parent.setdefault(label, stack[-1] if stack else None)
+            stack.append(label)
+            t0 = pc()
+            try:
+                return orig(*args, **kwargs)
+            finally:
+                total[label] += pc() - t0
+                stack.pop()
+
+        setattr(obj, attr, timed)
+        self._undo.append((obj, attr, orig, had_own))
+
+    def restore(self) -> None:
+        for obj, attr, orig, had_own in reversed(self._undo):
+            if had_own:
+                setattr(obj, attr, orig)
+            else:
+                delattr(obj, attr)
+        self._undo.clear()
+
+
+def wrapper_overhead() -> float:
+    """µs one Timers wrapper adds to a call (measured on a trivial function)."""
+    class Obj:
+        def f(self) -> None:
+            return None
+
+    o = Obj()
+    plain = per_op(lambda i: o.f(), 200_000)
+    t = Timers()
+    t.wrap(o, "f", "f")
+    wrapped = per_op(lambda i: o.f(), 200_000)
+    return max(0.0, wrapped - plain)
+
+
+def in_context(title: str, loop: Callable[[int], Any], n: int, pieces: list[tuple[Any, str, str]]) -> None:
+    whole = per_op(loop, n)
+    overhead = wrapper_overhead()
+    t = Timers()
+    for obj, attr, label in pieces:
+        t.wrap(obj, attr, label)
+    loop(0)
+    for k in t.total:
+        t.total[k] = 0.0
+    t0 = time.perf_counter()
+    for i in range(n):
+        loop(i)
+    wrapped_whole = (time.perf_counter() - t0) / n * 1e6
+    t.restore()
+    per = {k: v / n * 1e6 for k, v in t.total.items()}
+    # self time: inclusive minus the children (and the children's wrappers)
+    own = dict(per)
+    for k, p in t.parent.items():
+        if p is not None:
+            own[p] -= per[k] + overhead
+    top = sum(per[k] for k, p in t.parent.items() if p is None)
+    n_wrapped_calls = len(t.parent)
+    rest = wrapped_whole - top - overhead * n_wrapped_calls
+    print(f"\n{title}: whole call {whole:.2f} µs/op (with timers {wrapped_whole:.2f}; "
+          f"timer overhead ~{overhead:.2f} µs per wrapped call, removed)")
+    # pieces never called on this path (the engine changed) have no parent entry: left out
+    rows = [(own[k], k + (f"   [inside {t.parent[k]}]" if t.parent.get(k) else "")) for k in per if k in t.parent]
+    rows.append((rest, "rest: front-end glue (checks, counters, Sample/Batch plumbing)"))
+    scale = whole / wrapped_whole if wrapped_whole > 0 else 1.0
+    for us, name in sorted(rows, key=lambda r: -r[0]):
+        print(f"  {us * scale:8.2f} µs  {100 * us / wrapped_whole:5.1f}%  {name}")
+
+
 def w3() -> None:
     buf, _ = full_buffer(per=False)
-    whole = per_op(lambda i: buf.sample(B), 3000)
     table = buf._table
-    storage = table.storage
-    assert storage is not None
-    directory, rng, schema = table.directory, table.rng, table.schema
-    slots = directory.sample_uniform(rng, B)
-    records = np.take(storage._records, slots)
-    arrays = storage.gather(slots)
-    probs = np.full(B, 1.0 / CAP)
-    ids = directory.slot_id[slots]
-    steps = [
-        ("draw slots: rng.random*count, astype, clamp", per_op(lambda i: directory.sample_uniform(rng, B), 3000)),
-        ("gather rows: np.take(records, slots)", per_op(lambda i: np.take(storage._records, slots), 3000)),
-        ("5 field views records[name]", per_op(lambda i: [records[n] for n in storage._names], 3000)),
-        ("ids = slot_id[slots]", per_op(lambda i: directory.slot_id[slots], 3000)),
-        ("probabilities np.full + weights np.ones", per_op(lambda i: (np.full(B, 1.0 / CAP), np.ones(B)), 3000)),
-        ("Batch(...) incl. schema.build of the dict", per_op(lambda i: Batch(schema, arrays, ids, probs, probs), 3000)),
-    ]
-    report("W3 uniform sample 256 at 1M (buffer.sample)", whole, steps)
+    assert table.storage is not None
+    import ReplayTables.ReplayBuffer as rb_mod
+
+    pieces = [(table.sampler, "sample", "sampler.sample (draw slots + probabilities)"),
+              (table.directory, "sample_uniform", "directory.sample_uniform (rng.random -> slots)"),
+              (table.storage, "gather", "storage.gather (np.take of packed rows + field views)"),
+              (rb_mod, "Batch", "Batch(...) construction (schema.build of the dict)")]
+    in_context("W3 uniform sample 256 at 1M (buffer.sample)", lambda i: buf.sample(B), 3000, pieces)
 
 
 def w4() -> None:
@@ -185,48 +270,32 @@ def w4() -> None:
         b = buf.sample(B)
         buf.update_priorities(b.ids, prios[i % 1024])
 
-    whole = per_op(op, 2000)
     s_only = per_op(lambda i: buf.sample(B), 2000)
     b = buf.sample(B)
     u_only = per_op(lambda i: buf.update_priorities(b.ids, prios[i % 1024]), 2000)
     table = buf._table
     sampler = buf._sampler
     tree = sampler.tree
-    directory, rng, schema = table.directory, table.rng, table.schema
-    storage = table.storage
-    assert storage is not None
-    total = tree.total
-    targets = rng.random(B) * total
-    slots = tree.find(targets)
-    records = np.take(storage._records, slots)
-    arrays = storage.gather(slots)
-    ids = directory.slot_id[slots]
-    p_min = sampler.min_probability(directory)
-    probs, weights = tree.probabilities_and_weights(slots, 1e-3, CAP, p_min, 0.4)
-    q = np.power(prios[0], 0.6)
-    def t(fn: Callable[[int], Any]) -> float:
-        return per_op(fn, 2000)
+    assert table.storage is not None
+    import ReplayTables.PER as per_mod
+    import ReplayTables.ReplayBuffer as rb_mod
 
-    p_mix = 1 - (1 - 1e-3) ** B  # chance that a sample has at least one uniform draw to concatenate
-    steps = [
-        ("sample: rng.binomial + rng.random(256) * total", t(lambda i: (rng.binomial(B, 1e-3), rng.random(B) * total))),
-        ("sample: tree.find (numba batched descent)", t(lambda i: tree.find(targets))),
-        ("sample: concatenate uniform draws (expected cost)",
-         t(lambda i: np.concatenate([slots, directory.sample_uniform(rng, 1)])) * p_mix),
-        ("sample: min_probability (mins[:16].min() etc.)", t(lambda i: sampler.min_probability(directory))),
-        ("sample: probabilities_and_weights kernel",
-         t(lambda i: tree.probabilities_and_weights(slots, 1e-3, CAP, p_min, 0.4))),
-        ("sample: gather rows np.take(records)", t(lambda i: np.take(storage._records, slots))),
-        ("sample: 5 field views", t(lambda i: [records[n] for n in storage._names])),
-        ("sample: ids = slot_id[slots]", t(lambda i: directory.slot_id[slots])),
-        ("sample: Batch(...) incl. schema.build", t(lambda i: Batch(schema, arrays, ids, weights, probs))),
-        ("update: check_ids + ascontiguousarray",
-         t(lambda i: np.ascontiguousarray(np.asarray(ids).astype(np.int64, copy=False)))),
-        ("update: q = p ** 0.6 (np.power)", t(lambda i: np.power(prios[i % 1024], 0.6))),
-        ("update: update_by_ids kernel (fused lookup + leaf set + repair)",
-         t(lambda i: tree.update_by_ids(directory.slot_id, ids, prios[i % 1024], q))),
-    ]
-    report("W4 PER sample 256 + update 256 at 1M", whole, steps)
+    pieces = [(sampler, "sample_weighted", "sample: sampler.sample_weighted"),
+              (sampler, "_draw", "sample: sampler._draw (rng + find)"),
+              (tree, "find", "sample: tree.find (numba batched descent)"),
+              (tree, "sample_mixture", "sample: tree.sample_mixture (numba descent + uniform mix + weights)"),
+              (table.directory, "dense", "sample: directory.dense"),
+              (table.directory, "sample_uniform", "sample: directory.sample_uniform"),
+              (sampler, "min_probability", "sample: sampler.min_probability"),
+              (tree, "probabilities_and_weights", "sample: tree.probabilities_and_weights (numba)"),
+              (table.storage, "gather", "sample: storage.gather (np.take of packed rows + views)"),
+              (rb_mod, "Batch", "sample: Batch(...) construction"),
+              (per_mod, "Batch", "update: isinstance(ids, Batch) check (PER module's Batch name)"),
+              (sampler, "update_by_ids", "update: sampler.update_by_ids (validation + q = p**alpha)"),
+              (tree, "update_by_ids", "update: tree.update_by_ids (numba fused lookup + set + repair)")]
+    # PER.update_priorities does isinstance(ids, Batch): wrapping that name would break it
+    pieces = [pc for pc in pieces if pc[1] != "Batch" or pc[0] is rb_mod]
+    in_context("W4 PER sample 256 + update 256 at 1M", op, 2000, pieces)
     print(f"  split: sample alone {s_only:.2f} µs, update alone {u_only:.2f} µs")
 
 

@@ -1,18 +1,21 @@
 """The issue's performance targets, checked on one results folder of the peer harness.
 
-    python3 benchmarks/ratios.py benchmarks/results/<name> [--ours ReplayTables-next]
+    python3 benchmarks/ratios.py benchmarks/results/<name> [more runs ...] [--ours ReplayTables-next]
 
 Reads ``<folder>/peers.json`` (written by ``../shared/bench/peers.py``) and prints a
 markdown table: our time per op, the fastest *library* peer in the same run (the
 numpy reference is a floor, not a library, so it is listed separately), the
 ratios, and whether each target holds. Every ratio compares cells of the same run.
-Standard library only (runs with any ``python3``).
+With several run folders it prints each run's table, then the median over runs of
+each per-run ratio, with its min-max range. Standard library only (runs with any
+``python3``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 from typing import Any
 
@@ -81,12 +84,50 @@ def table(data: dict[str, Any], ours: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_run(data: dict[str, Any], ours: str) -> dict[str, dict[str, float]]:
+    """Workload -> {ours_us, speedup (vs fastest library peer), numpy_ratio} for one run."""
+    by = {(r["peer"], r["workload"]): r for r in data["results"] if r.get("ok")}
+    out: dict[str, dict[str, float]] = {}
+    for w in TARGETS:
+        r = by.get((ours, w))
+        if r is None:
+            continue
+        us = r["us_per_op"]
+        row = {"ours_us": us}
+        peers = [rr["us_per_op"] for (p, ww), rr in by.items() if ww == w and p not in (ours, NUMPY)]
+        if peers:
+            row["speedup"] = min(peers) / us
+        if (NUMPY, w) in by:
+            row["numpy_ratio"] = us / by[(NUMPY, w)]["us_per_op"]
+        out[w] = row
+    return out
+
+
+def merged(runs: list[dict[str, Any]], ours: str) -> str:
+    rows = [per_run(d, ours) for d in runs]
+    lines = [f"Over {len(runs)} runs: median [min-max] of the per-run figures.\n",
+             "| workload | ours µs/op | speed-up vs fastest library peer | ours / numpy-ref |", "|---|---|---|---|"]
+    for w in TARGETS:
+        cells = []
+        for key, unit in (("ours_us", " µs"), ("speedup", "×"), ("numpy_ratio", "")):
+            v = sorted(r[w][key] for r in rows if w in r and key in r[w])
+            cells.append(f"{statistics.median(v):.3g}{unit} [{v[0]:.3g}-{v[-1]:.3g}]" if v else "—")
+        lines.append(f"| {w} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder")
+    ap.add_argument("folders", nargs="+")
     ap.add_argument("--ours", default="ReplayTables-next")
     a = ap.parse_args(argv)
-    sys.stdout.write(table(load(a.folder), a.ours))
+    runs = [load(f) for f in a.folders]
+    for f, d in zip(a.folders, runs):
+        if len(runs) > 1:
+            sys.stdout.write(f"\n### {os.path.basename(os.path.normpath(f))}\n\n")
+        sys.stdout.write(table(d, a.ours))
+    if len(runs) > 1:
+        sys.stdout.write("\n" + merged(runs, a.ours))
     return 0
 
 
