@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import copy
+import os
 import pickle
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import ReplayTables
 from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError
@@ -327,3 +330,39 @@ def test_from_config_strict_keys_and_types() -> None:
     ma.add(steps(0, 3))
     assert ma.replay_buffers["default_policy"].alpha == 0.7 and ma.replay_buffers["default_policy"].capacity == 20
     assert (ma.sample(5)["default_policy"]["weights"] == 1.0).all()
+
+
+@settings(max_examples=int(os.environ.get("RT_EXAMPLES", "40")), deadline=None)
+@given(st.lists(st.integers(1, 12), min_size=1, max_size=6), st.lists(st.integers(1, 15), min_size=1, max_size=6),
+       st.integers(1, 5), st.integers(0, 3))
+def test_sequence_windows_match_a_slicing_model(episode_lengths: list[int], add_sizes: list[int], chunk: int,
+                                                 burn_in: int) -> None:
+    """Every stored window equals the model: B steps before the chunk from the same episode
+    (zeros otherwise), the chunk, zero padding; chunks restart at each add's episode runs."""
+    eps = np.repeat(np.arange(len(episode_lengths)), episode_lengths)
+    total = eps.shape[0]
+    L = chunk + burn_in
+    assume(L > 1)                                  # replay_sequence_length=1 means "as seq_lens says"
+    ma = MultiAgentReplayBuffer(capacity=1000, storage_unit="sequences", replay_sequence_length=L,
+                                replay_burn_in=burn_in, seed=0)
+    expected = []
+    start = 0
+    sizes = list(add_sizes)
+    while start < total:
+        n = min(sizes.pop(0) if sizes else total, total - start)
+        ma.add({"obs": np.arange(start, start + n, dtype=np.float64) + 1, "eps_id": eps[start:start + n]})
+        run_start = start
+        for i in range(start, start + n + 1):
+            if i == start + n or eps[i] != eps[run_start]:
+                for c in range(run_start, i, chunk):
+                    c_end = min(c + chunk, i)
+                    window = [float(j + 1) if j >= 0 and eps[j] == eps[c] else 0.0 for j in range(c - burn_in, c)]
+                    window += [float(j + 1) for j in range(c, c_end)]
+                    window += [0.0] * (L - len(window))
+                    expected.append(window)
+                run_start = i
+        start += n
+    buf = ma.replay_buffers["default_policy"]
+    got = buf.get(buf.item_ids())
+    assert got["obs"].reshape(-1, L).tolist() == expected
+    assert (got["mask"].reshape(-1, L) == (got["obs"].reshape(-1, L) != 0)).all()
