@@ -124,12 +124,12 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
 
     def _extra_state(self) -> dict[str, Any]:
         keys = list(self.replay_buffers)
-        return {"new": [[keys.index(k), v.tolist()] for k, v in self._new.items() if k in keys],
+        return {"new": [[keys.index(k), v] for k, v in self._new.items() if k in keys],
                 "new_dropped": self._new_dropped, "rng": _rng_state(self._rng)}
 
     def _load_extra_state(self, meta: dict[str, Any]) -> None:
         keys = list(self.replay_buffers)
-        self._new = {keys[i]: np.asarray(v, dtype=np.int64) for i, v in meta.get("new", [])}
+        self._new = {keys[int(i)]: np.array(v, dtype=np.int64) for i, v in meta.get("new", [])}
         self._new_dropped = int(meta.get("new_dropped", 0))
         if "rng" in meta:
             _set_rng_state(self._rng, meta["rng"])
