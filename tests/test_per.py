@@ -209,3 +209,13 @@ def test_uniform_probability_one_is_plain_uniform() -> None:
     np.testing.assert_allclose(batch.probabilities, 1 / 3)
     np.testing.assert_allclose(batch.weights, 1.0)
     assert math.isclose(b.max_priority, math.sqrt(5.0))
+
+
+@pytest.mark.parametrize("stratified", [False, True])
+@pytest.mark.parametrize("u", [0.0, 0.5, 1.0])
+def test_sample_zero_items(stratified: bool, u: float) -> None:
+    b = per(stratified=stratified, uniform_probability=u)
+    b.add_batch(items(range(3)), priorities=[1.0, 2.0, 3.0])
+    batch = b.sample(0)
+    assert len(batch) == 0 and batch.ids.shape == (0,) and batch.weights.shape == (0,)
+    assert batch.x.shape == (0, 3)

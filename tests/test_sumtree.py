@@ -168,3 +168,21 @@ def test_accuracy_after_ten_million_updates() -> None:
     drift = abs(tree.total - exact) / exact
     assert drift < 1e-9, drift
     assert tree.min_positive == leaves[leaves > 0].min()
+
+
+def test_find_at_a_million_leaves() -> None:
+    capacity = 2**20 + 3
+    rng = np.random.default_rng(99)
+    values = rng.integers(0, 8, size=capacity).astype(np.float64)
+    tree = SumTree(capacity)
+    tree.set(np.arange(capacity), values)
+    assert tree.total == values.sum()
+    targets = rng.random(100_000) * tree.total
+    np.testing.assert_array_equal(tree.find(targets), reference_find(values, targets))
+    slots = rng.integers(0, capacity, size=4096)
+    new = rng.integers(0, 8, size=4096).astype(np.float64)
+    tree.set(slots, new)
+    values[slots] = new  # numpy fancy assignment: the last duplicate wins too
+    assert tree.total == values.sum()
+    np.testing.assert_array_equal(tree.find(targets * values.sum() / (targets.max() + 1)),
+                                  reference_find(values, targets * values.sum() / (targets.max() + 1)))
