@@ -418,3 +418,33 @@ def test_pickle_round_trip():
     buf = make_two_stream()
     back = pickle.loads(pickle.dumps(buf))
     np.testing.assert_array_equal(back.get(buf.ids()).obs, buf.get(buf.ids()).obs)
+
+
+# ---------------------------------------------------------------- the single-step path equals the batched one
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 3), k=st.integers(1, 3), burn_in=st.integers(0, 2), pad=st.booleans(),
+       prioritized=st.booleans(), seed=st.integers(0, 2**16))
+def test_add_step_matches_add_steps(n, k, burn_in, pad, prioritized, seed):
+    def make():
+        return TrajectoryReplay(2 * (n + max(k, burn_in + 3) + 6), (3,), np.float32, num_streams=2, n_step=n,
+                                frame_stack=k, sequence=SequenceConfig(3, burn_in=burn_in, pad=pad),
+                                per=PERConfig() if prioritized else None, rng=np.random.default_rng(0))
+    one, many = make(), make()
+    rng = np.random.default_rng(seed)
+    for target in (one, many):
+        target.begin_episodes(np.zeros((2, 3), np.float32))
+    for t in range(120):
+        s = int(rng.integers(2))
+        end = bool(rng.random() < 0.15)
+        trunc = end and bool(rng.random() < 0.5)
+        obs = np.array([s, t, 1], np.float32)
+        a = one.add_step(t, 0.5, obs, end and not trunc, trunc, stream=s)
+        b = many.add_steps([t], [0.5], obs[None], [end and not trunc], [trunc], streams=[s])
+        np.testing.assert_array_equal(a, b)
+        if end:
+            for target in (one, many):
+                target.begin_episode(np.array([s, t, 2], np.float32), stream=s)
+    sa, sb = snapshot(one), snapshot(many)
+    assert sa[0] == sb[0]
+    for key in sa[1]:
+        np.testing.assert_array_equal(sa[1][key], sb[1][key], err_msg=key)

@@ -382,11 +382,37 @@ class TrajectoryReplay(TableBuffer):
 
         Returns the ids of the transitions this step completed (with ``n_step=n``
         a transition is complete ``n - 1`` steps later, or when its episode ends).
+        Checked like :meth:`add_steps`; a bad call leaves the buffer unchanged.
         """
-        ex = {k: np.asarray(v)[None] for k, v in extras.items()}
-        return self.add_steps(np.asarray(action)[None], np.asarray(reward)[None], np.asarray(next_obs)[None],
-                              np.asarray(terminated)[None], np.asarray(truncated)[None],
-                              streams=np.array([stream]), **ex)
+        if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) \
+                or not 0 <= stream < self.num_streams:
+            raise SchemaError("stream", stream, f"a stream index in [0, {self.num_streams})")
+        if extras.keys() != self.extras.keys():
+            unknown = sorted(set(extras) - set(self.extras)) or sorted(set(self.extras) - set(extras))
+            raise SchemaError("extras", unknown, f"exactly the extras {sorted(self.extras)}")
+        term = self._flag("terminated", terminated)
+        trunc = self._flag("truncated", truncated)
+        arrays = self._step_fields.coerce([action, reward, term, trunc, *(extras[k] for k in self.extras)])
+        if not np.isfinite(arrays[1]):
+            raise SchemaError("reward", reward, "a finite reward (no NaN or inf)")
+        obs = next_obs
+        if type(obs) is not np.ndarray or obs.dtype != self.obs_dtype or obs.shape != self.obs_shape:
+            obs = self._obs("next_obs", np.asarray(next_obs)[None], 1)[0]
+        stream = int(stream)
+        if not self._ring.open[stream]:
+            self._ring.check_open(np.array([stream]), want_open=True)
+        self._mark_dirty()
+        return self._ring.step_one(stream, arrays, obs, term, trunc)
+
+    @staticmethod
+    def _flag(name: str, value: Any) -> bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, np.ndarray) and value.shape == () and value.dtype.kind in "bui" and value in (0, 1):
+            return bool(value)
+        raise SchemaError(name, value, "a boolean")
 
     # ------------------------------------------------------------ reading
     @property

@@ -66,7 +66,9 @@ class CompressedFrames:
         """Bytes of compressed data held (plus nothing else per slot but a list entry)."""
         return sum(len(b) for b in self.blobs)
 
-    def write(self, slots: np.ndarray, frames: np.ndarray) -> None:
+    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None:
+        if isinstance(slots, (int, np.integer)):
+            slots, frames = np.array([slots]), np.asarray(frames)[None]
         frames = np.ascontiguousarray(frames, dtype=self.dtype)
         compress = self._compressor.compress
         blobs = self.blobs

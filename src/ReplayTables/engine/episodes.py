@@ -36,6 +36,9 @@ from ReplayTables.errors import ConfigError, EpisodeError
 
 __all__ = ["STEP_FIELDS", "EpisodeRing", "FrameStore"]
 
+_NO_IDS = np.empty(0, dtype=np.int64)
+_NO_IDS.flags.writeable = False
+
 #: The step fields every ring stores, in this order, before any extras.
 STEP_FIELDS = ("action", "reward", "terminated", "truncated")
 
@@ -49,7 +52,7 @@ class FrameStore(Protocol):
     @property
     def nbytes(self) -> int: ...
 
-    def write(self, slots: np.ndarray, frames: np.ndarray) -> None: ...
+    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None: ...
 
     def read(self, index: np.ndarray) -> np.ndarray: ...
 
@@ -162,6 +165,70 @@ class EpisodeRing:
             if anchors.size:
                 self.starts.add(self.slot_of(streams[owner], anchors))
         return ids
+
+    def step_one(self, stream: int, fields: list[Any], next_obs: np.ndarray, terminated: bool,
+                 truncated: bool) -> np.ndarray:
+        """:meth:`step` for one stream with scalar bookkeeping (the per-env-step path).
+
+        Same effect as ``step(np.array([stream]), ...)``; it only avoids building
+        index arrays for a single record.
+        """
+        table = self.table
+        storage = table.storage
+        assert storage is not None
+        cs = self.per_stream
+        base = stream * cs
+        cur = int(self.next_pos[stream]) - 1
+        cur_slot = base + cur % cs
+        for column, value in zip(storage.columns, fields):
+            column[cur_slot] = value
+        new = cur + 1
+        new_slot = base + new % cs
+        if new >= cs:
+            if self._reach.size == 1:
+                self._evict_slot(new_slot)
+            else:
+                self._evict(np.array([stream]), np.array([new]))
+        self.frames.write(new_slot, next_obs)
+        self.t_in_episode[new_slot] = self.t_in_episode[cur_slot] + 1
+        self.next_pos[stream] = new + 1
+        ended = terminated or truncated
+        if ended:
+            self.open[stream] = False
+        first = int(self.episode_first[stream])
+        n = self.n_step
+        lo = max(cur - n + 1, first)
+        hi = cur if ended else cur - n + 1
+        ids = _NO_IDS
+        if hi == lo:
+            slot = base + lo % cs
+            ids = np.array([table.directory.assign_one(slot)], dtype=np.int64)
+            if table.sampler.prioritized:
+                table.sampler.on_insert(np.array([slot], dtype=np.int64), None, table.directory)
+            table.counters["added"] += 1
+        elif hi > lo:
+            slots = base + np.arange(lo, hi + 1, dtype=np.int64) % cs
+            ids = table.directory.assign(slots)
+            if table.sampler.prioritized:
+                table.sampler.on_insert(slots, None, table.directory)
+            table.counters["added"] += int(slots.size)
+        if self.starts is not None and hi >= lo:
+            alo, ahi = new_anchors(np.array([first]), np.array([lo]), np.array([hi]), np.array([ended]),
+                                   self.seq_length, self.burn_in, self.pad_sequences)
+            if ahi[0] >= alo[0]:
+                self.starts.add(base + np.arange(alo[0], ahi[0] + 1, dtype=np.int64) % cs)
+        return ids
+
+    def _evict_slot(self, slot: int) -> None:
+        """:meth:`_evict` when nothing reaches back past its own record (no stack, no burn-in)."""
+        table = self.table
+        if table.directory.slot_id[slot] >= 0:
+            arr = np.array([slot], dtype=np.int64)
+            table.directory.remove(arr)
+            table.sampler.on_delete(arr)
+            table.counters["evicted"] += 1
+        if self.starts is not None and self.starts.where[slot] >= 0:
+            self.starts.remove(np.array([slot], dtype=np.int64))
 
     def _evict(self, streams: np.ndarray, positions: np.ndarray) -> None:
         """Retire what depends on the records about to be overwritten at ``positions``."""

@@ -72,8 +72,8 @@ class ArrayFrames:
     def nbytes(self) -> int:
         return int(self.data.nbytes)
 
-    def write(self, slots: np.ndarray, frames: np.ndarray) -> None:
-        """``frames[i]`` goes to ``slots[i]`` (validated by the caller)."""
+    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None:
+        """``frames[i]`` goes to ``slots[i]``, or one frame to one int slot (validated by the caller)."""
         self.data[slots] = frames
 
     def read(self, index: np.ndarray) -> np.ndarray:
