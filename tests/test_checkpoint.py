@@ -323,3 +323,34 @@ def test_load_never_unpickles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 def test_checkpoint_error_is_a_replaytables_error() -> None:
     assert issubclass(CheckpointError, ReplayTablesError)
+
+
+@pytest.mark.parametrize("kind", ["namedtuple", "dataclass"])
+def test_structure_that_cannot_be_imported(kind: str, tmp_path: Path) -> None:
+    """A structure defined in a function cannot be found by name: the buffer still
+    loads with an equivalent stand-in, and ``structure=`` gives the user's class."""
+    if kind == "namedtuple":
+        from typing import NamedTuple
+
+        class Local(NamedTuple):
+            x: np.ndarray
+            a: int
+    else:
+        from dataclasses import dataclass
+
+        @dataclass
+        class Local:  # type: ignore[no-redef]
+            x: np.ndarray
+            a: int
+
+    a = ReplayBuffer(4, Local, np.random.default_rng(0))
+    a.add(Local(np.zeros(2), 1))
+    a.save(tmp_path / "c")
+    stand_in = ReplayTables.load(tmp_path / "c")
+    data = stand_in.sample(3).data
+    assert type(data).__name__ == "Local"
+    np.testing.assert_array_equal(data.a, [1, 1, 1])
+    own = ReplayTables.load(tmp_path / "c", structure=Local)
+    assert isinstance(own.sample(1).data, Local)
+    own.add(Local(np.ones(2), 2))
+    assert len(own) == 2
