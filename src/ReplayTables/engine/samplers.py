@@ -146,7 +146,7 @@ class PrioritizedSampler(Sampler):
             leaves = self.tree.leaves[slots]
             fresh = int(np.count_nonzero((leaves == 0.0) & ~np.signbit(leaves)))
             count = directory.count - fresh
-            value = tree.total / count if count > 0 else 1.0
+            value = self.tree.total / count if count > 0 else 1.0
         else:
             value = self.max_q
         self.tree.set(slots, value)
@@ -216,12 +216,12 @@ class PrioritizedSampler(Sampler):
                         beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         total = self.tree.total
         u = self.uniform_probability
-        if total <= 0.0 or u >= 1.0:
+        if total <= 0.0 or u >= 1.0 or n == 0:
             slots = directory.sample_uniform(rng, n)
             probs = self.probabilities(slots, directory)
             return slots, probs, self.importance_weights(probs, directory, beta)
         if self.stratified:
-            draws = (np.arange(n) + rng.random(n)) * (1.0 / n)
+            draws = (np.arange(n) + rng.random(n)) * (1.0 / max(n, 1))  # n = 0: no draws
         else:
             draws = rng.random(n)
         live, identity = directory.dense()
