@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --peers: only these entries of the peer list")
     bench.add_argument("--harness", default=None, metavar="PATH",
                        help="with --peers: the harness folder (default ../shared/bench next to the repository)")
+    bench.add_argument("--peer-config", default=None, metavar="JSON",
+                       help="with --peers: the peer list (default benchmarks/peers.json in the repository, "
+                            "else the harness's own)")
     return parser
 
 
@@ -75,7 +78,8 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.peers:
         from ReplayTables.bench.peers import run_peers
 
-        return run_peers(args.harness, args.workloads, args.peer_names, args.out / "peers")
+        return run_peers(args.harness, args.workloads, args.peer_names, args.out / "peers",
+                         config_arg=args.peer_config)
 
     import platform
     import time

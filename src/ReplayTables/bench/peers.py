@@ -50,12 +50,25 @@ def venv_root() -> Path:
     return Path(os.environ.get("PEER_VENV_ROOT", os.path.join(tempfile.gettempdir(), "peer-venvs")))
 
 
-def _config(harness: Path, root: Path | None) -> tuple[Path, list[dict[str, object]]]:
-    """The peer list to use and its entries (adapter paths made absolute)."""
+def _config(harness: Path, root: Path | None, given: str | None) -> tuple[Path, list[dict[str, object]]]:
+    """The peer list to use and its entries (adapter paths made absolute).
+
+    ``given``, else the repository's ``benchmarks/peers.json``, else the harness's
+    own list. Relative adapter paths in a repository list are relative to the
+    repository root (``benchmarks/README.md``); in the harness's list, to the harness.
+    """
     own = None if root is None else root / "benchmarks" / "peers.json"
-    source = own if own is not None and own.is_file() else harness / "peers.json"
+    if given:
+        source = Path(given).expanduser().resolve()
+    else:
+        source = own if own is not None and own.is_file() else harness / "peers.json"
     data = json.loads(source.read_text())
-    base = source.parent.parent if source == own else harness
+    if source == harness / "peers.json":
+        base = harness
+    elif root is not None and source == own:
+        base = root
+    else:
+        base = source.parent
     for p in data.get("peers", []):
         adapter = str(p.get("adapter", ""))
         if adapter.endswith(".py") and not os.path.isabs(adapter):
@@ -64,7 +77,7 @@ def _config(harness: Path, root: Path | None) -> tuple[Path, list[dict[str, obje
 
 
 def run_peers(harness_arg: str | None, workloads: Sequence[str], names: Sequence[str] | None,
-              out: Path, print_fn: object = print) -> int:
+              out: Path, print_fn: object = print, config_arg: str | None = None) -> int:
     """Run the harness for the peers whose venvs exist; 2 (with instructions) when none do."""
     say = print_fn if callable(print_fn) else print
     harness = find_harness(harness_arg)
@@ -74,7 +87,7 @@ def run_peers(harness_arg: str | None, workloads: Sequence[str], names: Sequence
         return 2
     root = repo_root()
     venvs = venv_root()
-    source, entries = _config(harness, root)
+    source, entries = _config(harness, root, config_arg)
     ready = [str(p["name"]) for p in entries if (venvs / str(p["venv"]) / "bin" / "python").exists()
              and (not names or p["name"] in names)]
     if not ready:
