@@ -354,3 +354,22 @@ def test_structure_that_cannot_be_imported(kind: str, tmp_path: Path) -> None:
     assert isinstance(own.sample(1).data, Local)
     own.add(Local(np.ones(2), 2))
     assert len(own) == 2
+
+
+@pytest.mark.parametrize("name", ["rb", "per-max", "per-mean-stratified"])
+def test_state_dict_is_a_snapshot_that_rolls_back(name: str) -> None:
+    b = BUFFERS[name]()
+    state = b.state_dict()
+    frozen = copy.deepcopy(state)
+    before = snapshot(b)
+    kwargs = {"priorities": np.ones(10)} if isinstance(b, PrioritizedReplay) else {}
+    b.add_batch(items(range(50, 60)), **kwargs)
+    b.delete(b.sample(1).ids)
+    b.sample(4)
+    assert_equal_state(frozen, state)  # taking more steps did not change the saved state
+    b.load_state_dict(state)
+    assert_equal_state(before, snapshot(b))
+    twin = BUFFERS[name]()
+    twin.add(item(5), **({"priority": 1.0} if isinstance(twin, PrioritizedReplay) else {}))
+    twin.load_state_dict(state)
+    continue_same_way(b, twin)
