@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.rng_state import rng_state as _rng_state
+from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.segments import SegmentIndex
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import _rng_state, _set_rng_state, check_capacity, check_count, check_ids
+from ReplayTables.engine.table import check_capacity, check_count, check_ids
 from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError, StaleIdError
 
 __all__ = ["SegmentTable"]

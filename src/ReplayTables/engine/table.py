@@ -24,6 +24,8 @@ import numpy as np
 
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
 from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.rng_state import rng_state as _rng_state
+from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.storage import PackedStorage
@@ -347,33 +349,3 @@ class Table:
         if self.storage is not None:
             # views share memory with rows after unpickling only if rebuilt from rows
             self.storage = PackedStorage(self.storage.fields, self.capacity, rows=self.storage.rows)
-
-
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    state = rng.bit_generator.state
-    return {"bit_generator": state["bit_generator"], "state": _jsonable(state)}
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return {"__ndarray__": obj.tolist(), "dtype": obj.dtype.str}
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-def _from_jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if "__ndarray__" in obj:
-            return np.array(obj["__ndarray__"], dtype=obj["dtype"])
-        return {k: _from_jsonable(v) for k, v in obj.items()}
-    return obj
-
-
-def _set_rng_state(rng: np.random.Generator, saved: dict[str, Any]) -> None:
-    if rng.bit_generator.state["bit_generator"] != saved["bit_generator"]:
-        raise ConfigError("rng", type(rng.bit_generator).__name__,
-                          f"a {saved['bit_generator']} generator, as in the checkpoint")
-    rng.bit_generator.state = _from_jsonable(saved["state"])
