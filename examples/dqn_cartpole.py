@@ -33,7 +33,6 @@ import logging
 import os
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -292,44 +291,32 @@ def _postfix(results: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- output
 def plot(results: list[dict[str, Any]], steps: int, path: Path) -> None:
-    """Moving-mean return against env steps: mean over seeds, min-max band, per buffer."""
+    """Moving-mean return against env steps: one line per run, a dot where a run was solved."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     last_end = max((r["ends"][-1] for r in results if r["ends"]), default=steps)
-    grid = np.linspace(0, last_end, 300)
     fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
     for kind, label, color in (("per", "PrioritizedReplay", "tab:red"), ("uniform", "ReplayBuffer (uniform)",
                                                                          "tab:blue")):
-        curves = []
-        for r in results:
-            if r["kind"] != kind or not r["returns"]:
-                continue
+        runs = [r for r in results if r["kind"] == kind and r["returns"]]
+        for i, r in enumerate(sorted(runs, key=lambda r: r["seed"])):
             ret = np.asarray(r["returns"], dtype=np.float64)
-            smooth = np.array([ret[max(0, i - WINDOW + 1):i + 1].mean() for i in range(ret.size)])
+            smooth = np.array([ret[max(0, k - WINDOW + 1):k + 1].mean() for k in range(ret.size)])
             ends = np.asarray(r["ends"], dtype=np.float64)
-            curves.append(np.interp(grid, ends, smooth, left=np.nan, right=np.nan))  # a curve ends with its run
+            n = len(runs)
+            ax.plot(ends, smooth, color=color, linewidth=1.2, alpha=0.85,
+                    label=f"{label} ({n} seed{'s' if n > 1 else ''})" if i == 0 else None)
             if r["solved"]:
-                ax.plot(ends[-1], smooth[-1], marker="o", color=color, markersize=4)
-        if not curves:
-            continue
-        c = np.vstack(curves)
-        seen = np.isfinite(c).any(axis=0)  # grid points after some seed's first episode
-        c, x = c[:, seen], grid[seen]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # columns where only some seeds have data
-            mean, lo, hi = np.nanmean(c, axis=0), np.nanmin(c, axis=0), np.nanmax(c, axis=0)
-        n = len(curves)
-        ax.plot(x, mean, color=color, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-        ax.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+                ax.plot(ends[-1], smooth[-1], marker="o", color=color, markersize=5)
     ax.axhline(SOLVED, color="gray", linestyle="--", linewidth=1, label=f"solved ({SOLVED:.0f})")
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"episode return (mean of last {WINDOW})")
-    ax.set_title("DQN on CartPole-v1: prioritized vs uniform replay (dot: a run solved)")
-    ax.set_xlim(0, last_end * 1.02)
-    ax.set_ylim(0, 520)
+    ax.set_ylabel(f"training return (mean of last {WINDOW} episodes)")
+    ax.set_title("DQN on CartPole-v1: prioritized vs uniform replay (dot: run solved)")
+    ax.set_xlim(0, last_end * 1.03)
+    ax.set_ylim(0, max(260.0, *(max(r["returns"][-WINDOW:], default=0) for r in results)) + 20)
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
