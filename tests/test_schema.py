@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ReplayTables.engine.schema import Field, FieldSpec, Schema
 from ReplayTables.engine.storage import PackedStorage, row_layout
@@ -203,3 +205,63 @@ def test_storage_state_round_trip() -> None:
     b.load_state_dict(a.state_dict())
     np.testing.assert_array_equal(b.rows, a.rows)
     np.testing.assert_array_equal(b.columns[1][2], [1.0, 2.0, 3.0])
+
+
+# ---------------------------------------------------------------- round trips of random schemas
+DTYPES = [np.bool_, np.uint8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64, np.complex64]
+
+
+@st.composite
+def specs_and_batches(draw: st.DrawFn) -> tuple[dict[str, tuple[tuple[int, ...], type]], int, int]:
+    n_fields = draw(st.integers(1, 5))
+    spec = {}
+    for j in range(n_fields):
+        shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+        spec[f"f{j}"] = (shape, draw(st.sampled_from(DTYPES)))
+    return spec, draw(st.integers(1, 6)), draw(st.integers(0, 2**31))
+
+
+def _values(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    raw = rng.integers(0, 100, size=shape)
+    return (raw % 2).astype(dtype) if dtype is np.bool_ else raw.astype(dtype)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(specs_and_batches(), st.sampled_from(["declared", "first-item"]))
+def test_random_schemas_round_trip_through_the_buffer(case: tuple[dict, int, int], how: str) -> None:
+    spec, m, seed = case
+    rng = np.random.default_rng(seed)
+    structure = spec if how == "declared" else None
+    b = ReplayBuffer(5, structure, np.random.default_rng(0))
+    batch = {k: _values(rng, (m, *shape), dt) for k, (shape, dt) in spec.items()}
+    ids = b.add_batch(batch)
+    singles = [{k: _values(rng, shape, dt) for k, (shape, dt) in spec.items()} for _ in range(3)]
+    single_ids = [b.add(one) for one in singles]  # the second and third take the generated fast path
+    expect_ids = list(ids[-max(0, 5 - 3):]) if m > 2 else list(ids)
+    got = b.get(np.array(expect_ids + single_ids, dtype=np.int64))
+    kept = [j for j in range(m) if ids[j] in expect_ids]
+    for k, (shape, dt) in spec.items():
+        want = np.concatenate([batch[k][kept], np.stack([s[k] for s in singles])])
+        assert got.fields[k].dtype == np.dtype(dt) and got.fields[k].shape == (len(kept) + 3, *shape)
+        np.testing.assert_array_equal(got.fields[k], want)
+
+
+class One(NamedTuple):
+    v: np.ndarray
+
+
+@dataclass
+class OneDC:
+    v: float
+
+
+def test_single_field_structures() -> None:
+    b = ReplayBuffer(3, One, np.random.default_rng(0))
+    ids = [b.add(One(np.full(2, k, dtype=np.float32))) for k in range(4)]
+    more = b.add_batch(One(np.zeros((2, 2), dtype=np.float32)))
+    np.testing.assert_array_equal(b.get([ids[3]]).v, [[3.0, 3.0]])
+    assert len(more) == 2 and len(b) == 3
+    c = ReplayBuffer(3, OneDC, np.random.default_rng(0))
+    ids = [c.add(OneDC(float(k))) for k in range(3)]
+    c.add_batch(OneDC(np.array([7.0])))
+    assert c.get(ids[1:]).v.tolist() == [1.0, 2.0]
