@@ -314,3 +314,16 @@ def test_load_state_dict_of_another_buffer_leaves_buffer_unchanged() -> None:
     with pytest.raises(ReplayTablesError):
         b.load_state_dict(make_rb().state_dict())
     assert_unchanged(before, b)
+
+
+class Shadowing(NamedTuple):
+    obs: float
+    weights: float
+
+
+@pytest.mark.parametrize("structure", [Shadowing, {"ids": ((), np.int64)}, {"data": {"x": ((), np.float32)}}])
+@pytest.mark.parametrize("cls", [ReplayBuffer, PrioritizedReplay])
+def test_field_names_that_would_hide_batch_attributes(cls: type, structure: Any) -> None:
+    with pytest.raises(SchemaError) as info:
+        cls(4, structure, np.random.default_rng(0))
+    check_message(info.value, "structure", None)
