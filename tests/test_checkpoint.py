@@ -373,3 +373,43 @@ def test_state_dict_is_a_snapshot_that_rolls_back(name: str) -> None:
     twin.add(item(5), **({"priority": 1.0} if isinstance(twin, PrioritizedReplay) else {}))
     twin.load_state_dict(state)
     continue_same_way(b, twin)
+
+
+def _json_paths(obj: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    items_ = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else []
+    for k, v in items_:
+        out.append((*prefix, k))
+        out.extend(_json_paths(v, (*prefix, k)))
+    return out
+
+
+def test_every_edit_of_the_manifest_gives_a_replaytables_error_or_loads(tmp_path: Path) -> None:
+    """Valid JSON laid out wrongly (a key deleted, or a value of the wrong type, at
+    every place in the manifest) never escapes as a KeyError/TypeError/...; each
+    load either works or raises a ReplayTablesError naming what was expected."""
+    root = tmp_path / "c"
+    busy_per().save(root)
+    snap = snap_dir(root)
+    manifest = json.loads((snap / "manifest.json").read_text())
+    tried = errors = 0
+    for p in _json_paths(manifest):
+        for replacement in ("<delete>", "zzz", -7, None, [1, 2]):
+            m = copy.deepcopy(manifest)
+            node = m
+            for k in p[:-1]:
+                node = node[k]
+            if replacement == "<delete>":
+                if isinstance(node, list):
+                    continue
+                del node[p[-1]]
+            else:
+                node[p[-1]] = replacement
+            (snap / "manifest.json").write_text(json.dumps(m))
+            tried += 1
+            try:
+                ReplayTables.load(root)
+            except ReplayTablesError as exc:
+                errors += 1
+                assert "expected" in str(exc)
+    assert tried > 300 and errors > tried // 2
