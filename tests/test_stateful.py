@@ -196,6 +196,12 @@ class BufferMachine(RuleBasedStateMachine):
             batch = self.buffer.get(np.array(ids, dtype=np.int64))
             check_fields(batch, [self.m.items[i] for i in ids])
             np.testing.assert_array_equal(batch.ids, ids)
+            if self.prioritized and ids:
+                probs = self.m.probabilities()
+                np.testing.assert_allclose(batch.probabilities, [probs[i] for i in ids], rtol=1e-9)
+                positive = [j for j, i in enumerate(ids) if probs[i] > 0]
+                np.testing.assert_allclose(batch.weights[positive],
+                                           self.m.weights([ids[j] for j in positive], self._beta()), rtol=1e-6)
         else:
             with pytest.raises(StaleIdError):
                 self.buffer.get(np.array(ids, dtype=np.int64))
