@@ -20,7 +20,8 @@ What is measured (W5 is the peer harness's Atari workload: 84x84 uint8 frames,
   17-float observations (100 streams).
 
 Timing: ``time.perf_counter`` around a loop; median over 5 repeats after a
-warm-up. The machine may be shared; treat a single run as indicative.
+warm-up (W5: 7 repeats alternating with the memcpy floor; the ratio is the
+median of the per-repeat ratios). The machine may be shared; treat a single run as indicative.
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def timed(fn: Any, iters: int, repeats: int = 5) -> float:
     return statistics.median(runs)
 
 
-def memcpy_floor(nbytes: int, pool_bytes: int, iters: int = 2000) -> float:
-    """Seconds to ``np.copyto`` ``nbytes`` from a random offset of a ``pool_bytes`` array."""
+def memcpy_op(nbytes: int, pool_bytes: int) -> Any:
+    """An op that ``np.copyto``-s ``nbytes`` from a random offset of a ``pool_bytes`` array."""
     pool = np.ones(pool_bytes, dtype=np.uint8)
     out = np.empty(nbytes, dtype=np.uint8)
     rng = np.random.default_rng(0)
@@ -70,7 +71,31 @@ def memcpy_floor(nbytes: int, pool_bytes: int, iters: int = 2000) -> float:
         i[0] += 1
         np.copyto(out, pool[o:o + nbytes])
 
-    return timed(op, iters)
+    return op
+
+
+def paired(op: Any, floor: Any, iters: int, repeats: int = 7) -> tuple[float, float, float]:
+    """Median seconds of ``op`` and of ``floor``, and the median of their per-repeat ratio.
+
+    The two loops alternate, so a neighbour's load on a shared machine hits both
+    alike and the ratio is steadier than either time.
+    """
+    for _ in range(max(1, iters // 10)):
+        op()
+        floor()
+    a, b, r = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            op()
+        t1 = time.perf_counter()
+        for _ in range(iters):
+            floor()
+        t2 = time.perf_counter()
+        a.append((t1 - t0) / iters)
+        b.append((t2 - t1) / iters)
+        r.append((t1 - t0) / (t2 - t1))
+    return statistics.median(a), statistics.median(b), statistics.median(r)
 
 
 def batch_bytes(b: Any) -> int:
@@ -111,14 +136,13 @@ def run_w5(stack: int, storage: str = "memory") -> dict[str, Any]:
     add_s = fill_w5(buf, transitions)
     after = rss()
     stored = len(buf)
-    sample_s = timed(lambda: buf.sample(32), 2000)
     b = buf.sample(32)
     nbytes = batch_bytes(b)
-    floor_s = memcpy_floor(nbytes, capacity * 84 * 84)
+    sample_s, floor_s, ratio = paired(lambda: buf.sample(32), memcpy_op(nbytes, capacity * 84 * 84), 1000)
     out = {"variant": f"w5 stack={stack} storage={storage}", "stored": stored,
            "bytes_per_transition": (after - before) / stored, "add_step_us": add_s * 1e6,
            "sample32_us": sample_s * 1e6, "batch_bytes": nbytes, "memcpy_floor_us": floor_s * 1e6,
-           "x_floor": sample_s / floor_s}
+           "x_floor": ratio}
     if storage == "memmap":
         buf.flush()
     return out
