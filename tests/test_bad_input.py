@@ -92,6 +92,14 @@ def ok_batch(m: int = 2) -> Transition:
     return items(range(100, 100 + m))
 
 
+class Swapped(NamedTuple):
+    """Another NamedTuple with the same fields in another order."""
+
+    r: Any
+    a: Any
+    x: Any
+
+
 class Obj:
     """An object numpy can only hold as dtype=object."""
 
@@ -101,6 +109,9 @@ CASES: list[tuple[str, Callable[[Any], Any], type, str, str | None]] = [
     # ----- items against the schema
     ("rb", lambda b: b.add((X3, 1)), SchemaError, "item", None),
     ("rb", lambda b: b.add("not an item"), SchemaError, "item", "'not an item'"),
+    ("rb", lambda b: b.add(Swapped(r=np.float32(1), a=np.int64(2), x=X3)), SchemaError, "item", "Swapped"),
+    ("rb", lambda b: b.add_batch(Swapped(np.zeros(2, np.float32), np.arange(2), np.zeros((2, 3)))), SchemaError,
+     "item", "Swapped"),
     ("rb", lambda b: b.add(T(np.zeros(4), 1, 1.0)), SchemaError, "x", "shape (3,)"),
     ("rb", lambda b: b.add(T(np.zeros((3, 1)), 1, 1.0)), SchemaError, "x", "shape (3,)"),
     ("rb", lambda b: b.add(T(X3, 2.5, 1.0)), SchemaError, "a", "2.5"),
