@@ -70,6 +70,13 @@ def make_dc() -> ReplayBuffer:
     return b
 
 
+def make_small() -> ReplayBuffer:
+    b = ReplayBuffer(4, {"a": ((), np.int8), "u": ((), np.uint16)}, np.random.default_rng(9))
+    b.add({"a": -128, "u": 65535})
+    b.add_batch({"a": np.array([127, 0]), "u": np.array([0, 7])})  # int64 values that fit are fine
+    return b
+
+
 def make_empty_per() -> PrioritizedReplay:
     return PrioritizedReplay(4, Transition, np.random.default_rng(7))
 
@@ -80,7 +87,7 @@ def make_empty_rb() -> ReplayBuffer:
 
 BUFFERS: dict[str, Callable[[], Any]] = {
     "rb": make_rb, "per": make_per, "given": lambda: make_per("given"), "dict": make_dict, "dc": make_dc,
-    "empty_per": make_empty_per, "empty_rb": make_empty_rb,
+    "empty_per": make_empty_per, "empty_rb": make_empty_rb, "small": make_small,
 }
 
 T = Transition
@@ -135,6 +142,13 @@ CASES: list[tuple[str, Callable[[Any], Any], type, str, str | None]] = [
      "obs/pos", "shape (2,)"),
     ("dict", lambda b: b.add({"obs": np.zeros(4), "a": 1}), SchemaError, "obs.pos", None),
     ("dict", lambda b: b.add([1, 2]), SchemaError, "item", "[1, 2]"),
+    ("small", lambda b: b.add({"a": 300, "u": 1}), SchemaError, "a", "[-128, 127]"),
+    ("small", lambda b: b.add({"a": np.int64(-129), "u": 1}), SchemaError, "a", "-129"),
+    ("small", lambda b: b.add({"a": 1, "u": -1}), SchemaError, "u", "[0, 65535]"),
+    ("small", lambda b: b.add_batch({"a": np.array([1, 300]), "u": np.array([1, 2])}), SchemaError, "a",
+     "[-128, 127]"),
+    ("small", lambda b: b.add_batch({"a": np.array([1, 2]), "u": np.array([1, 70000])}), SchemaError, "u",
+     "65535"),
     # ----- batches
     ("rb", lambda b: b.add_batch(T(np.zeros((2, 3)), np.arange(3), np.zeros(2))), SchemaError, "batch", None),
     ("rb", lambda b: b.add_batch(T(np.zeros((2, 4)), np.arange(2), np.zeros(2))), SchemaError, "x", "(2, 3)"),

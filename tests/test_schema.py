@@ -265,3 +265,14 @@ def test_single_field_structures() -> None:
     ids = [c.add(OneDC(float(k))) for k in range(3)]
     c.add_batch(OneDC(np.array([7.0])))
     assert c.get(ids[1:]).v.tolist() == [1.0, 2.0]
+
+
+def test_integers_go_into_any_integer_field_that_holds_them() -> None:
+    b = ReplayBuffer(4, {"u8": ((2,), np.uint8), "i16": ((), np.int16)}, np.random.default_rng(0))
+    i = b.add({"u8": [0, 255], "i16": -32768})  # python ints (int64) into uint8 / int16
+    j = b.add({"u8": np.array([3, 4], dtype=np.int32), "i16": np.uint8(200)})
+    got = b.get([i, j])
+    assert got.u8.dtype == np.uint8 and got.u8.tolist() == [[0, 255], [3, 4]]
+    assert got.i16.tolist() == [-32768, 200]
+    with pytest.raises(SchemaError, match=r"\[0, 255\]"):
+        b.add({"u8": [0, 256], "i16": 0})
