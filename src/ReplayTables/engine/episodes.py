@@ -262,7 +262,7 @@ class EpisodeRing:
         if n == 1:
             steps = np.ones(slots.shape[0], dtype=np.int64)
             returns = reward.astype(np.float64)
-            discount = np.where(terminated, 0.0, gamma)
+            discount = gamma * ~terminated
             end_term, end_trunc = terminated, truncated
         else:
             table = self.table
@@ -275,7 +275,7 @@ class EpisodeRing:
             end_term, end_trunc = te[rows, steps - 1], tr[rows, steps - 1]
         obs, next_obs = self._stacks(slots, steps)
         return {"obs": obs, "next_obs": next_obs, "returns": returns, "discount": discount, "steps": steps,
-                "end_terminated": np.asarray(end_term, dtype=bool), "end_truncated": np.asarray(end_trunc, dtype=bool)}
+                "end_terminated": end_term, "end_truncated": end_trunc}
 
     def _stacks(self, slots: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame stacks of ``obs`` (at ``slots``) and of ``next_obs`` (``steps`` records later).
@@ -291,14 +291,22 @@ class EpisodeRing:
         k, n = self.frame_stack, self.n_step
         B = slots.shape[0]
         cs = self.per_stream
-        local = slots % cs
         length = k + n
-        crossing = (local < k - 1) | (local + n >= cs)
+        if k == 1 and n == 1:
+            # the common DQN case: only a transition in a ring's last slot has its successor elsewhere
+            crossing = (slots % cs) == cs - 1
+            if not crossing.any():
+                run = self.frames.read_runs(slots, 2)
+                return run[:, 0], run[:, 1]
+        else:
+            local = slots % cs
+            crossing = (local < k - 1) | (local + n >= cs)
         starts = slots - (k - 1)
-        if crossing.any():
+        any_crossing = bool(crossing.any())
+        if any_crossing:
             starts = np.where(crossing, 0, starts)  # placeholders; those rows are rebuilt below
         run = self.frames.read_runs(starts, length)
-        if crossing.any():
+        if any_crossing:
             rows = np.flatnonzero(crossing)
             run[rows] = self.frames.read(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
         if k > 1:
