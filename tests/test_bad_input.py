@@ -352,3 +352,22 @@ def test_field_names_that_would_hide_batch_attributes(cls: type, structure: Any)
     with pytest.raises(SchemaError) as info:
         cls(4, structure, np.random.default_rng(0))
     check_message(info.value, "structure", None)
+
+
+@pytest.mark.parametrize("call", ["add", "add_batch", "update"])
+def test_priority_that_overflows_after_the_exponent_is_refused(call: str) -> None:
+    """p = 1e200 is finite, but q = p ** 2 is inf: the tree total would be inf and
+    every probability NaN. It must be refused like an infinite priority."""
+    b = PrioritizedReplay(6, Transition, np.random.default_rng(0), PERConfig(priority_exponent=2.0))
+    ids = b.add_batch(items(range(3)), priorities=[1.0, 2.0, 3.0])
+    before = snapshot(b)
+    with pytest.raises(PriorityError) as info:
+        if call == "add":
+            b.add(item(9), priority=1e200)
+        elif call == "add_batch":
+            b.add_batch(items([9, 10]), priorities=[1.0, 1e200])
+        else:
+            b.update_priorities(ids[:2], [1.0, 1e200])
+    check_message(info.value, "priorit", "1e+200")
+    assert_unchanged(before, b)
+    assert np.isfinite(b.sample(8).probabilities).all()
