@@ -374,3 +374,22 @@ def test_priority_that_overflows_after_the_exponent_is_refused(call: str) -> Non
     check_message(info.value, "priorit", "1e+200")
     assert_unchanged(before, b)
     assert np.isfinite(b.sample(8).probabilities).all()
+
+
+class Empty(NamedTuple):
+    pass
+
+
+@pytest.mark.parametrize("first", [{}, {"a": {}}, Empty()])
+def test_an_item_without_fields_is_refused(first: Any) -> None:
+    b = ReplayBuffer(4, Empty if isinstance(first, Empty) else None, np.random.default_rng(0))
+    before = snapshot(b)
+    with pytest.raises(SchemaError) as info:
+        b.add(first)
+    check_message(info.value, "item", None)
+    with pytest.raises(SchemaError):
+        b.add_batch(first)
+    assert_unchanged(before, b)
+    if not isinstance(first, Empty):
+        i = b.add({"a": {"b": 1.0}})
+        assert b.get([i]).a["b"].tolist() == [1.0]
