@@ -170,14 +170,15 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     with numpy's vectorised power) and repair the tree.
 
     Returns ``(bad, applied, zero_delta, q_max)``. ``bad >= 0`` is the index of the
-    first priority that is negative, NaN or infinite; then nothing was changed.
+    first priority that is negative, NaN or infinite, or whose stored value
+    overflows to infinity; then nothing was changed.
     Ids that are negative or no longer live are skipped (``applied`` counts the rest).
     """
     B = BRANCHING
     n = ids.shape[0]
     for k in range(n):
         p = priorities[k]
-        if not (p >= 0.0 and p < np.inf):
+        if not (p >= 0.0 and p < np.inf and stored[k] < np.inf):
             return k, 0, 0, 0.0
     cap = slot_id.shape[0]
     m = 0

@@ -42,6 +42,9 @@ class Sampler:
     #: must every insert come with a priority?
     requires_priority = False
 
+    def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
+        """Refuse checked raw priorities this sampler cannot store (called before any change)."""
+
     def on_insert(self, slots: np.ndarray, priorities: np.ndarray | None, directory: SlotDirectory) -> None:
         """``slots`` now hold new items; ``priorities`` are raw (validated) or ``None``."""
 
@@ -129,6 +132,14 @@ class PrioritizedSampler(Sampler):
             return p
         return np.power(p, self.priority_exponent)
 
+    def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
+        with np.errstate(over="ignore"):
+            q = self._q(priorities)
+        if not np.isfinite(q).all():
+            bad = priorities[~np.isfinite(q)]
+            raise PriorityError(field, bad[:4].tolist(),
+                                f"priorities whose p ** {self.priority_exponent} is finite (it overflows)")
+
     def _raise_max(self, q: np.ndarray) -> None:
         if q.size:
             self.max_q = max(self.max_decay * self.max_q, float(q.max()))
@@ -171,11 +182,12 @@ class PrioritizedSampler(Sampler):
             p = np.full(n, float(p))
         if p.shape != (n,):
             raise PriorityError("priorities", priorities, f"{n} priorities, one per id (got shape {p.shape})")
-        q = self._q(np.abs(p))  # a negative p is reported by the kernel (abs keeps numpy quiet)
+        with np.errstate(over="ignore"):
+            q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
         if bad >= 0:
-            raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0)",
-                                f"at position {bad}")
+            raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0) "
+                                f"whose p ** {self.priority_exponent} is finite", f"at position {bad}")
         if applied:
             self.max_q = max(self.max_decay * self.max_q, q_max)
         return applied

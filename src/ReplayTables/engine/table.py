@@ -60,7 +60,10 @@ def check_count(name: str, value: Any) -> int:
 
 def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
     """``ids`` as a 1-d int64 array; an error for floats, strings or nesting."""
-    arr = np.asarray(ids)
+    try:
+        arr = np.asarray(ids)
+    except (ValueError, TypeError):  # ragged nesting
+        raise StaleIdError(field, ids, "a 1-d array of integer item ids") from None
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
@@ -168,7 +171,10 @@ class Table:
             if self.sampler.requires_priority:
                 raise PriorityError("priority", None, "a priority for every add: new_priority_mode is 'given'")
             return None
-        return check_priorities(priority, n, "priority" if n == 1 else "priorities")
+        field = "priority" if n == 1 else "priorities"
+        checked = check_priorities(priority, n, field)
+        self.sampler.validate(checked, field)
+        return checked
 
     def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
         """Store a batch (every field with a leading batch axis); returns the ids."""
@@ -270,6 +276,7 @@ class Table:
             self.counters["stale_updates"] += arr.shape[0] - applied
             return applied
         p = check_priorities(priorities, arr.shape[0])
+        self.sampler.validate(p)
         slots, valid = self.directory.lookup(arr)
         if not valid.all():
             self.counters["stale_updates"] += int((~valid).sum())
