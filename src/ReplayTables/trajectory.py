@@ -179,7 +179,8 @@ class TrajectoryReplay(TableBuffer):
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
                  path: str | os.PathLike[str] | None = None, compression_level: int = 3,
-                 rng: np.random.Generator | None = None, _reopen: bool = False) -> None:
+                 rng: np.random.Generator | None = None) -> None:
+        _reopen = bool(self.__dict__.pop("_reopening", False))  # set by open(): map existing files
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
         self.obs_dtype = np.dtype(obs_dtype)
@@ -500,7 +501,10 @@ class TrajectoryReplay(TableBuffer):
         if args["storage"] == "memmap" and not reopen:
             # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
             args["storage"], args["path"] = "memory", None
-        return cls(rng=rng, _reopen=reopen, **args)
+        buffer = cls.__new__(cls)
+        buffer.__dict__["_reopening"] = reopen
+        buffer.__init__(rng=rng, **args)  # type: ignore[misc]
+        return buffer
 
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
