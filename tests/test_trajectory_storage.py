@@ -139,3 +139,20 @@ def test_zstd_level_checked():
     pytest.importorskip("zstandard")
     with pytest.raises(ConfigError):
         TrajectoryReplay(100, (8, 8), storage="zstd", compression_level=99)
+
+
+def test_checkpoint_loads_in_a_fresh_process(tmp_path):
+    buf = TrajectoryReplay(200, (8, 8), np.uint8, num_streams=2, frame_stack=2, n_step=2,
+                           rng=np.random.default_rng(8))
+    fill(buf, 120, seed=9)
+    buf.save(tmp_path / "ck")
+    expected = buf.sample(6)
+    code = f"""
+import numpy as np, ReplayTables
+b = ReplayTables.load({str(tmp_path / 'ck')!r})
+s = b.sample(6)
+print(type(b).__name__, s.ids.tolist(), int(s.obs.sum()))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"TrajectoryReplay {expected.ids.tolist()} {int(expected.obs.sum())}"
