@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "EmptyBufferError",
+    "EpisodeError",
     "PriorityError",
     "ReplayTablesError",
     "SchemaError",
@@ -65,6 +66,10 @@ class StaleIdError(ReplayTablesError, LookupError):
 
 class EmptyBufferError(ReplayTablesError, ValueError):
     """A sample was asked of a buffer with nothing to sample from."""
+
+
+class EpisodeError(ReplayTablesError, ValueError):
+    """A step-stream call out of order: a step after an episode ended, or an episode begun twice."""
 
 
 class ConfigError(ReplayTablesError, ValueError):
