@@ -6,7 +6,7 @@ After every step the buffer and the model must agree on contents (every live id
 replay, stored priorities; every sample must contain only live ids, never an
 item whose sampling probability is 0, with probabilities and importance weights
 equal to the model's. Capacities are small (1..6) so eviction and ring wrap-around
-happen all the time.
+happen all the time. The structure is a NamedTuple or a dataclass.
 
 Step counts: each test runs its machine with fixed settings and asserts how
 many steps actually ran (``ReplayBuffer`` >= 4,000, ``PrioritizedReplay`` >= 7,000;
@@ -32,7 +32,7 @@ from hypothesis.stateful import (
 )
 
 import ReplayTables
-from conftest import Transition, check_fields, item, items
+from conftest import DTransition, Transition, check_fields, item, items
 from reference_model import PerRules, ReferenceModel
 from ReplayTables.errors import EmptyBufferError, PriorityError, StaleIdError
 from ReplayTables.PER import PERConfig, PrioritizedReplay
@@ -56,6 +56,7 @@ class BufferMachine(RuleBasedStateMachine):
         self.buffer: Any = None
         self.model: ReferenceModel | None = None
         self.config: PERConfig | None = None
+        self.structure: type = Transition
 
     def teardown(self) -> None:
         self._tmp.cleanup()
@@ -69,18 +70,20 @@ class BufferMachine(RuleBasedStateMachine):
                 uniform=st.sampled_from([0.0, 1e-3, 0.5, 1.0]),
                 exponent=st.sampled_from([0.5, 1.0, 0.7]),
                 decay=st.sampled_from([1.0, 0.9]),
-                stratified=st.booleans(), beta_steps=st.sampled_from([None, 3]))
+                stratified=st.booleans(), beta_steps=st.sampled_from([None, 3]),
+                structure=st.sampled_from([Transition, DTransition]))
     def setup(self, capacity: int, seed: int, mode: str, uniform: float, exponent: float, decay: float,
-              stratified: bool, beta_steps: int | None) -> None:
+              stratified: bool, beta_steps: int | None, structure: type) -> None:
         rng = np.random.default_rng(seed)
+        self.structure = structure
         if self.prioritized:
             self.config = PERConfig(new_priority_mode=mode, uniform_probability=uniform,
                                     priority_exponent=exponent, max_decay=decay, stratified=stratified,
                                     beta_steps=beta_steps)
-            self.buffer = PrioritizedReplay(capacity, Transition, rng, self.config)
+            self.buffer = PrioritizedReplay(capacity, structure, rng, self.config)
             self.model = ReferenceModel(capacity, PerRules(mode, exponent, uniform, decay))
         else:
-            self.buffer = ReplayBuffer(capacity, Transition, rng)
+            self.buffer = ReplayBuffer(capacity, structure, rng)
             self.model = ReferenceModel(capacity)
 
     @property
@@ -103,7 +106,7 @@ class BufferMachine(RuleBasedStateMachine):
     def add(self, priority: float | None) -> None:
         self._count()
         k = self.next_k
-        one = item(k)
+        one = item(k, self.structure)
         if self.prioritized and priority is None and self._given():
             with pytest.raises(PriorityError, match="priority"):
                 self.buffer.add(one)
@@ -127,11 +130,11 @@ class BufferMachine(RuleBasedStateMachine):
                 priorities = data.draw(st.lists(PRIORITIES, min_size=m, max_size=m), label="priorities")
             elif self._given():  # even an empty batch: 'given' needs priorities
                 with pytest.raises(PriorityError):
-                    self.buffer.add_batch(items(ks))
+                    self.buffer.add_batch(items(ks, self.structure))
                 return
-            ids = self.buffer.add_batch(items(ks), priorities)
+            ids = self.buffer.add_batch(items(ks, self.structure), priorities)
         else:
-            ids = self.buffer.add_batch(items(ks))
+            ids = self.buffer.add_batch(items(ks, self.structure))
         self.next_k += m
         assert ids.dtype == np.int64 and ids.shape == (m,)
         self.m.add_batch(ids.tolist(), ks, priorities)
@@ -213,6 +216,7 @@ class BufferMachine(RuleBasedStateMachine):
         self.buffer.save(path)
         loaded = ReplayTables.load(path)
         assert type(loaded) is type(self.buffer)
+        assert loaded.structure is self.structure
         self.buffer = loaded
 
     # ------------------------------------------------------------ invariants
