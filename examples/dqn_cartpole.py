@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="seeds per buffer kind (default 3)")
+    p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (default 0)")
     p.add_argument("--steps", type=int, default=None,
                    help="environment-step budget per run (default 40000; a run stops once solved)")
     p.add_argument("--kinds", nargs="+", default=["per", "uniform"], choices=["per", "uniform"])
@@ -387,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
              settings.steps, workers, " [smoke]" if args.smoke else "")
     log.info("settings: %s", json.dumps(asdict(settings)))
 
-    tasks = [(kind, seed, settings) for seed in range(seeds) for kind in args.kinds]
+    tasks = [(kind, seed, settings) for seed in range(args.first_seed, args.first_seed + seeds)
+             for kind in args.kinds]
     t0 = time.perf_counter()
     results = run_all(tasks, workers, settings.steps * len(tasks))
     elapsed = time.perf_counter() - t0
