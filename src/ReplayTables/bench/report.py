@@ -59,7 +59,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=110)
     for wid, w in WORKLOADS.items():
         rs = sorted((r for r in results if r.workload == wid), key=lambda r: r.capacity)
         if not rs:
@@ -71,7 +71,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     ax.set_ylabel("time per operation (µs)")
     ax.set_title("ReplayTables: time per operation against capacity")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -15,8 +15,10 @@ SEQ    sample 32 windows of 80 steps (17-float observations, 100 streams) Trajec
 
 Data is a deterministic pool (seed 12345) laid out as a trajectory
 (``next_obs[i] == obs[i + 1]``, an episode end every 1,000 steps). Buffer
-fills for W3-W5 and SEQ are not timed. Each figure is the median over
-``repeats`` timed loops after a short warm-up.
+fills for W3-W5 and SEQ are not timed. W1 and W2 add into a fresh buffer, as
+the harness does, so at large capacities the timed adds include the first
+touch of new memory pages. Each figure is the median over ``repeats`` timed
+loops after a short warm-up.
 """
 from __future__ import annotations
 
