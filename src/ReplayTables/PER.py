@@ -153,7 +153,8 @@ class PrioritizedReplay(ReplayBuffer):
     def priorities(self, ids: Any) -> np.ndarray:
         """Stored priorities ``q = p ** priority_exponent`` of live items."""
         _, slots = self._table.locate(ids)
-        return self._sampler.tree.get(slots).copy()
+        stored: np.ndarray = self._sampler.tree.get(slots)
+        return stored
 
     @property
     def max_priority(self) -> float:
