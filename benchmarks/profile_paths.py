@@ -238,14 +238,13 @@ def in_context(title: str, loop: Callable[[int], Any], n: int, pieces: list[tupl
     top = sum(per[k] for k, p in t.parent.items() if p is None)
     n_wrapped_calls = len(t.parent)
     rest = wrapped_whole - top - overhead * n_wrapped_calls
-    print(f"\n{title}: whole call {whole:.2f} µs/op (with timers {wrapped_whole:.2f}; "
-          f"timer overhead ~{overhead:.2f} µs per wrapped call, removed)")
+    print(f"\n{title}: whole call {whole:.2f} µs/op; loop with timers {wrapped_whole:.2f} µs/op "
+          f"(timer overhead ~{overhead:.2f} µs per wrapped call, removed); pieces timed in that loop:")
     # pieces never called on this path (the engine changed) have no parent entry: left out
     rows = [(own[k], k + (f"   [inside {t.parent[k]}]" if t.parent.get(k) else "")) for k in per if k in t.parent]
     rows.append((rest, "rest: front-end glue (checks, counters, Sample/Batch plumbing)"))
-    scale = whole / wrapped_whole if wrapped_whole > 0 else 1.0
     for us, name in sorted(rows, key=lambda r: -r[0]):
-        print(f"  {us * scale:8.2f} µs  {100 * us / wrapped_whole:5.1f}%  {name}")
+        print(f"  {us:8.2f} µs  {100 * us / wrapped_whole:5.1f}%  {name}")
 
 
 def w3() -> None:
