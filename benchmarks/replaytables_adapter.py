@@ -62,11 +62,11 @@ class OursBuffer(Buffer):
             self.rb = ReplayBuffer(capacity, structure, rng)
         self._ids: list[np.ndarray] = []
         # bound methods resolved once: the harness times the call, not attribute lookups we add
-        self.add_one = self.rb.add  # type: ignore[method-assign]
-        self.add_batch = self.rb.add_batch  # type: ignore[method-assign]
-        self.sample_uniform = self.rb.sample  # type: ignore[method-assign]
+        self.add_one = self.rb.add
+        self.add_batch = self.rb.add_batch
+        self.sample_uniform = self.rb.sample
         if per is not None:
-            self.update_priorities = self.rb.update_priorities  # type: ignore[attr-defined,method-assign]
+            self.update_priorities = self.rb.update_priorities  # type: ignore[attr-defined]
 
     # add_one / add_batch / sample_uniform / update_priorities are bound in __init__
 
