@@ -17,8 +17,11 @@ from ReplayTables.base import TableBuffer
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.table import Sample, Table, check_capacity
+from ReplayTables.errors import SchemaError
 
 __all__ = ["Batch", "ReplayBuffer"]
+
+_BATCH_ATTRIBUTES = {"ids", "weights", "probabilities", "data", "fields"}
 
 
 class ReplayBuffer(TableBuffer):
@@ -36,6 +39,11 @@ class ReplayBuffer(TableBuffer):
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
         max_size = check_capacity("max_size", max_size)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng)
+        # a field called e.g. ``weights`` would hide the batch's importance weights
+        clash = sorted({name.split(".")[0] for name in self._table.schema.names} & _BATCH_ATTRIBUTES)
+        if clash:
+            raise SchemaError("structure", clash, f"field names other than {sorted(_BATCH_ATTRIBUTES)} "
+                                                  "(a Batch uses these for itself)")
 
     def _make_sampler(self, max_size: int) -> Sampler:
         return UniformSampler()

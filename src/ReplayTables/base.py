@@ -45,8 +45,13 @@ class TableBuffer:
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to recreate this buffer: JSON-able parts plus numpy arrays."""
+        """Everything needed to recreate this buffer: JSON-able parts plus numpy arrays.
+
+        The arrays are copies, so the dict stays a snapshot while the buffer moves on
+        (``load_state_dict`` of an earlier state dict rolls the buffer back).
+        """
         meta, arrays = self._table.state()
+        arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
         structure = self._table.schema.structure  # kept even before the first add fixes the fields
         return {"class": class_name(type(self)), "init": self._init_args(), "frontend": self._frontend_state(),
                 "structure": None if structure is None else class_name(structure),

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, ReplayTablesError
 
 __all__ = ["FORMAT_VERSION", "load", "read_checkpoint", "register", "write_checkpoint"]
 
@@ -146,6 +146,8 @@ def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arr
     _fsync_dir(tmp)
     _step("rename")
     final = root / name
+    if final.exists():  # left by a save interrupted before LATEST named it: never current
+        shutil.rmtree(final)
     os.replace(tmp, final)
     _fsync_dir(root)
     _step("latest")
@@ -241,15 +243,27 @@ def resolve_structure(name: str | None, field_names: list[str], kind: str) -> An
         obj = getattr(obj, part, None) if obj is not None else None
     if isinstance(obj, type):
         return obj
+    label = qualname.split(".")[-1].replace("<locals>", "Structure") or "Structure"
+    if kind == "dataclass":  # batches build dataclass instances attribute by attribute
+        import dataclasses
+
+        return dataclasses.make_dataclass(label, [(n, Any) for n in field_names])
     from collections import namedtuple
 
-    return namedtuple(qualname.split(".")[-1].replace("<locals>", "Structure") or "Structure", field_names)
+    return namedtuple(label, field_names)
 
 
 def load(path: str | os.PathLike[str], structure: Any = None) -> Any:
     """Load a buffer saved with ``buffer.save(path)``: same class, contents, priorities,
     counters and random state, so its next samples equal the original's."""
-    manifest, arrays = read_checkpoint(path)
-    cls = resolve_class(str(manifest.get("class")))
-    loader: Callable[..., Any] = cls._from_checkpoint  # type: ignore[attr-defined]
-    return loader(manifest, arrays, structure)
+    try:
+        manifest, arrays = read_checkpoint(path)
+        cls = resolve_class(str(manifest.get("class")))
+        loader: Callable[..., Any] = cls._from_checkpoint  # type: ignore[attr-defined]
+        return loader(manifest, arrays, structure)
+    except ReplayTablesError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        # valid JSON, but not laid out as this version's save() writes it
+        raise CheckpointError("manifest.json", str(path), "a manifest as written by this version's save()",
+                              f"{type(exc).__name__}: {exc}") from None

@@ -8,8 +8,10 @@ half-written slot behind.
 
 Casting rule: a value is accepted when numpy can cast it to the field's dtype
 ``same_kind`` (float64 into a float32 field is fine, 3.7 into an int field is
-not), and its shape equals the field's shape exactly (no broadcasting: a (16,)
-observation for a (17,) field is a bug, not something to paper over).
+not; integers go into any integer field whose range holds them, so 300 into
+an int8 field is refused rather than wrapped to 44), and its shape equals the
+field's shape exactly (no broadcasting: a (16,) observation for a (17,) field is
+a bug, not something to paper over).
 """
 from __future__ import annotations
 
@@ -159,6 +161,8 @@ class Schema:
             if spec.shape is not None:
                 shape = tuple(spec.shape)
             fields.append(Field(path, tuple(int(s) for s in shape), dtype))
+        if not fields:
+            raise SchemaError("item", item, "at least one field (an empty structure stores nothing)")
         self.fields = fields
 
     # ------------------------------------------------------------ items
@@ -195,7 +199,10 @@ class Schema:
                                       "unknown field(s)")
             return out
         if self.kind == "namedtuple":
-            if isinstance(item, tuple) and len(item) == len(declared):
+            # a plain tuple is taken by position; another NamedTuple must name the same fields
+            # in the same order, or its values would land in the wrong fields
+            if isinstance(item, tuple) and len(item) == len(declared) \
+                    and list(getattr(item, "_fields", self._names)) == self._names:
                 return list(item)
             raise SchemaError("item", item, f"a {self.structure.__name__ if self.structure else 'tuple'} "
                                             f"with fields {self.names}")
@@ -263,12 +270,18 @@ class Schema:
         out = []
         for f, value in zip(self.fields, values):
             arr = _as_array(f.name, value)
-            if not np.can_cast(arr.dtype, f.dtype, "same_kind"):
+            integral = arr.dtype.kind in "iu" and f.dtype.kind in "iu"  # signed <-> unsigned: range checked below
+            if not integral and not np.can_cast(arr.dtype, f.dtype, "same_kind"):
                 raise SchemaError(f.name, value, f"dtype {f.dtype} (got dtype {arr.dtype}, which does not "
                                                  f"cast same_kind)")
             expected = f.shape if batch is None else (batch, *f.shape)
             if arr.shape != expected:
                 raise SchemaError(f.name, value, f"shape {expected} (got shape {arr.shape})")
+            if f.dtype.kind in "iu" and arr.size and not np.can_cast(arr.dtype, f.dtype, "safe"):
+                # a narrowing integer cast would wrap around silently (300 -> 44 in int8)
+                info = np.iinfo(f.dtype)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise SchemaError(f.name, value, f"integers in [{info.min}, {info.max}] (dtype {f.dtype})")
             out.append(arr)
         return out
 
