@@ -393,3 +393,29 @@ def test_an_item_without_fields_is_refused(first: Any) -> None:
     if not isinstance(first, Empty):
         i = b.add({"a": {"b": 1.0}})
         assert b.get([i]).a["b"].tolist() == [1.0]
+
+
+def test_reserved_names_from_a_first_dict_are_refused_and_fix_nothing() -> None:
+    buffer = ReplayBuffer(8, None, np.random.default_rng(0))
+    before = snapshot(buffer)
+    with pytest.raises(SchemaError) as info:
+        buffer.add({"weights": 1.0, "x": 2.0})
+    message = str(info.value)
+    assert "structure" in message and "weights" in message and "field names other than" in message
+    assert_unchanged(before, buffer)
+    buffer.add({"x": 1.0})  # a legal first dict still fixes the fields afterwards
+    assert len(buffer) == 1
+
+
+@pytest.mark.parametrize("call", ["sample", "max_size"])
+def test_astronomical_sizes_are_config_errors(call: str) -> None:
+    if call == "max_size":
+        with pytest.raises(ConfigError, match="max_size"):
+            ReplayBuffer(2**70, Transition, np.random.default_rng(0))
+        return
+    buffer = ReplayBuffer(8, Transition, np.random.default_rng(0))
+    buffer.add(item(0))
+    before = snapshot(buffer)
+    with pytest.raises(ConfigError, match="n: got"):
+        buffer.sample(2**70)
+    assert_unchanged(before, buffer)

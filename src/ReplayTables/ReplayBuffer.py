@@ -16,8 +16,7 @@ import numpy as np
 from ReplayTables.base import TableBuffer
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import Sampler, UniformSampler
-from ReplayTables.engine.table import Sample, Table, check_capacity
-from ReplayTables.errors import SchemaError
+from ReplayTables.engine.table import Sample, Table, check_capacity, check_reserved
 
 __all__ = ["Batch", "ReplayBuffer"]
 
@@ -39,11 +38,10 @@ class ReplayBuffer(TableBuffer):
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
         max_size = check_capacity("max_size", max_size)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng)
-        # a field called e.g. ``weights`` would hide the batch's importance weights
-        clash = sorted({name.split(".")[0] for name in self._table.schema.names} & _BATCH_ATTRIBUTES)
-        if clash:
-            raise SchemaError("structure", clash, f"field names other than {sorted(_BATCH_ATTRIBUTES)} "
-                                                  "(a Batch uses these for itself)")
+        # a field called e.g. ``weights`` would hide the batch's importance weights; fields
+        # that come from the first dict added are checked when that add fixes them
+        self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)
+        check_reserved(self._table.schema, self._table.reserved_names)
 
     def _make_sampler(self, max_size: int) -> Sampler:
         return UniformSampler()

@@ -30,7 +30,7 @@ from ReplayTables.engine.samplers import Sampler, UniformSampler, check_prioriti
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.storage import PackedStorage
 from ReplayTables.engine.writers import Writer, make_writer
-from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, StaleIdError
+from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError, StaleIdError
 
 __all__ = ["Sample", "Table", "check_capacity", "check_ids"]
 
@@ -46,16 +46,28 @@ class Sample:
     weights: np.ndarray | None = None
 
 
+#: Larger capacities or sample sizes cannot be allocated on any machine we target.
+MAX_COUNT = 2**40
+
+
 def check_capacity(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(name, value, "a positive integer")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_COUNT:
+        raise ConfigError(name, value, f"an integer from 1 to {MAX_COUNT}")
     return int(value)
 
 
 def check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ConfigError(name, value, "a non-negative integer")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
+        raise ConfigError(name, value, f"an integer from 0 to {MAX_COUNT}")
     return int(value)
+
+
+def check_reserved(schema: Schema, reserved: frozenset[str]) -> None:
+    """Refuse top-level field names that a front end's batch uses for itself."""
+    clash = sorted({name.split(".")[0] for name in schema.names} & reserved)
+    if clash:
+        raise SchemaError("structure", clash, f"field names other than {sorted(reserved)} "
+                                              "(a batch uses these for itself)")
 
 
 def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
@@ -87,6 +99,8 @@ class Table:
         self.rng = rng
         self.directory = SlotDirectory(self.capacity)
         self.storage: PackedStorage | None = None
+        #: top-level field names the front end's batches reserve (checked when fields are fixed)
+        self.reserved_names: frozenset[str] = frozenset()
         self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
                          "stale_updates": 0}
         self._add_fast: Any = None
@@ -117,6 +131,7 @@ class Table:
             return self.schema
         schema = copy.copy(self.schema)
         schema.resolve(item, batched=batched)
+        check_reserved(schema, self.reserved_names)
         return schema
 
     def _ensure_storage(self, schema: Schema) -> PackedStorage:
