@@ -273,7 +273,8 @@ class TrajectoryReplay(TableBuffer):
     def ids(self) -> np.ndarray:
         """Ids of every transition that can be sampled now (in slot order)."""
         directory = self._table.directory
-        return directory.slot_id[np.sort(directory.live_slots())].copy()
+        result: np.ndarray = directory.slot_id[np.sort(directory.live_slots())].copy()
+        return result
 
     def num_sequences(self) -> int:
         """Valid sequence windows that can be sampled now (0 without a :class:`SequenceConfig`)."""

@@ -102,13 +102,15 @@ class EpisodeRing:
 
     # ------------------------------------------------------------ addressing
     def slot_of(self, streams: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        return streams * self.per_stream + positions % self.per_stream
+        result: np.ndarray = streams * self.per_stream + positions % self.per_stream
+        return result
 
     def _offset(self, slots: np.ndarray, offsets: Any) -> np.ndarray:
         """Slots ``offsets`` records after ``slots`` in the same stream's ring."""
         cs = self.per_stream
         base = slots - slots % cs
-        return base + (slots - base + offsets) % cs
+        result: np.ndarray = base + (slots - base + offsets) % cs
+        return result
 
     # ------------------------------------------------------------ checks
     def check_open(self, streams: np.ndarray, want_open: bool) -> None:

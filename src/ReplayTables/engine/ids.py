@@ -148,7 +148,8 @@ class SlotDirectory:
         return self._live, self.identity
 
     def is_live(self, slots: np.ndarray) -> np.ndarray:
-        return self.slot_id[slots] >= 0
+        result: np.ndarray = self.slot_id[slots] >= 0
+        return result
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

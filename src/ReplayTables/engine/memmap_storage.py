@@ -92,7 +92,8 @@ class ArrayFrames:
             runs = np.lib.stride_tricks.as_strided(data, shape=(self.capacity - length + 1, length, *self.shape),
                                                    strides=(data.strides[0], *data.strides), writeable=False)
             self._runs[length] = runs
-        return runs[starts]  # fancy indexing keeps the strided view (np.take would copy it whole)
+        result: np.ndarray = runs[starts]  # fancy indexing keeps the strided view (np.take would copy it whole)
+        return result
 
     def flush(self) -> None:
         if isinstance(self.data, np.memmap):

@@ -130,7 +130,8 @@ class PrioritizedSampler(Sampler):
     def _q(self, p: np.ndarray) -> np.ndarray:
         if self.priority_exponent == 1.0:
             return p
-        return np.power(p, self.priority_exponent)
+        result: np.ndarray = np.power(p, self.priority_exponent)
+        return result
 
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
         with np.errstate(over="ignore"):

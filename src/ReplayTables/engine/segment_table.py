@@ -140,7 +140,8 @@ class SegmentTable:
 
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """Ids of the live items in ``slots``."""
-        return self.index.directory.slot_id[slots]
+        result: np.ndarray = self.index.directory.slot_id[slots]
+        return result
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their item slots; a :class:`StaleIdError` naming stale ones."""
@@ -182,7 +183,8 @@ class SegmentTable:
 
     def hit_counts(self, ids: Any) -> np.ndarray:
         _, slots = self.locate(ids)
-        return self.index.hits[slots].copy()
+        result: np.ndarray = self.index.hits[slots].copy()
+        return result
 
     # ------------------------------------------------------------ change
     def delete(self, ids: Any) -> int:
@@ -207,7 +209,8 @@ class SegmentTable:
     def oldest(self, k: int) -> np.ndarray:
         """Ids of the ``k`` oldest live items (fewer if fewer are stored)."""
         slots = self.index.oldest_slots(k)
-        return self.index.directory.slot_id[slots]
+        result: np.ndarray = self.index.directory.slot_id[slots]
+        return result
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -58,7 +58,8 @@ class StartIndex:
         return self.count
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
-        return self.where[keys] >= 0
+        result: np.ndarray = self.where[keys] >= 0
+        return result
 
     def add(self, keys: np.ndarray) -> None:
         """Insert ``keys`` (duplicates and keys already present are ignored)."""

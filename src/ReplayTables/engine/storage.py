@@ -70,8 +70,9 @@ class PackedStorage:
     @staticmethod
     def _view(rows: np.ndarray, f: Field, offset: int) -> np.ndarray:
         n = rows.shape[0]
-        return np.ndarray(shape=(n, *f.shape), dtype=f.dtype, buffer=rows, offset=offset,
-                          strides=(rows.strides[0], *_c_strides(f.shape, f.dtype.itemsize)))
+        view: np.ndarray = np.ndarray(shape=(n, *f.shape), dtype=f.dtype, buffer=rows, offset=offset,
+                                      strides=(rows.strides[0], *_c_strides(f.shape, f.dtype.itemsize)))
+        return view
 
     @property
     def nbytes(self) -> int:

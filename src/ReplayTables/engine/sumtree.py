@@ -83,7 +83,8 @@ class SumTree:
 
     def get(self, slots: np.ndarray) -> np.ndarray:
         """Leaf values (a live zero comes back as +0.0)."""
-        return self.leaves[slots] + 0.0
+        result: np.ndarray = self.leaves[slots] + 0.0
+        return result
 
     # ------------------------------------------------------------ updates
     def set(self, slots: np.ndarray, values: np.ndarray | float, live: np.ndarray | bool = True) -> None:

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.table import _rng_state, _set_rng_state, check_count
+from ReplayTables.engine.rng_state import rng_state as _rng_state
+from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
+from ReplayTables.engine.table import check_count
 from ReplayTables.errors import EmptyBufferError
 from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch
 from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
@@ -100,7 +102,8 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         batch = buf.get(ids, with_indexes=isinstance(buf, PrioritizedReplayBuffer))
         if isinstance(buf, PrioritizedReplayBuffer):
             batch["weights"] = np.ones(batch["batch_indexes"].shape[0], dtype=np.float64)
-        return batch
+        result: SampleBatch = batch
+        return result
 
     def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
         """New items plus replayed ones per policy, ``replay_ratio`` replayed on average."""

@@ -117,7 +117,8 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     def priorities(self, ids: Any) -> np.ndarray:
         """Stored priorities ``p ** alpha`` of items by id."""
         _, slots = self._table.locate(ids)
-        return self._sampler.tree.get(slots).copy()
+        result: np.ndarray = self._sampler.tree.get(slots).copy()
+        return result
 
     def stats(self, debug: bool = False) -> dict[str, Any]:
         out = super().stats(debug)
