@@ -363,14 +363,4 @@ def sample_mixture(cum, sums, leaves, offsets, depth, draws, uniform, total, cou
     descend(cum, sums, leaves, offsets, depth, targets[:k], found)
     for j in range(k):
         slots[which[j]] = found[j]
-    scale = rest / total
-    base = uniform / count
-    for i in range(n):
-        p = leaves[slots[i]] * scale + base
-        probs[i] = p
-        if beta == 0.0:
-            weights[i] = 1.0
-        elif p > 0.0:
-            weights[i] = (p / p_min) ** (-beta)
-        else:
-            weights[i] = np.inf
+    probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta, probs, weights)
