@@ -35,30 +35,12 @@ def compile_add_one(table: Table) -> Any:
     schema = table.schema
     storage = table.storage
     assert schema.fields is not None and storage is not None
-    if schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields):
+    if not _flat(schema):
         return table._add_general  # nested dicts: extra nested keys need the general check
-    env: dict[str, Any] = {"ndarray": np.ndarray, "table": table, "directory": table.directory,
+    env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
                            "writer": table.writer, "rng": table.rng, "counters": table.counters,
                            "slow": table._add_general, "NOT_STORED": NOT_STORED}
-    lines = ["def add_fast(item):"]
-    nf = len(schema.fields)
-    if schema.kind == "namedtuple":
-        env["STRUCT"] = schema.structure
-        lines.append("    if type(item) is not STRUCT: return slow(item)")
-        names = ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "")
-        lines.append(f"    {names} = item")
-    elif schema.kind == "dataclass":
-        env["STRUCT"] = schema.structure
-        lines.append("    if type(item) is not STRUCT: return slow(item)")
-        for i, f in enumerate(schema.fields):
-            lines.append(f"    v{i} = item.{f.path[0]}")
-    else:
-        lines.append(f"    if type(item) is not dict or len(item) != {_top_keys(schema)}: return slow(item)")
-        lines.append("    try:")
-        for i, f in enumerate(schema.fields):
-            access = "".join(f"[{k!r}]" for k in f.path)
-            lines.append(f"        v{i} = item{access}")
-        lines.append("    except (KeyError, TypeError): return slow(item)")
+    lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
     for i, f in enumerate(schema.fields):
         env[f"D{i}"] = f.dtype
@@ -83,16 +65,14 @@ def compile_add_one(table: Table) -> Any:
     lines.append("        return NOT_STORED")
     lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
     lines.append("    new_id = directory.assign_one(slot)")
-    for i in range(nf):
+    for i in range(len(schema.fields)):
         lines.append(f"    C{i}[slot] = v{i}")
     if table.sampler.prioritized:
         env["on_insert"] = table.sampler.on_insert
         env["np"] = np
         lines.append("    on_insert(np.array([slot], dtype=np.int64), None, directory)")
     lines.append("    return new_id")
-    code = "\n".join(lines)
-    exec(compile(code, f"<ReplayTables add_fast {schema!r}>", "exec"), env)
-    return env["add_fast"]
+    return _build("add_fast", lines, env, schema)
 
 
 def compile_add_batch(table: Table) -> Any:
@@ -106,28 +86,13 @@ def compile_add_batch(table: Table) -> Any:
     schema = table.schema
     storage = table.storage
     assert schema.fields is not None and storage is not None
-    if not isinstance(table.writer, FifoWriter) or (
-            schema.kind == "dict" and any(len(f.path) > 1 for f in schema.fields)):
+    if not isinstance(table.writer, FifoWriter) or not _flat(schema):
         return None
     nf = len(schema.fields)
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
                            "counters": table.counters, "slow": table._add_batch_general,
                            "CAP": table.capacity, "sampler": table.sampler, "np": np}
-    lines = ["def add_batch_fast(items):"]
-    if schema.kind in ("namedtuple", "dataclass"):
-        env["STRUCT"] = schema.structure
-        lines.append("    if type(items) is not STRUCT: return slow(items)")
-        if schema.kind == "namedtuple":
-            lines.append("    " + ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "") + " = items")
-        else:
-            for i, f in enumerate(schema.fields):
-                lines.append(f"    v{i} = items.{f.path[0]}")
-    else:
-        lines.append(f"    if type(items) is not dict or len(items) != {nf}: return slow(items)")
-        lines.append("    try:")
-        for i, f in enumerate(schema.fields):
-            lines.append(f"        v{i} = items[{f.path[0]!r}]")
-        lines.append("    except KeyError: return slow(items)")
+    lines = ["def add_batch_fast(items):", *_unpack_lines(schema, "items", env)]
     checks = []
     for i, f in enumerate(schema.fields):
         env[f"D{i}"] = f.dtype
@@ -159,11 +124,35 @@ def compile_add_batch(table: Table) -> Any:
     if table.sampler.prioritized:
         lines.append("    sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
     lines.append("    return ids")
-    code = "\n".join(lines)
-    exec(compile(code, f"<ReplayTables add_batch_fast {schema!r}>", "exec"), env)
-    return env["add_batch_fast"]
+    return _build("add_batch_fast", lines, env, schema)
 
 
-def _top_keys(schema: Schema) -> int:
+def _flat(schema: Schema) -> bool:
+    """True unless the schema is a nested dict (whose extra nested keys only the general path checks)."""
     assert schema.fields is not None
-    return len({f.path[0] for f in schema.fields})
+    return schema.kind != "dict" or all(len(f.path) == 1 for f in schema.fields)
+
+
+def _unpack_lines(schema: Schema, var: str, env: dict[str, Any]) -> list[str]:
+    """Code that binds ``v0 .. vN`` to the fields of ``var`` (a flat schema), or hands
+    anything of another type or with other keys to ``slow``."""
+    assert schema.fields is not None
+    nf = len(schema.fields)
+    if schema.kind in ("namedtuple", "dataclass"):
+        env["STRUCT"] = schema.structure
+        lines = [f"    if type({var}) is not STRUCT: return slow({var})"]
+        if schema.kind == "namedtuple":
+            lines.append("    " + ", ".join(f"v{i}" for i in range(nf)) + ("," if nf == 1 else "") + f" = {var}")
+        else:
+            lines += [f"    v{i} = {var}.{f.path[0]}" for i, f in enumerate(schema.fields)]
+        return lines
+    lines = [f"    if type({var}) is not dict or len({var}) != {nf}: return slow({var})", "    try:"]
+    lines += [f"        v{i} = {var}[{f.path[0]!r}]" for i, f in enumerate(schema.fields)]
+    lines.append(f"    except KeyError: return slow({var})")
+    return lines
+
+
+def _build(name: str, lines: list[str], env: dict[str, Any], schema: Schema) -> Any:
+    """Compile the generated function ``name`` in ``env`` and return it."""
+    exec(compile("\n".join(lines), f"<ReplayTables {name} {schema!r}>", "exec"), env)
+    return env[name]
