@@ -17,17 +17,23 @@ from ReplayTables.engine.schema import Schema
 if TYPE_CHECKING:
     from ReplayTables.interop import FrameworkBatch
 
-__all__ = ["Batch"]
+__all__ = ["Batch", "FieldBatch"]
 
 
-class Batch:
-    """Stacked fields of sampled items plus their ``ids`` and ``weights``."""
+class FieldBatch:
+    """The field plumbing a batch and its framework conversions share.
+
+    One attribute per field of the structure (nested dicts become nested dicts),
+    ``ids`` (numpy int64), ``weights`` and ``probabilities``, plus ``data``, ``fields``,
+    ``len`` and iteration over the field arrays in schema order.
+    """
 
     ids: np.ndarray
-    weights: np.ndarray
+    weights: Any
+    probabilities: Any
 
-    def __init__(self, schema: Schema, arrays: list[np.ndarray], ids: np.ndarray, weights: np.ndarray,
-                 probabilities: np.ndarray | None = None) -> None:
+    def __init__(self, schema: Schema, arrays: list[Any], ids: np.ndarray, weights: Any,
+                 probabilities: Any) -> None:
         self._schema = schema
         self._arrays = arrays
         self.ids = ids
@@ -36,19 +42,18 @@ class Batch:
         if schema.fields is None:
             return  # nothing stored yet (an empty ``get``): no field arrays to show
         if schema.kind == "dict":
-            nested = schema.build(arrays)
-            self.__dict__.update(nested)
+            self.__dict__.update(schema.build(arrays))
         else:
             for f, a in zip(schema.fields, arrays):
                 self.__dict__[f.path[0]] = a
 
     @property
     def data(self) -> Any:
-        """The sampled fields as an instance of the buffer's structure (NamedTuple, dataclass or dict)."""
+        """The fields as an instance of the buffer's structure (NamedTuple, dataclass or dict)."""
         return self._schema.build(self._arrays)
 
     @property
-    def fields(self) -> dict[str, np.ndarray]:
+    def fields(self) -> dict[str, Any]:
         """Flat mapping of field name (``a/b`` for nested dicts) to array."""
         if self._schema.fields is None:
             return {}
@@ -57,12 +62,25 @@ class Batch:
     def __len__(self) -> int:
         return int(self.ids.shape[0])
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._arrays)
+
+    def _label(self) -> str:
+        return type(self).__name__
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}: {a.dtype}{list(a.shape)}" for k, a in self.fields.items())
-        return f"Batch(n={len(self)}, {parts})"
+        return f"{self._label()}(n={len(self)}, {parts})"
+
+
+class Batch(FieldBatch):
+    """Stacked fields of sampled items plus their ``ids`` and ``weights``."""
+
+    weights: np.ndarray
+
+    def __init__(self, schema: Schema, arrays: list[np.ndarray], ids: np.ndarray, weights: np.ndarray,
+                 probabilities: np.ndarray | None = None) -> None:
+        super().__init__(schema, arrays, ids, weights, probabilities)
 
     def to_torch(self, device: Any = None) -> FrameworkBatch:
         """The fields, ``weights`` and ``probabilities`` as torch tensors (``ids`` stay numpy).

@@ -26,11 +26,11 @@ Where memory is shared and where it is copied:
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ReplayTables.batch import FieldBatch
 from ReplayTables.errors import SchemaError
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ __all__ = ["FrameworkBatch", "to_jax", "to_torch"]
 JAX_ALIGNMENT = 64
 
 
-class FrameworkBatch:
+class FrameworkBatch(FieldBatch):
     """A :class:`~ReplayTables.batch.Batch` whose arrays are torch tensors or JAX arrays.
 
     It has the same shape as the batch it came from: one attribute per field of the
@@ -51,45 +51,13 @@ class FrameworkBatch:
     user's structure holding the converted arrays) and ``fields``.
     """
 
-    ids: np.ndarray
-    weights: Any
-    probabilities: Any
-
     def __init__(self, batch: Batch, arrays: list[Any], weights: Any, probabilities: Any, framework: str) -> None:
-        schema = batch._schema
-        assert schema.fields is not None
-        self._schema = schema
-        self._arrays = arrays
+        assert batch._schema.fields is not None
         self.framework = framework
-        self.ids = batch.ids
-        self.weights = weights
-        self.probabilities = probabilities
-        if schema.kind == "dict":
-            self.__dict__.update(schema.build(arrays))
-        else:
-            for f, a in zip(schema.fields, arrays):
-                self.__dict__[f.path[0]] = a
+        super().__init__(batch._schema, arrays, batch.ids, weights, probabilities)
 
-    @property
-    def data(self) -> Any:
-        """The converted fields as an instance of the buffer's structure."""
-        return self._schema.build(self._arrays)
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        """Flat mapping of field name (``a/b`` for nested dicts) to converted array."""
-        assert self._schema.fields is not None
-        return {f.name: a for f, a in zip(self._schema.fields, self._arrays)}
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._arrays)
-
-    def __repr__(self) -> str:
-        parts = ", ".join(f"{k}: {a.dtype}{list(a.shape)}" for k, a in self.fields.items())
-        return f"FrameworkBatch[{self.framework}](n={len(self)}, {parts})"
+    def _label(self) -> str:
+        return f"FrameworkBatch[{self.framework}]"
 
 
 # ---------------------------------------------------------------- torch
