@@ -29,6 +29,37 @@ __all__ = ["NOT_STORED", "SlotDirectory"]
 NOT_STORED = -1
 
 
+def uniform_positions(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
+    """``n`` positions in ``0 .. count-1``, uniformly with replacement.
+
+    ``floor(U * count)`` with a 53-bit uniform ``U`` is uniform up to a relative
+    bias below ``count / 2**53`` (1e-10 at 10^6 items) and costs half of
+    ``rng.integers``; the clamp guards the one rounding case ``U * count == count``.
+    """
+    positions = (rng.random(n) * count).astype(np.int64)
+    np.minimum(positions, count - 1, out=positions)
+    return positions
+
+
+def close_gaps(members: np.ndarray, position: np.ndarray, count: int, removed: np.ndarray,
+               marker: np.ndarray) -> int:
+    """Keep a dense set dense after removing members; returns the new count.
+
+    ``members[:count]`` is the set and ``position[x]`` the index of member ``x``;
+    ``removed`` are the (unique) positions that were just vacated, and
+    ``marker[x] >= 0`` must already be false for every removed member. Survivors
+    from the tail move into the vacated positions below the new count, so removing
+    ``k`` members costs ``O(k)``, not ``O(count)``.
+    """
+    new_count = count - removed.size
+    holes = np.sort(removed[removed < new_count])
+    tail = members[new_count:count]
+    movers = tail[marker[tail] >= 0]
+    members[holes] = movers
+    position[movers] = holes
+    return new_count
+
+
 class SlotDirectory:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -107,15 +138,7 @@ class SlotDirectory:
             self._materialise()
         ids = self.slot_id[slots]
         self.slot_id[slots] = -ids - 2
-        k = slots.size
-        new_count = self.count - k
-        positions = self._position[slots]
-        holes = np.sort(positions[positions < new_count])
-        tail = self._live[new_count:self.count]
-        movers = tail[self.slot_id[tail] >= 0]
-        self._live[holes] = movers
-        self._position[movers] = holes
-        self.count = new_count
+        self.count = close_gaps(self._live, self._position, self.count, self._position[slots], self.slot_id)
 
     # ------------------------------------------------------------ lookup
     def lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,14 +153,8 @@ class SlotDirectory:
         return self._live[: self.count]
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` live slots, uniformly with replacement.
-
-        ``floor(U * count)`` with a 53-bit uniform ``U`` is uniform up to a relative
-        bias below ``count / 2**53`` (1e-10 at 10^6 items) and costs half of
-        ``rng.integers``; the clamp guards the one rounding case ``U * count == count``.
-        """
-        positions = (rng.random(n) * self.count).astype(np.int64)
-        np.minimum(positions, self.count - 1, out=positions)
+        """``n`` live slots, uniformly with replacement (see :func:`uniform_positions`)."""
+        positions = uniform_positions(rng, n, self.count)
         return positions if self.identity else self._live[positions]
 
     def dense(self) -> tuple[np.ndarray, bool]:

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.ids import close_gaps, uniform_positions
+
 __all__ = ["StartIndex", "expand_ranges", "new_anchors", "window_mask", "window_offsets"]
 
 
@@ -79,24 +81,16 @@ class StartIndex:
         if keys.size == 0:
             return
         keys = np.unique(keys[self.where[keys] >= 0])
-        k = keys.size
-        if k == 0:
+        if keys.size == 0:
             return
-        new_count = self.count - k
         positions = self.where[keys]
         self.where[keys] = -1
-        holes = np.sort(positions[positions < new_count])
-        tail = self.members[new_count:self.count]
-        movers = tail[self.where[tail] >= 0]
-        self.members[holes] = movers
-        self.where[movers] = holes
-        self.count = new_count
+        self.count = close_gaps(self.members, self.where, self.count, positions, self.where)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` keys drawn uniformly with replacement (the set must not be empty)."""
-        positions = (rng.random(n) * self.count).astype(np.int64)
-        np.minimum(positions, self.count - 1, out=positions)
-        return self.members[positions].astype(np.int64)
+        keys: np.ndarray = self.members[uniform_positions(rng, n, self.count)].astype(np.int64)
+        return keys
 
     def keys(self) -> np.ndarray:
         return self.members[: self.count].astype(np.int64)
