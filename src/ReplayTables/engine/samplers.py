@@ -16,19 +16,25 @@ from ReplayTables.engine.ids import SlotDirectory
 from ReplayTables.engine.sumtree import SumTree
 from ReplayTables.errors import ConfigError, PriorityError
 
-__all__ = ["PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities"]
+__all__ = ["PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities", "priority_array"]
 
 
-def check_priorities(priorities: Any, n: int, field: str = "priorities") -> np.ndarray:
-    """``priorities`` as float64[n]; a :class:`PriorityError` if any is negative, NaN or inf."""
+def priority_array(priorities: Any, n: int, field: str = "priorities") -> np.ndarray:
+    """``priorities`` as a contiguous float64[n] (a scalar applies to all); values are not checked."""
     try:
-        p = np.asarray(priorities, dtype=np.float64)
+        p = np.ascontiguousarray(priorities, dtype=np.float64)
     except (TypeError, ValueError):
         raise PriorityError(field, priorities, f"{n} non-negative finite numbers") from None
     if p.ndim == 0:
         p = np.full(n, float(p))
     if p.shape != (n,):
         raise PriorityError(field, priorities, f"{n} priorities, one per id (got shape {p.shape})")
+    return p
+
+
+def check_priorities(priorities: Any, n: int, field: str = "priorities") -> np.ndarray:
+    """``priorities`` as float64[n]; a :class:`PriorityError` if any is negative, NaN or inf."""
+    p = priority_array(priorities, n, field)
     if n and not (np.isfinite(p).all() and (p >= 0).all()):
         bad = p[~(np.isfinite(p) & (p >= 0))]
         raise PriorityError(field, bad[:4].tolist(), "non-negative finite numbers (no NaN, inf or < 0)")
@@ -174,15 +180,7 @@ class PrioritizedSampler(Sampler):
         Stale ids are skipped. Raises :class:`PriorityError` (changing nothing) for a
         negative, NaN or infinite priority or a length that does not match ``ids``.
         """
-        n = ids.shape[0]
-        try:
-            p = np.ascontiguousarray(priorities, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise PriorityError("priorities", priorities, f"{n} non-negative finite numbers") from None
-        if p.ndim == 0:
-            p = np.full(n, float(p))
-        if p.shape != (n,):
-            raise PriorityError("priorities", priorities, f"{n} priorities, one per id (got shape {p.shape})")
+        p = priority_array(priorities, ids.shape[0])
         with np.errstate(over="ignore"):
             q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
@@ -197,25 +195,8 @@ class PrioritizedSampler(Sampler):
         self.tree.set(slots, 0.0, live=False)
 
     def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
-        slots, _ = self._draw(n, rng, directory)
-        return slots, self.probabilities(slots, directory)
-
-    def _draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, None]:
-        total = self.tree.total
-        u = self.uniform_probability
-        if total <= 0.0 or u >= 1.0:
-            slots = directory.sample_uniform(rng, n)
-        else:
-            n_uniform = int(rng.binomial(n, u)) if u > 0.0 else 0
-            k = n - n_uniform
-            if self.stratified:
-                targets = (np.arange(k) + rng.random(k)) * (total / k) if k else np.empty(0)
-            else:
-                targets = rng.random(k) * total
-            slots = self.tree.find(targets)
-            if n_uniform:
-                slots = np.concatenate([slots, directory.sample_uniform(rng, n_uniform)])
-        return slots, None
+        slots, probs, _ = self.sample_weighted(n, rng, directory, 0.0)
+        return slots, probs
 
     def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
         count = max(directory.count, 1)
