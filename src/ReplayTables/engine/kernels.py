@@ -135,6 +135,32 @@ def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
     return touched
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _touch_leaf_blocks(leaves, slots, n):
+    """Load both cache lines of the leaf block of ``slots[:n]`` (independent loads, so
+    their misses overlap); returns their sum so the loads are not optimised away."""
+    B = BRANCHING
+    touched = 0.0
+    for k in range(n):
+        base = (slots[k] // B) * B
+        touched += leaves[base] + leaves[base + B - 1]
+    return touched
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _write_leaf(leaves, s, v, live):
+    """Store ``v`` in leaf ``s``; returns the change in live zero-priority leaves.
+
+    A live item of priority zero is stored as -0.0 (an empty slot holds +0.0).
+    """
+    delta = -_is_live_zero(leaves[s])
+    if live and v == 0.0:
+        v = -0.0
+        delta += 1
+    leaves[s] = v
+    return delta
+
+
 @nb.njit(cache=True, nogil=True)
 def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, sizes, depth, slots, values, live):
     """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
@@ -143,21 +169,11 @@ def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, sizes, depth, slo
     value 0 counts as a zero-priority item, a dead one does not. Returns the change
     in the number of live zero-priority leaves (and a checksum of touched memory).
     """
-    B = BRANCHING
     n = slots.shape[0]
-    touched = 0.0
-    for k in range(n):  # bring every leaf block into cache, misses overlapping
-        base = (slots[k] // B) * B
-        touched += leaves[base] + leaves[base + B - 1]
+    touched = _touch_leaf_blocks(leaves, slots, n)
     zero_delta = 0
     for k in range(n):
-        s = slots[k]
-        v = values[k]
-        zero_delta -= _is_live_zero(leaves[s])
-        if live[k] and v == 0.0:
-            v = -0.0  # a live item of priority zero (an empty slot holds +0.0)
-            zero_delta += 1
-        leaves[s] = v
+        zero_delta += _write_leaf(leaves, slots[k], values[k], live[k])
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n)
     return zero_delta, touched
 
@@ -174,13 +190,13 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     overflows to infinity; then nothing was changed.
     Ids that are negative or no longer live are skipped (``applied`` counts the rest).
     """
-    B = BRANCHING
     n = ids.shape[0]
     for k in range(n):
         p = priorities[k]
         if not (p >= 0.0 and p < np.inf and stored[k] < np.inf):
             return k, 0, 0, 0.0
     cap = slot_id.shape[0]
+    source = np.empty(n, dtype=np.int64)  # position in ``ids`` of each live id kept in ``scratch``
     m = 0
     for k in range(n):
         i = ids[k]
@@ -188,27 +204,15 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
             s = i % cap
             if slot_id[s] == i:
                 scratch[m] = s
+                source[m] = k
                 m += 1
-    touched = 0.0
-    for k in range(m):
-        base = (scratch[k] // B) * B
-        touched += leaves[base] + leaves[base + B - 1]
+    touched = _touch_leaf_blocks(leaves, scratch, m)
     zero_delta = 0
     q_max = 0.0
-    j = 0
-    for k in range(n):
-        i = ids[k]
-        if i < 0 or slot_id[i % cap] != i:
-            continue
-        s = scratch[j]
-        j += 1
-        q = stored[k]
+    for j in range(m):
+        q = stored[source[j]]
         q_max = max(q_max, q)
-        zero_delta -= _is_live_zero(leaves[s])
-        if q == 0.0:
-            q = -0.0
-            zero_delta += 1
-        leaves[s] = q
+        zero_delta += _write_leaf(leaves, scratch[j], q, True)
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, scratch, m)
     if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
         q_max = -1.0
