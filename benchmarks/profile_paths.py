@@ -280,13 +280,10 @@ def w4() -> None:
     import ReplayTables.ReplayBuffer as rb_mod
 
     pieces = [(sampler, "sample_weighted", "sample: sampler.sample_weighted"),
-              (sampler, "_draw", "sample: sampler._draw (rng + find)"),
-              (tree, "find", "sample: tree.find (numba batched descent)"),
               (tree, "sample_mixture", "sample: tree.sample_mixture (numba descent + uniform mix + weights)"),
               (table.directory, "dense", "sample: directory.dense"),
               (table.directory, "sample_uniform", "sample: directory.sample_uniform"),
               (sampler, "min_probability", "sample: sampler.min_probability"),
-              (tree, "probabilities_and_weights", "sample: tree.probabilities_and_weights (numba)"),
               (table.storage, "gather", "sample: storage.gather (np.take of packed rows + views)"),
               (rb_mod, "Batch", "sample: Batch(...) construction"),
               (per_mod, "Batch", "update: isinstance(ids, Batch) check (PER module's Batch name)"),

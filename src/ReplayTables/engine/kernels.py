@@ -5,11 +5,15 @@ the first prioritized operation, so ``import ReplayTables`` stays fast and JIT-f
 
 Tree layout (see ``sumtree.py``): ``leaves`` holds the raw priorities, padded to
 a whole number of blocks of ``BRANCHING``. Internal levels ``0..D-1`` live in
-the flat arrays ``sums`` and ``mins`` (level 0 on top, one block); entry ``e`` of
-level ``l`` stands for block ``e`` of the level below (level ``D`` = the leaves):
-``sums`` holds that block's total and ``mins`` its smallest positive leaf. A live
-item whose priority is zero is stored as ``-0.0`` (an empty slot as ``+0.0``): both
-add and compare as zero, and the sign tells them apart without another array.
+the flat arrays ``sums``, ``cum`` and ``mins`` (level 0 on top, one block);
+entry ``e`` of level ``l`` stands for block ``e`` of the level below (level
+``D`` = the leaves): ``sums`` holds that block's total, ``mins`` its smallest
+positive leaf, and ``cum`` the running sum of ``sums`` inside the block of
+level ``l`` that holds ``e``. The total of an internal block is the last running
+sum of that block, so refreshing a block's running sums also yields its parent's
+entry. A live item whose priority is zero is stored as ``-0.0`` (an empty slot as
+``+0.0``): both add and compare as zero, and the sign tells them apart without
+another array.
 
 Random access into a tree of millions of leaves is bound by memory latency, not
 arithmetic, so each kernel first *touches* the cache lines it is about to use in
@@ -23,12 +27,16 @@ import math
 import numba as nb
 import numpy as np
 
-BRANCHING = 16  # 16 float64 = two cache lines per block: 5 internal levels for 10^6 leaves
+BRANCHING = 16  # 16 float64 = two cache lines per block: 4 internal levels for 10^6 leaves
+
+# ``marks`` codes for one repair call with stamp ``s``: entry visited (2s) or visited
+# with a child whose minimum changed (2s + 1), so its own minimum must be recomputed.
+# Anything below 2s means "not visited in this call".
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _entry_of_block(sums, mins, leaves, offsets, depth, level, e):
-    """Total and min-positive of block ``e`` one level below internal ``level``.
+def _leaf_block(leaves, base):
+    """Total and smallest positive value of the leaf block at ``base``.
 
     Four independent partial sums keep the add latency chain short.
     """
@@ -38,28 +46,37 @@ def _entry_of_block(sums, mins, leaves, offsets, depth, level, e):
     a2 = 0.0
     a3 = 0.0
     m = np.inf
-    if level == depth - 1:
-        base = e * B
-        for j in range(0, B, 4):
-            v0 = leaves[base + j]
-            v1 = leaves[base + j + 1]
-            v2 = leaves[base + j + 2]
-            v3 = leaves[base + j + 3]
-            a0 += v0
-            a1 += v1
-            a2 += v2
-            a3 += v3
-            m = min(m, min(v0 if v0 > 0.0 else np.inf, v1 if v1 > 0.0 else np.inf))
-            m = min(m, min(v2 if v2 > 0.0 else np.inf, v3 if v3 > 0.0 else np.inf))
-    else:
-        base = offsets[level + 1] + e * B
-        for j in range(0, B, 4):
-            a0 += sums[base + j]
-            a1 += sums[base + j + 1]
-            a2 += sums[base + j + 2]
-            a3 += sums[base + j + 3]
-            m = min(m, min(min(mins[base + j], mins[base + j + 1]), min(mins[base + j + 2], mins[base + j + 3])))
+    for j in range(0, B, 4):
+        v0 = leaves[base + j]
+        v1 = leaves[base + j + 1]
+        v2 = leaves[base + j + 2]
+        v3 = leaves[base + j + 3]
+        a0 += v0
+        a1 += v1
+        a2 += v2
+        a3 += v3
+        m = min(m, min(v0 if v0 > 0.0 else np.inf, v1 if v1 > 0.0 else np.inf))
+        m = min(m, min(v2 if v2 > 0.0 else np.inf, v3 if v3 > 0.0 else np.inf))
     return (a0 + a1) + (a2 + a3), m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _block_min(mins, base):
+    """Smallest of the 16 minima of an internal block."""
+    m = np.inf
+    for j in range(0, BRANCHING, 4):
+        m = min(m, min(min(mins[base + j], mins[base + j + 1]), min(mins[base + j + 2], mins[base + j + 3])))
+    return m
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _refresh_block(sums, cum, base):
+    """Running sums of the internal block at ``base``; returns the block total."""
+    acc = 0.0
+    for j in range(BRANCHING):
+        acc += sums[base + j]
+        cum[base + j] = acc
+    return acc
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -69,28 +86,20 @@ def _is_live_zero(v):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _refresh_running_sums(sums, cum, off, block):
-    """Running sums of one internal block, from its entries' totals."""
-    B = BRANCHING
-    base = off + block * B
-    acc = 0.0
-    for j in range(B):
-        acc += sums[base + j]
-        cum[base + j] = acc
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
 def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
-    """Recompute every internal entry above ``slots[:n]`` from its children.
+    """Recompute every internal entry above the leaves ``slots[:n]`` from its children.
 
-    Recomputing (never adjusting by a delta) keeps rounding errors from
-    accumulating however many updates are made. ``marks``/``stamp`` let each level
-    visit an entry once per call without sorting (``stamp`` must grow per call).
+    Sums are recomputed (never adjusted by a delta), so rounding errors do not
+    accumulate however many updates are made; the result is bit-identical to
+    :func:`rebuild`. A minimum is recomputed only where a child's minimum changed.
+    ``marks``/``stamp`` let each level visit an entry once per call without sorting
+    (``stamp`` must grow per call). Returns a checksum of touched memory.
     """
     B = BRANCHING
     touched = 0.0
     if n == 0:
         return touched
+    visited = 2 * stamp
     entries = np.empty(n, dtype=np.int64)
     parents = np.empty(n, dtype=np.int64)
     level = depth - 1
@@ -98,37 +107,44 @@ def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
     count = 0
     for k in range(n):  # unique leaf blocks = changed entries of the lowest internal level
         e = slots[k] // B
-        if marks[off + e] != stamp:
-            marks[off + e] = stamp
+        if marks[off + e] < visited:
+            marks[off + e] = visited + 1
             entries[count] = e
             count += 1
     while True:
         off = offsets[level]
-        scan_level = level == depth - 1 and level > 0  # no running sums kept there
-        for k in range(count):  # bring the entries into cache, misses overlapping
-            touched += sums[off + entries[k]] + mins[off + entries[k]]
-        for k in range(count):
-            e = entries[k]
-            total, m = _entry_of_block(sums, mins, leaves, offsets, depth, level, e)
-            sums[off + e] = total
-            mins[off + e] = m
-        # blocks of this level that changed = changed entries of the level above
-        up = offsets[level - 1] if level > 0 else -1
+        if level == depth - 1:
+            for k in range(count):  # bring the entries' blocks into cache, misses overlapping
+                base = off + (entries[k] // B) * B
+                touched += sums[base] + sums[base + B - 1] + cum[base] + cum[base + B - 1] + mins[off + entries[k]]
+        up = offsets[level - 1] if level > 0 else 0
         n_par = 0
         for k in range(count):
-            b = entries[k] // B
-            if level == 0 or marks[up + b] != stamp:
-                if level > 0:
-                    marks[up + b] = stamp
-                parents[n_par] = b
-                n_par += 1
-                if level == 0:
-                    break
-        if not scan_level:
-            for k in range(n_par):
-                _refresh_running_sums(sums, cum, off, parents[k])
+            e = entries[k]
+            if level == depth - 1:
+                total, m = _leaf_block(leaves, e * B)
+                sums[off + e] = total
+            elif marks[off + e] == visited + 1:
+                m = _block_min(mins, offsets[level + 1] + e * B)
+            else:
+                m = mins[off + e]
+            changed = m != mins[off + e]
+            mins[off + e] = m
+            if level > 0:
+                b = e // B
+                code = marks[up + b]
+                if code < visited:
+                    parents[n_par] = b
+                    n_par += 1
+                    marks[up + b] = visited + 1 if changed else visited
+                elif changed and code == visited:
+                    marks[up + b] = visited + 1
         if level == 0:
+            _refresh_block(sums, cum, 0)
             break
+        for k in range(n_par):
+            b = parents[k]
+            sums[up + b] = _refresh_block(sums, cum, off + b * B)
         level -= 1
         count = n_par
         entries, parents = parents, entries
@@ -196,27 +212,39 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
         if not (p >= 0.0 and p < np.inf and stored[k] < np.inf):
             return k, 0, 0, 0.0
     cap = slot_id.shape[0]
-    source = np.empty(n, dtype=np.int64)  # position in ``ids`` of each live id kept in ``scratch``
+    B = BRANCHING
+    touched = 0.0
+    for k in range(n):  # the slot_id entries and leaf blocks, misses overlapping
+        i = ids[k]
+        if i >= 0:
+            s = i % cap
+            base = (s // B) * B
+            touched += leaves[base] + leaves[base + B - 1] + slot_id[s]
     m = 0
+    zero_delta = 0
+    q_max = 0.0
     for k in range(n):
         i = ids[k]
         if i >= 0:
             s = i % cap
             if slot_id[s] == i:
                 scratch[m] = s
-                source[m] = k
                 m += 1
-    touched = _touch_leaf_blocks(leaves, scratch, m)
-    zero_delta = 0
-    q_max = 0.0
-    for j in range(m):
-        q = stored[source[j]]
-        q_max = max(q_max, q)
-        zero_delta += _write_leaf(leaves, scratch[j], q, True)
+                q = stored[k]
+                q_max = max(q_max, q)
+                zero_delta += _write_leaf(leaves, s, q, True)
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, scratch, m)
     if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
         q_max = -1.0
     return -1, m, zero_delta, q_max
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _min_probability(mins, total, uniform, count, zero_count):
+    """The smallest non-zero sampling probability of any stored item."""
+    if uniform > 0.0 and zero_count > 0:
+        return uniform / count
+    return (1.0 - uniform) * _block_min(mins, 0) / total + uniform / count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -237,66 +265,69 @@ def probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta,
 
 @nb.njit(cache=True, nogil=True)
 def rebuild(sums, cum, mins, leaves, offsets, sizes, depth):
-    """Recompute every internal entry from the leaves (after a bulk load)."""
+    """Recompute every internal entry from the leaves (after a bulk load).
+
+    Computes each entry exactly as ``_repair`` does, so an incrementally
+    repaired tree and a rebuilt one are bit-identical.
+    """
     B = BRANCHING
     for level in range(depth - 1, -1, -1):
-        below = leaves.shape[0] if level == depth - 1 else sizes[level + 1]
         off = offsets[level]
-        for e in range(sizes[level]):
-            if e < below // B:
-                total, m = _entry_of_block(sums, mins, leaves, offsets, depth, level, e)
-            else:
-                total, m = 0.0, np.inf
-            sums[off + e] = total
-            mins[off + e] = m
-        if level == depth - 1 and level > 0:
-            continue  # the lowest internal level is searched by scanning, not by running sums
-        for b in range(sizes[level] // B):
-            _refresh_running_sums(sums, cum, off, b)
+        if level == depth - 1:
+            below = leaves.shape[0] // B
+            for e in range(sizes[level]):
+                if e < below:
+                    total, m = _leaf_block(leaves, e * B)
+                else:
+                    total, m = 0.0, np.inf
+                sums[off + e] = total
+                mins[off + e] = m
+        else:
+            below = sizes[level + 1] // B
+            for e in range(sizes[level]):
+                if e < below:
+                    mins[off + e] = _block_min(mins, offsets[level + 1] + e * B)
+                    sums[off + e] = _refresh_block(sums, cum, offsets[level + 1] + e * B)
+                else:
+                    mins[off + e] = np.inf
+                    sums[off + e] = 0.0
+    _refresh_block(sums, cum, 0)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _scan_block(arr, base, x):
-    """Child of a block holding target ``x`` by a running-sum scan; returns (child, x inside it)."""
+def _scan_leaves(leaves, base, x):
+    """Leaf of the block at ``base`` holding target ``x``, by a running-sum scan."""
     B = BRANCHING
     acc = 0.0
-    below = 0.0
     m = 0
     for j in range(B):
-        acc += arr[base + j]
-        if acc <= x:
-            below = acc
-            m += 1
-    if m >= B or arr[base + m] == 0.0:
-        # x reached the block total through rounding: take the last non-empty child
+        acc += leaves[base + j]
+        m += acc <= x
+    if m >= B or leaves[base + m] == 0.0:
+        # x reached the block total through rounding: take the last non-empty leaf
         m = min(m, B - 1)
-        while m > 0 and arr[base + m] == 0.0:
+        while m > 0 and leaves[base + m] == 0.0:
             m -= 1
-        below = 0.0
-        for j in range(m):
-            below += arr[base + j]
-        return m, 0.5 * arr[base + m]
-    return m, x - below
+    return m
 
 
 @nb.njit(cache=True, nogil=True)
-def descend(cum, sums, leaves, offsets, depth, targets, out):
+def descend(cum, leaves, offsets, depth, targets, out):
     """Leaf index for each prefix-sum target in ``[0, total)``.
 
     All walks advance together, one level at a time: first a pass that touches the
     cache lines of every walk's block (independent loads, so their misses overlap),
-    then the search inside each block, now served from cache. Upper blocks keep
-    running sums, so the child is a branch-free count of sums <= target; the lowest
-    internal level and the leaves (most of the memory) keep plain values and are
-    scanned, which makes updates cheaper. Returns a checksum of the touched values.
+    then the search inside each block, now served from cache. Internal blocks keep
+    running sums, so the child is a branch-free count of running sums <= target;
+    leaf blocks (most of the memory) keep plain values and are scanned, which makes
+    updates cheaper. Returns a checksum of the touched values.
     """
     B = BRANCHING
     n = targets.shape[0]
     node = np.zeros(n, dtype=np.int64)
     u = targets.copy()
     touched = 0.0
-    counted = depth - 1 if depth > 1 else 1  # levels searched by counting running sums
-    for level in range(counted):
+    for level in range(depth):
         base_l = offsets[level]
         if level >= 2:
             for i in range(n):
@@ -306,7 +337,7 @@ def descend(cum, sums, leaves, offsets, depth, targets, out):
             base = base_l + node[i] * B
             x = u[i]
             m = 0
-            for j in range(B):
+            for j in range(B):  # independent compares: faster than a binary search when blocks miss in L1
                 m += cum[base + j] <= x
             if m >= B:
                 # x reached the block total through rounding: take the last non-empty child
@@ -319,26 +350,16 @@ def descend(cum, sums, leaves, offsets, depth, targets, out):
                 x -= cum[base + m - 1]
             u[i] = x
             node[i] = node[i] * B + m
-    if depth > 1:
-        base_l = offsets[depth - 1]
-        for i in range(n):
-            base = base_l + node[i] * B
-            touched += sums[base] + sums[base + B - 1]
-        for i in range(n):
-            m, x = _scan_block(sums, base_l + node[i] * B, u[i])
-            u[i] = x
-            node[i] = node[i] * B + m
     for i in range(n):
         base = node[i] * B
         touched += leaves[base] + leaves[base + B - 1]
     for i in range(n):
-        m, x = _scan_block(leaves, node[i] * B, u[i])
-        out[i] = node[i] * B + m
+        out[i] = node[i] * B + _scan_leaves(leaves, node[i] * B, u[i])
     return touched
 
 
 @nb.njit(cache=True, nogil=True)
-def sample_mixture(cum, sums, leaves, offsets, depth, draws, uniform, total, count, live, identity, p_min, beta,
+def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zero_count, live, identity, beta,
                    slots, probs, weights):
     """A whole prioritized sample in one pass: mixture split, tree search, probabilities, weights.
 
@@ -347,9 +368,11 @@ def sample_mixture(cum, sums, leaves, offsets, depth, draws, uniform, total, cou
     slots are exactly ``0..count-1``); otherwise ``(draws[i] - uniform) / (1 - uniform)``
     of the total priority mass is searched in the tree. Both halves reuse the one
     draw, which is exact: conditioned on its half, the rescaled draw is uniform.
-    Then ``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / p_min) ** -beta``.
+    Then ``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / P_min) ** -beta``
+    with ``P_min`` the smallest non-zero probability of any stored item.
     """
     n = draws.shape[0]
+    total = cum[BRANCHING - 1]
     targets = np.empty(n, dtype=np.float64)
     which = np.empty(n, dtype=np.int64)
     k = 0
@@ -364,7 +387,8 @@ def sample_mixture(cum, sums, leaves, offsets, depth, draws, uniform, total, cou
             which[k] = i
             k += 1
     found = np.empty(k, dtype=np.int64)
-    descend(cum, sums, leaves, offsets, depth, targets[:k], found)
+    descend(cum, leaves, offsets, depth, targets[:k], found)
     for j in range(k):
         slots[which[j]] = found[j]
+    p_min = _min_probability(mins, total, uniform, count, zero_count)
     probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta, probs, weights)

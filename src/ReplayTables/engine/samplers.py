@@ -222,8 +222,7 @@ class PrioritizedSampler(Sampler):
         else:
             draws = rng.random(n)
         live, identity = directory.dense()
-        return self.tree.sample_mixture(draws, u, directory.count, live, identity,
-                                        self.min_probability(directory), beta)
+        return self.tree.sample_mixture(draws, u, directory.count, live, identity, beta)
 
     def min_probability(self, directory: SlotDirectory) -> float:
         """The smallest non-zero sampling probability of any stored item."""

@@ -2,14 +2,16 @@
 
 Why wide nodes: a binary tree over 10^6 leaves is 20 levels deep and a
 root-to-leaf walk pays a cache miss at most of them. Blocks of 16 float64 (two
-cache lines) make it 5 internal levels deep, the top three of which fit in
-cache, and the batched descent overlaps the misses of all walks in a batch
-(see ``kernels.descend``). A parallel tree of minima gives the smallest positive
+cache lines, allocated on 128-byte boundaries so a block never straddles a third
+line) make it 4 internal levels deep, the top two of which stay in L1, and the
+batched descent overlaps the misses of all walks in a batch (see
+``kernels.descend``). A parallel tree of minima gives the smallest positive
 priority, which importance-weight normalisation needs, without a search.
 
 Accuracy: every internal sum is recomputed from its children whenever one of
 them changes (never adjusted by a delta), so the total stays within a few ulps
-of the exact sum of the leaves after any number of updates.
+of the exact sum of the leaves after any number of updates, and an updated tree
+is bit-identical to one rebuilt from its leaves.
 """
 from __future__ import annotations
 
@@ -36,6 +38,22 @@ def kernels() -> ModuleType:
 
 
 BRANCHING = 16  # must equal kernels.BRANCHING; kept here so the layout needs no numba import
+BLOCK_ALIGNMENT = 128  # bytes: one block of 16 float64 is exactly two whole cache lines
+
+
+def aligned_full(n: int, value: float, dtype: Any = np.float64) -> np.ndarray:
+    """``np.full(n, value)`` whose data starts on a ``BLOCK_ALIGNMENT`` boundary.
+
+    numpy's allocator only promises 16-byte alignment; a tree block that starts
+    16 bytes into a cache line spans three lines, and the third is a miss the
+    touch passes do not prefetch.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n * itemsize + BLOCK_ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % BLOCK_ALIGNMENT
+    out: np.ndarray = raw[start:start + n * itemsize].view(dtype)
+    out[:] = value
+    return out
 
 
 def _layout(capacity: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -60,12 +78,12 @@ class SumTree:
         leaf_n, self.sizes, self.offsets = _layout(capacity)
         self.depth = len(self.sizes)
         total = int(self.sizes.sum())
-        self.sums = np.zeros(total, dtype=np.float64)  # entry totals
-        self.cum = np.zeros(total, dtype=np.float64)  # running sums inside each block
-        self.mins = np.full(total, np.inf, dtype=np.float64)
-        self.leaves = np.zeros(leaf_n, dtype=np.float64)
+        self.sums = aligned_full(total, 0.0)  # entry totals
+        self.cum = aligned_full(total, 0.0)  # running sums inside each block
+        self.mins = aligned_full(total, np.inf)
+        self.leaves = aligned_full(leaf_n, 0.0)
         self.zero_count = 0
-        self._marks = np.zeros(total, dtype=np.int64)  # per-call visit stamps for set()
+        self._marks = np.zeros(total, dtype=np.int64)  # per-call visit codes (see kernels._repair)
         self._stamp = 0
         self._all_live = np.ones(256, dtype=np.bool_)
         self._scratch = np.empty(256, dtype=np.int64)
@@ -79,7 +97,8 @@ class SumTree:
     @property
     def min_positive(self) -> float:
         """Smallest positive leaf (inf if none)."""
-        return float(self.mins[:BRANCHING].min())
+        smallest: float = min(self.mins[:BRANCHING].tolist())
+        return smallest
 
     def get(self, slots: np.ndarray) -> np.ndarray:
         """Leaf values (a live zero comes back as +0.0)."""
@@ -136,14 +155,18 @@ class SumTree:
         return probs, weights
 
     def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
-                       p_min: float, beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Slots, probabilities and weights of a prioritized/uniform mixture sample (one kernel)."""
+                       beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slots, probabilities and weights of a prioritized/uniform mixture sample (one kernel).
+
+        Weights are normalised by the smallest non-zero probability of any stored
+        item (found inside the kernel); the tree's total must be positive.
+        """
         n = draws.shape[0]
         slots = np.empty(n, dtype=np.int64)
         probs = np.empty(n, dtype=np.float64)
         weights = np.empty(n, dtype=np.float64)
-        kernels().sample_mixture(self.cum, self.sums, self.leaves, self.offsets, self.depth, draws, float(uniform),
-                                 self.total, int(count), live, bool(identity), float(p_min), float(beta),
+        kernels().sample_mixture(self.cum, self.mins, self.leaves, self.offsets, self.depth, draws, float(uniform),
+                                 int(count), self.zero_count, live, bool(identity), float(beta),
                                  slots, probs, weights)
         return slots, probs, weights
 
@@ -156,10 +179,21 @@ class SumTree:
         """Leaf index holding each prefix-sum target in ``[0, total)``."""
         targets = np.ascontiguousarray(targets, dtype=np.float64)
         out = np.empty(targets.shape[0], dtype=np.int64)
-        kernels().descend(self.cum, self.sums, self.leaves, self.offsets, self.depth, targets, out)
+        kernels().descend(self.cum, self.leaves, self.offsets, self.depth, targets, out)
         return out
 
     # ------------------------------------------------------------ state
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # unpickled (or deep-copied) arrays lose the block alignment: copy them back onto it
+        for name in ("sums", "cum", "mins", "leaves"):
+            arr = state[name]
+            state[name] = aligned_full(arr.shape[0], 0.0)
+            state[name][:] = arr
+        self.__dict__.update(state)
+
     def state_dict(self) -> dict[str, Any]:
         n = self.capacity
         leaves = self.leaves[:n]
