@@ -295,6 +295,22 @@ def rebuild(sums, cum, mins, leaves, offsets, sizes, depth):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _count_at_most(cum, base, x):
+    """How many of the 16 non-decreasing running sums at ``base`` are <= ``x``.
+
+    Two rounds of independent compares: the quarter boundaries (4), then the
+    quarter found (3). Seven compares instead of sixteen (numba does not vectorise
+    the counting loop), and unlike a binary search only one load waits on another,
+    which matters when the block comes from L2 (a binary search measured slower).
+    """
+    q = ((cum[base + 3] <= x) + (cum[base + 7] <= x)) + ((cum[base + 11] <= x) + (cum[base + 15] <= x))
+    if q == 4:
+        return BRANCHING
+    b = base + 4 * q
+    return 4 * q + ((cum[b] <= x) + (cum[b + 1] <= x)) + (cum[b + 2] <= x)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _scan_leaves(leaves, base, x):
     """Leaf of the block at ``base`` holding target ``x``, by a running-sum scan."""
     B = BRANCHING
@@ -318,7 +334,7 @@ def descend(cum, leaves, offsets, depth, targets, out):
     All walks advance together, one level at a time: first a pass that touches the
     cache lines of every walk's block (independent loads, so their misses overlap),
     then the search inside each block, now served from cache. Internal blocks keep
-    running sums, so the child is a branch-free count of running sums <= target;
+    running sums, so the child is found by counting running sums <= target;
     leaf blocks (most of the memory) keep plain values and are scanned, which makes
     updates cheaper. Returns a checksum of the touched values.
     """
@@ -336,9 +352,7 @@ def descend(cum, leaves, offsets, depth, targets, out):
         for i in range(n):
             base = base_l + node[i] * B
             x = u[i]
-            m = 0
-            for j in range(B):  # independent compares: faster than a binary search when blocks miss in L1
-                m += cum[base + j] <= x
+            m = _count_at_most(cum, base, x)
             if m >= B:
                 # x reached the block total through rounding: take the last non-empty child
                 m = B - 1
