@@ -92,8 +92,8 @@ def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
     Sums are recomputed (never adjusted by a delta), so rounding errors do not
     accumulate however many updates are made; the result is bit-identical to
     :func:`rebuild`. A minimum is recomputed only where a child's minimum changed.
-    ``marks``/``stamp`` let each level visit an entry once per call without sorting
-    (``stamp`` must grow per call). Returns a checksum of touched memory.
+    ``marks``/``stamp`` let each level above the lowest visit an entry once per call
+    without sorting (``stamp`` must grow per call). Returns a checksum of touched memory.
     """
     B = BRANCHING
     touched = 0.0
@@ -103,14 +103,16 @@ def _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, n):
     entries = np.empty(n, dtype=np.int64)
     parents = np.empty(n, dtype=np.int64)
     level = depth - 1
-    off = offsets[level]
     count = 0
-    for k in range(n):  # unique leaf blocks = changed entries of the lowest internal level
+    last = -1
+    for k in range(n):  # changed leaf blocks = changed entries of the lowest internal level
         e = slots[k] // B
-        if marks[off + e] < visited:
-            marks[off + e] = visited + 1
+        # Only runs of one block are merged: marks here would cost a cache miss per
+        # slot, and recomputing an entry twice is harmless (parents are deduplicated).
+        if e != last:
             entries[count] = e
             count += 1
+            last = e
     while True:
         off = offsets[level]
         if level == depth - 1:
