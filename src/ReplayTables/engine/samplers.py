@@ -181,8 +181,13 @@ class PrioritizedSampler(Sampler):
         negative, NaN or infinite priority or a length that does not match ``ids``.
         """
         p = priority_array(priorities, ids.shape[0])
-        with np.errstate(over="ignore"):
-            q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
+        # a negative p or an overflow is reported by the kernel; p ** a cannot
+        # overflow for a <= 1, so numpy's error-state switch (~1 us) is only paid above
+        if self.priority_exponent <= 1.0:
+            q = self._q(np.abs(p))
+        else:
+            with np.errstate(over="ignore"):
+                q = self._q(np.abs(p))
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
         if bad >= 0:
             raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0) "

@@ -227,6 +227,8 @@ class Schema:
             for f, a in zip(self.fields, arrays):
                 object.__setattr__(obj, f.path[0], a)
             return obj
+        if self._flat_keys is not None:
+            return dict(zip(self._flat_keys, arrays))
         out: dict[str, Any] = {}
         for f, a in zip(self.fields, arrays):
             node = out
