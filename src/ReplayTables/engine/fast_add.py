@@ -98,8 +98,10 @@ def compile_add_batch(table: Table) -> Any:
         env[f"D{i}"] = f.dtype
         env[f"S{i}"] = f.shape
         env[f"C{i}"] = storage.columns[i]
-        checks.append(f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.ndim == {len(f.shape) + 1} "
-                      f"and v{i}.shape[1:] == S{i}")
+        check = f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.ndim == {len(f.shape) + 1}"
+        if f.shape:  # a scalar field needs no trailing-shape test (ndim 1 says it all)
+            check += f" and v{i}.shape[1:] == S{i}"
+        checks.append(check)
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
     lines.append("    m = v0.shape[0]")
     if nf > 1:
