@@ -376,7 +376,7 @@ def descend(cum, leaves, offsets, depth, targets, out):
 
 @nb.njit(cache=True, nogil=True)
 def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zero_count, live, identity, beta,
-                   slots, probs, weights):
+                   slot_id, slots, probs, weights, ids):
     """A whole prioritized sample in one pass: mixture split, tree search, probabilities, weights.
 
     ``draws[i]`` is a uniform number in [0, 1). Below ``uniform`` it picks a live item
@@ -385,7 +385,9 @@ def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zer
     of the total priority mass is searched in the tree. Both halves reuse the one
     draw, which is exact: conditioned on its half, the rescaled draw is uniform.
     Then ``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / P_min) ** -beta``
-    with ``P_min`` the smallest non-zero probability of any stored item.
+    with ``P_min`` the smallest non-zero probability of any stored item, and
+    ``ids[i] = slot_id[slots[i]]`` (those loads are issued before the weights'
+    arithmetic, so their cache misses overlap it).
     """
     n = draws.shape[0]
     total = cum[BRANCHING - 1]
@@ -406,5 +408,7 @@ def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zer
     descend(cum, leaves, offsets, depth, targets[:k], found)
     for j in range(k):
         slots[which[j]] = found[j]
+    for i in range(n):
+        ids[i] = slot_id[slots[i]]
     p_min = _min_probability(mins, total, uniform, count, zero_count)
     probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta, probs, weights)

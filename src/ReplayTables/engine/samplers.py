@@ -72,6 +72,21 @@ class Sampler:
         slots, probs = self.sample(n, rng, directory)
         return slots, probs, self.importance_weights(probs, directory, beta)
 
+    def draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
+             beta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """One sample as ``(ids, slots, probabilities, weights)``; weights only with ``beta``.
+
+        What a table needs from a sample in one call, so a compiled sampler can
+        produce all of it in one pass.
+        """
+        weights = None
+        if beta is None:
+            slots, probs = self.sample(n, rng, directory)
+        else:
+            slots, probs, weights = self.sample_weighted(n, rng, directory, beta)
+        ids: np.ndarray = directory.slot_id[slots]
+        return ids, slots, probs, weights
+
     def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
         return np.ones(probabilities.shape[0], dtype=np.float64)
 
@@ -216,18 +231,29 @@ class PrioritizedSampler(Sampler):
 
     def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
                         beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        _, slots, probs, weights = self.draw(n, rng, directory, beta)
+        assert weights is not None
+        return slots, probs, weights
+
+    def draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
+             beta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         total = self.tree.total
         u = self.uniform_probability
+        b = 0.0 if beta is None else beta
         if total <= 0.0 or u >= 1.0 or n == 0:
             slots = directory.sample_uniform(rng, n)
             probs = self.probabilities(slots, directory)
-            return slots, probs, self.importance_weights(probs, directory, beta)
+            weights = self.importance_weights(probs, directory, b) if beta is not None else None
+            ids: np.ndarray = directory.slot_id[slots]
+            return ids, slots, probs, weights
         if self.stratified:
             draws = (np.arange(n) + rng.random(n)) * (1.0 / max(n, 1))  # n = 0: no draws
         else:
             draws = rng.random(n)
         live, identity = directory.dense()
-        return self.tree.sample_mixture(draws, u, directory.count, live, identity, beta)
+        slots, probs, w, ids = self.tree.sample_mixture(draws, u, directory.count, live, identity, b,
+                                                        directory.slot_id)
+        return ids, slots, probs, (w if beta is not None else None)
 
     def min_probability(self, directory: SlotDirectory) -> float:
         """The smallest non-zero sampling probability of any stored item."""

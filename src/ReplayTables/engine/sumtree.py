@@ -155,20 +155,22 @@ class SumTree:
         return probs, weights
 
     def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
-                       beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Slots, probabilities and weights of a prioritized/uniform mixture sample (one kernel).
+                       beta: float, slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Slots, probabilities, weights and ids of a prioritized/uniform mixture sample (one kernel).
 
         Weights are normalised by the smallest non-zero probability of any stored
-        item (found inside the kernel); the tree's total must be positive.
+        item (found inside the kernel); the tree's total must be positive. ``ids``
+        are ``slot_id[slots]``, read inside the kernel where their misses overlap.
         """
         n = draws.shape[0]
         slots = np.empty(n, dtype=np.int64)
         probs = np.empty(n, dtype=np.float64)
         weights = np.empty(n, dtype=np.float64)
+        ids = np.empty(n, dtype=np.int64)
         kernels().sample_mixture(self.cum, self.mins, self.leaves, self.offsets, self.depth, draws, float(uniform),
-                                 int(count), self.zero_count, live, bool(identity), float(beta),
-                                 slots, probs, weights)
-        return slots, probs, weights
+                                 int(count), self.zero_count, live, bool(identity), float(beta), slot_id,
+                                 slots, probs, weights, ids)
+        return slots, probs, weights, ids
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""

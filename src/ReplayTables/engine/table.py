@@ -246,14 +246,10 @@ class Table:
         n = check_count("n", n)
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        weights = None
-        if beta is None:
-            slots, probabilities = self.sampler.sample(n, self.rng, self.directory)
-        else:
-            slots, probabilities, weights = self.sampler.sample_weighted(n, self.rng, self.directory, beta)
+        ids, slots, probabilities, weights = self.sampler.draw(n, self.rng, self.directory, beta)
         assert self.storage is not None
         self.counters["sampled"] += n
-        return Sample(self.directory.slot_id[slots], slots, probabilities, self.storage.gather(slots), weights)
+        return Sample(ids, slots, probabilities, self.storage.gather(slots), weights)
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their slots; a :class:`StaleIdError` naming any stale id."""
