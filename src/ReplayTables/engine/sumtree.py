@@ -165,11 +165,15 @@ class SumTree:
         n = draws.shape[0]
         slots = np.empty(n, dtype=np.int64)
         probs = np.empty(n, dtype=np.float64)
-        weights = np.empty(n, dtype=np.float64)
         ids = np.empty(n, dtype=np.int64)
-        kernels().sample_mixture(self.cum, self.mins, self.leaves, self.offsets, self.depth, draws, float(uniform),
-                                 int(count), self.zero_count, live, bool(identity), float(beta), slot_id,
-                                 slots, probs, weights, ids)
+        p_min = kernels().sample_mixture(self.cum, self.mins, self.leaves, self.offsets, self.depth, draws,
+                                         float(uniform), int(count), self.zero_count, live, bool(identity),
+                                         slot_id, slots, probs, ids)
+        if beta == 0.0:
+            weights = np.ones(n, dtype=np.float64)
+        else:
+            # every sampled item has P > 0 (the descent never stops on an empty leaf)
+            weights = np.power(probs / p_min, -beta)
         return slots, probs, weights, ids
 
     def rebuild(self) -> None:
