@@ -18,9 +18,14 @@ from ReplayTables.errors import ConfigError, PriorityError
 
 __all__ = ["PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities", "priority_array"]
 
+_FLOAT64 = np.dtype(np.float64)
+
 
 def priority_array(priorities: Any, n: int, field: str = "priorities") -> np.ndarray:
     """``priorities`` as a contiguous float64[n] (a scalar applies to all); values are not checked."""
+    if type(priorities) is np.ndarray and priorities.dtype is _FLOAT64 and priorities.shape == (n,) \
+            and priorities.flags.c_contiguous:
+        return priorities  # the common case: nothing to convert
     try:
         p = np.ascontiguousarray(priorities, dtype=np.float64)
     except (TypeError, ValueError):

@@ -173,7 +173,8 @@ class SumTree:
             weights = np.ones(n, dtype=np.float64)
         else:
             # every sampled item has P > 0 (the descent never stops on an empty leaf)
-            weights = np.power(probs / p_min, -beta)
+            weights = np.divide(probs, p_min)
+            np.power(weights, -beta, out=weights)
         return slots, probs, weights, ids
 
     def rebuild(self) -> None:

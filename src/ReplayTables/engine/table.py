@@ -17,8 +17,7 @@ generated single-add path takes the same lock. Nothing else shares state.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,8 +34,7 @@ from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, Sc
 __all__ = ["Sample", "Table", "check_capacity", "check_ids"]
 
 
-@dataclass
-class Sample:
+class Sample(NamedTuple):
     """What a sample or get returns: ids, slots, probabilities and one array per field."""
 
     ids: np.ndarray
@@ -48,6 +46,7 @@ class Sample:
 
 #: Larger capacities or sample sizes cannot be allocated on any machine we target.
 MAX_COUNT = 2**40
+_INT64 = np.dtype(np.int64)
 
 
 def check_capacity(name: str, value: Any) -> int:
@@ -72,6 +71,8 @@ def check_reserved(schema: Schema, reserved: frozenset[str]) -> None:
 
 def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
     """``ids`` as a 1-d int64 array; an error for floats, strings or nesting."""
+    if type(ids) is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1:
+        return ids  # what sample() hands out: nothing to convert
     try:
         arr = np.asarray(ids)
     except (ValueError, TypeError):  # ragged nesting
@@ -243,7 +244,8 @@ class Table:
 
         With ``beta`` the sample also carries importance weights for that exponent.
         """
-        n = check_count("n", n)
+        if type(n) is not int or not 0 <= n <= MAX_COUNT:  # the common case costs one test
+            n = check_count("n", n)
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
         ids, slots, probabilities, weights = self.sampler.draw(n, self.rng, self.directory, beta)
