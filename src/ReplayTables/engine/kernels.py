@@ -250,19 +250,12 @@ def _min_probability(mins, total, uniform, count, zero_count):
 
 
 @nb.njit(cache=True, nogil=True)
-def probabilities_and_weights(leaves, slots, total, uniform, count, p_min, beta, probs, weights):
-    """``P(i) = (1-u) q_i / total + u / count`` and ``w_i = (P(i) / p_min) ** -beta``."""
+def probabilities(leaves, slots, total, uniform, count, out):
+    """``out[k] = P(slots[k]) = (1-u) q / total + u / count``."""
     scale = (1.0 - uniform) / total
     base = uniform / count
     for k in range(slots.shape[0]):
-        p = leaves[slots[k]] * scale + base
-        probs[k] = p
-        if beta == 0.0:
-            weights[k] = 1.0
-        elif p > 0.0:
-            weights[k] = (p / p_min) ** (-beta)
-        else:
-            weights[k] = np.inf
+        out[k] = leaves[slots[k]] * scale + base
 
 
 @nb.njit(cache=True, nogil=True)
@@ -412,8 +405,5 @@ def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zer
         slots[which[j]] = found[j]
     for i in range(n):
         ids[i] = slot_id[slots[i]]
-    scale = rest / total
-    base = uniform / count
-    for i in range(n):
-        probs[i] = leaves[slots[i]] * scale + base
+    probabilities(leaves, slots, total, uniform, count, probs)
     return _min_probability(mins, total, uniform, count, zero_count)

@@ -229,10 +229,7 @@ class PrioritizedSampler(Sampler):
         u = self.uniform_probability
         if total <= 0.0:
             return np.full(slots.shape[0], 1.0 / count)
-        # the same compiled formula a sample uses (beta 0: its weights are all ones and unused)
-        probs, _ = self.tree.probabilities_and_weights(np.ascontiguousarray(slots, dtype=np.int64), u, count,
-                                                       1.0, 0.0)
-        return probs
+        return self.tree.probabilities(np.ascontiguousarray(slots, dtype=np.int64), u, count)  # as a sample does
 
     def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
                         beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

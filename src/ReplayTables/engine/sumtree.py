@@ -144,15 +144,11 @@ class SumTree:
             self.zero_count += int(delta)
         return int(bad), int(applied), float(q_max)
 
-    def probabilities_and_weights(self, slots: np.ndarray, uniform: float, count: int, p_min: float,
-                                  beta: float) -> tuple[np.ndarray, np.ndarray]:
-        """Sampling probabilities and importance weights of ``slots`` in one pass."""
-        n = slots.shape[0]
-        probs = np.empty(n, dtype=np.float64)
-        weights = np.empty(n, dtype=np.float64)
-        kernels().probabilities_and_weights(self.leaves, slots, self.total, float(uniform), float(count),
-                                            float(p_min), float(beta), probs, weights)
-        return probs, weights
+    def probabilities(self, slots: np.ndarray, uniform: float, count: int) -> np.ndarray:
+        """Sampling probabilities ``(1-u) q / total + u / count`` of ``slots`` (total must be > 0)."""
+        out = np.empty(slots.shape[0], dtype=np.float64)
+        kernels().probabilities(self.leaves, slots, self.total, float(uniform), float(count), out)
+        return out
 
     def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
                        beta: float, slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
