@@ -279,8 +279,8 @@ def w4() -> None:
     import ReplayTables.PER as per_mod
     import ReplayTables.ReplayBuffer as rb_mod
 
-    pieces = [(sampler, "sample_weighted", "sample: sampler.sample_weighted"),
-              (tree, "sample_mixture", "sample: tree.sample_mixture (numba descent + uniform mix + weights)"),
+    pieces = [(sampler, "draw", "sample: sampler.draw (rng, kernel, weights)"),
+              (tree, "sample_mixture", "sample: tree.sample_mixture (numba descent + uniform mix + ids + probabilities; numpy weights)"),
               (table.directory, "dense", "sample: directory.dense"),
               (table.directory, "sample_uniform", "sample: directory.sample_uniform"),
               (sampler, "min_probability", "sample: sampler.min_probability"),
