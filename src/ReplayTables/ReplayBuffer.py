@@ -49,18 +49,6 @@ class ReplayBuffer(TableBuffer):
     def _init_args(self) -> dict[str, Any]:
         return {"max_size": self._table.capacity}
 
-    # ------------------------------------------------------------ size
-    @property
-    def max_size(self) -> int:
-        return self._table.capacity
-
-    def size(self) -> int:
-        """Number of items stored now."""
-        return self._table.size
-
-    def __len__(self) -> int:
-        return self._table.size
-
     @property
     def structure(self) -> Any:
         return self._table.schema.structure

@@ -28,6 +28,19 @@ class TableBuffer:
         super().__init_subclass__(**kwargs)
         register(cls)
 
+    # ------------------------------------------------------------ size
+    @property
+    def max_size(self) -> int:
+        """How many records the buffer holds at most (its capacity)."""
+        return self._table.capacity
+
+    def size(self) -> int:
+        """How many items can be sampled now."""
+        return self._table.size
+
+    def __len__(self) -> int:
+        return self._table.size
+
     # ------------------------------------------------------------ to override
     def _init_args(self) -> dict[str, Any]:
         """JSON-able constructor arguments (other than structure and rng)."""

@@ -98,6 +98,9 @@ class TrajectoryReplay(TableBuffer):
         path: directory of a memory-mapped buffer (created; must not hold one).
         compression_level: Zstandard level for ``storage="zstd"``.
         rng: a ``numpy.random.Generator``.
+
+    ``max_size`` counts records (observations, each episode's final one included);
+    ``size()`` and ``len()`` count the complete transitions that can be sampled now.
     """
 
     def __init__(self, capacity: int, obs_shape: Any, obs_dtype: Any = np.uint8, *, action_shape: Any = (),
@@ -183,18 +186,7 @@ class TrajectoryReplay(TableBuffer):
         self._step_fields = table.schema
         self._dirty = False
 
-    # ------------------------------------------------------------ sizes
-    @property
-    def max_size(self) -> int:
-        """Records the buffer holds (observations, including each episode's final one)."""
-        return self._table.capacity
-
-    def size(self) -> int:
-        """Complete transitions that can be sampled now."""
-        return self._table.size
-
-    def __len__(self) -> int:
-        return self._table.size
+    # ------------------------------------------------------------ sizes (max_size / size / len: TableBuffer)
 
     def ids(self) -> np.ndarray:
         """Ids of every transition that can be sampled now (in slot order)."""
