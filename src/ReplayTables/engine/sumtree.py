@@ -147,7 +147,7 @@ class SumTree:
     def probabilities(self, slots: np.ndarray, uniform: float, count: int) -> np.ndarray:
         """Sampling probabilities ``(1-u) q / total + u / count`` of ``slots`` (total must be > 0)."""
         out = np.empty(slots.shape[0], dtype=np.float64)
-        kernels().probabilities(self.leaves, slots, self.total, float(uniform), float(count), out)
+        kernels().probabilities(self.leaves, slots, self.total, float(uniform), int(count), out)
         return out
 
     def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
