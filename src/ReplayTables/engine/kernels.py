@@ -216,19 +216,21 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     cap = slot_id.shape[0]
     B = BRANCHING
     touched = 0.0
+    slot_of = np.empty(n, dtype=np.int64)  # one (slow) integer division per id
     for k in range(n):  # the slot_id entries and leaf blocks, misses overlapping
         i = ids[k]
-        if i >= 0:
-            s = i % cap
+        s = i % cap if i >= 0 else -1
+        slot_of[k] = s
+        if s >= 0:
             base = (s // B) * B
             touched += leaves[base] + leaves[base + B - 1] + slot_id[s]
     m = 0
     zero_delta = 0
     q_max = 0.0
     for k in range(n):
-        i = ids[k]
-        if i >= 0:
-            s = i % cap
+        s = slot_of[k]
+        if s >= 0:
+            i = ids[k]
             if slot_id[s] == i:
                 scratch[m] = s
                 m += 1
