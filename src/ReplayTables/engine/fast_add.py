@@ -96,17 +96,13 @@ def compile_add_batch(table: Table) -> Any:
     checks = []
     for i, f in enumerate(schema.fields):
         env[f"D{i}"] = f.dtype
-        env[f"S{i}"] = f.shape
         env[f"C{i}"] = storage.columns[i]
-        check = f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.ndim == {len(f.shape) + 1}"
-        if f.shape:  # a scalar field needs no trailing-shape test (ndim 1 says it all)
-            check += f" and v{i}.shape[1:] == S{i}"
-        checks.append(check)
-    lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
+        # one tuple comparison checks the batch length and the field's shape together
+        shape = "(m" + "".join(f", {d}" for d in f.shape) + ",)"
+        checks.append(f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.shape == {shape}")
+    lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
-    if nf > 1:
-        same_length = " and ".join(f"v{i}.shape[0] == m" for i in range(1, nf))
-        lines.append(f"    if not ({same_length}): return slow(items)")
+    lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
     lines.append("    start = writer.cursor")
     lines.append("    stop = start + m")
     lines.append("    if m == 0 or stop > CAP or not directory.identity: return slow(items)")
