@@ -58,13 +58,32 @@ def compile_add_one(table: Table) -> Any:
         else:
             checks.append(array_ok)
     lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
-    lines.append("    slot = writer.place_one(rng)")
-    lines.append("    counters['added'] += 1")
-    lines.append("    if slot < 0:")
-    lines.append("        counters['not_stored'] += 1")
-    lines.append("        return NOT_STORED")
-    lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
-    lines.append("    new_id = directory.assign_one(slot)")
+    if isinstance(table.writer, FifoWriter):
+        # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
+        env["CAP"] = table.capacity
+        lines.append("    SID = directory.slot_id")  # looked up per call: a load replaces the array
+        lines.append("    slot = writer.cursor")
+        lines.append("    writer.cursor = slot + 1 if slot + 1 < CAP else 0")
+        lines.append("    counters['added'] += 1")
+        lines.append("    old = SID.item(slot)")
+        lines.append("    if old >= 0:")
+        lines.append("        new_id = old + CAP")
+        lines.append("        SID[slot] = new_id")
+        lines.append("        counters['evicted'] += 1")
+        lines.append("    elif old == -1 and directory.identity and slot == directory.count:")
+        lines.append("        new_id = slot")  # a never-used slot at the end of the dense prefix
+        lines.append("        SID[slot] = slot")
+        lines.append("        directory.count = slot + 1")
+        lines.append("    else:")
+        lines.append("        new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
+    else:
+        lines.append("    slot = writer.place_one(rng)")
+        lines.append("    counters['added'] += 1")
+        lines.append("    if slot < 0:")
+        lines.append("        counters['not_stored'] += 1")
+        lines.append("        return NOT_STORED")
+        lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
+        lines.append("    new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
         lines.append(f"    C{i}[slot] = v{i}")
     if table.sampler.prioritized:
