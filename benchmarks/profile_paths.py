@@ -280,7 +280,7 @@ def w4() -> None:
     import ReplayTables.ReplayBuffer as rb_mod
 
     pieces = [(sampler, "draw", "sample: sampler.draw (rng, kernel, weights)"),
-              (tree, "sample_mixture", "sample: tree.sample_mixture (descent, ids, probabilities, weights)"),
+              (tree, "sample_mixture", "sample: tree.sample_mixture (descent, ids, probabilities)"),
               (table.directory, "dense", "sample: directory.dense"),
               (table.directory, "sample_uniform", "sample: directory.sample_uniform"),
               (sampler, "min_probability", "sample: sampler.min_probability"),

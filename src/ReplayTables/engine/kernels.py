@@ -180,7 +180,7 @@ def _write_leaf(leaves, s, v, live):
 
 
 @nb.njit(cache=True, nogil=True)
-def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, sizes, depth, slots, values, live):
+def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, values, live):
     """Set leaf ``slots[k]`` to ``values[k]`` (later duplicates win) and repair the tree.
 
     ``live[k]`` says whether the slot holds an item after the write: a live leaf of
@@ -241,14 +241,6 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
         q_max = -1.0
     return -1, m, zero_delta, q_max
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _min_probability(mins, total, uniform, count, zero_count):
-    """The smallest non-zero sampling probability of any stored item."""
-    if uniform > 0.0 and zero_count > 0:
-        return uniform / count
-    return (1.0 - uniform) * _block_min(mins, 0) / total + uniform / count
 
 
 @nb.njit(cache=True, nogil=True)
@@ -370,9 +362,8 @@ def descend(cum, leaves, offsets, depth, targets, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zero_count, live, identity,
-                   slot_id, slots, probs, ids):
-    """A whole prioritized sample in one pass: mixture split, tree search, probabilities, weights.
+def sample_mixture(cum, leaves, offsets, depth, draws, uniform, count, live, identity, slot_id, slots, probs, ids):
+    """A whole prioritized sample in one pass: mixture split, tree search, ids, probabilities.
 
     ``draws[i]`` is a uniform number in [0, 1). Below ``uniform`` it picks a live item
     uniformly (``floor(draws[i] / uniform * count)``, through ``live`` unless the live
@@ -381,10 +372,8 @@ def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zer
     draw, which is exact: conditioned on its half, the rescaled draw is uniform.
     Then ``P(i) = (1-u) q_i / total + u / count`` and ``ids[i] = slot_id[slots[i]]``
     (those loads are issued before the probabilities' arithmetic, so their cache
-    misses overlap it). Returns ``P_min``, the smallest non-zero probability of any
-    stored item, which normalises the importance weights. The weights themselves
-    are left to numpy, whose vectorised ``power`` is several times faster than a
-    scalar ``pow`` per item.
+    misses overlap it). Importance weights are left to the sampler (numpy's
+    vectorised ``power`` is several times faster than a scalar ``pow`` per item).
     """
     n = draws.shape[0]
     total = cum[BRANCHING - 1]
@@ -408,4 +397,3 @@ def sample_mixture(cum, mins, leaves, offsets, depth, draws, uniform, count, zer
     for i in range(n):
         ids[i] = slot_id[slots[i]]
     probabilities(leaves, slots, total, uniform, count, probs)
-    return _min_probability(mins, total, uniform, count, zero_count)

@@ -154,14 +154,21 @@ class PrioritizedSampler(Sampler):
         self.max_q = 1.0
 
     def _q(self, p: np.ndarray) -> np.ndarray:
-        if self.priority_exponent == 1.0:
+        """Stored priorities ``p ** priority_exponent``; an overflow gives inf without a warning
+        (callers check). ``p ** a`` cannot overflow for ``a <= 1``, so numpy's error-state
+        switch (~1 us) is only paid above."""
+        a = self.priority_exponent
+        if a == 1.0:
             return p
-        result: np.ndarray = np.power(p, self.priority_exponent)
+        if a < 1.0:
+            result: np.ndarray = np.power(p, a)
+            return result
+        with np.errstate(over="ignore"):
+            result = np.power(p, a)
         return result
 
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
-        with np.errstate(over="ignore"):
-            q = self._q(priorities)
+        q = self._q(priorities)
         if not np.isfinite(q).all():
             bad = priorities[~np.isfinite(q)]
             raise PriorityError(field, bad[:4].tolist(),
@@ -201,13 +208,7 @@ class PrioritizedSampler(Sampler):
         negative, NaN or infinite priority or a length that does not match ``ids``.
         """
         p = priority_array(priorities, ids.shape[0])
-        # a negative p or an overflow is reported by the kernel; p ** a cannot
-        # overflow for a <= 1, so numpy's error-state switch (~1 us) is only paid above
-        if self.priority_exponent <= 1.0:
-            q = self._q(np.abs(p))
-        else:
-            with np.errstate(over="ignore"):
-                q = self._q(np.abs(p))
+        q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
         if bad >= 0:
             raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0) "
@@ -241,21 +242,20 @@ class PrioritizedSampler(Sampler):
              beta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         total = self.tree.total
         u = self.uniform_probability
-        b = 0.0 if beta is None else beta
         if total <= 0.0 or u >= 1.0 or n == 0:
             slots = directory.sample_uniform(rng, n)
             probs = self.probabilities(slots, directory)
-            weights = self.importance_weights(probs, directory, b) if beta is not None else None
             ids: np.ndarray = directory.slot_id[slots]
-            return ids, slots, probs, weights
-        if self.stratified:
-            draws = (np.arange(n) + rng.random(n)) * (1.0 / max(n, 1))  # n = 0: no draws
         else:
-            draws = rng.random(n)
-        live, identity = directory.dense()
-        slots, probs, w, ids = self.tree.sample_mixture(draws, u, directory.count, live, identity, b,
-                                                        directory.slot_id)
-        return ids, slots, probs, (w if beta is not None else None)
+            if self.stratified:
+                draws = (np.arange(n) + rng.random(n)) * (1.0 / max(n, 1))  # n = 0: no draws
+            else:
+                draws = rng.random(n)
+            live, identity = directory.dense()
+            slots, probs, ids = self.tree.sample_mixture(draws, u, directory.count, live, identity, directory.slot_id)
+        # every sampled item has P > 0, so no zero-division guard is needed here
+        weights = None if beta is None else self._weights(probs, directory, beta)
+        return ids, slots, probs, weights
 
     def min_probability(self, directory: SlotDirectory) -> float:
         """The smallest non-zero sampling probability of any stored item."""
@@ -270,11 +270,16 @@ class PrioritizedSampler(Sampler):
 
     def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
         """``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` over stored ``j`` (Schaul et al.)."""
+        with np.errstate(divide="ignore"):  # get() of a zero-probability item: weight inf
+            return self._weights(probabilities, directory, beta)
+
+    def _weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
+        """``(P(i) / P_min) ** -beta``, which equals the normalised weight above."""
         if beta == 0.0:
             return np.ones(probabilities.shape[0], dtype=np.float64)
-        p_min = self.min_probability(directory)
-        with np.errstate(divide="ignore"):
-            return np.power(probabilities / p_min, -beta)
+        weights: np.ndarray = np.divide(probabilities, self.min_probability(directory))
+        np.power(weights, -beta, out=weights)
+        return weights
 
     def config(self) -> dict[str, Any]:
         return {"priority_exponent": self.priority_exponent, "uniform_probability": self.uniform_probability,

@@ -123,7 +123,7 @@ class SumTree:
                 live_arr = np.full(n, live_arr, dtype=np.bool_)
         self._stamp += 1
         delta, _ = kernels().set_leaves(self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
-                                        self.offsets, self.sizes, self.depth, slots,
+                                        self.offsets, self.depth, slots,
                                         np.ascontiguousarray(vals), live_arr)
         self.zero_count += int(delta)
 
@@ -151,27 +151,19 @@ class SumTree:
         return out
 
     def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
-                       beta: float, slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Slots, probabilities, weights and ids of a prioritized/uniform mixture sample (one kernel).
+                       slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Slots, probabilities and ids of a prioritized/uniform mixture sample (one kernel).
 
-        Weights are normalised by the smallest non-zero probability of any stored
-        item (found inside the kernel); the tree's total must be positive. ``ids``
-        are ``slot_id[slots]``, read inside the kernel where their misses overlap.
+        The tree's total must be positive. ``ids`` are ``slot_id[slots]``, read inside
+        the kernel where their misses overlap other work.
         """
         n = draws.shape[0]
         slots = np.empty(n, dtype=np.int64)
         probs = np.empty(n, dtype=np.float64)
         ids = np.empty(n, dtype=np.int64)
-        p_min = kernels().sample_mixture(self.cum, self.mins, self.leaves, self.offsets, self.depth, draws,
-                                         float(uniform), int(count), self.zero_count, live, bool(identity),
-                                         slot_id, slots, probs, ids)
-        if beta == 0.0:
-            weights = np.ones(n, dtype=np.float64)
-        else:
-            # every sampled item has P > 0 (the descent never stops on an empty leaf)
-            weights = np.divide(probs, p_min)
-            np.power(weights, -beta, out=weights)
-        return slots, probs, weights, ids
+        kernels().sample_mixture(self.cum, self.leaves, self.offsets, self.depth, draws, float(uniform), int(count),
+                                 live, bool(identity), slot_id, slots, probs, ids)
+        return slots, probs, ids
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""
@@ -186,9 +178,6 @@ class SumTree:
         return out
 
     # ------------------------------------------------------------ state
-    def __getstate__(self) -> dict[str, Any]:
-        return self.__dict__.copy()
-
     def __setstate__(self, state: dict[str, Any]) -> None:
         # unpickled (or deep-copied) arrays lose the block alignment: copy them back onto it
         for name in ("sums", "cum", "mins", "leaves"):
