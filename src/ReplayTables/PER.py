@@ -169,8 +169,7 @@ class PrioritizedReplay(ReplayBuffer):
 
     def sample(self, n: int) -> Batch:
         """``n`` items drawn in proportion to priority, with importance weights."""
-        c = self.config
-        s = self._table.sample(n, beta=c.beta if c.beta_steps is None else c.beta_at(self._sample_calls))
+        s = self._table.sample(n, beta=self.beta)
         self._sample_calls += 1
         assert s.weights is not None
         return self._batch(s, s.weights)

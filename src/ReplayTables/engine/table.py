@@ -56,6 +56,8 @@ def check_capacity(name: str, value: Any) -> int:
 
 
 def check_count(name: str, value: Any) -> int:
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value  # the common case in one test (bool is a subclass of int, not int itself)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
         raise ConfigError(name, value, f"an integer from 0 to {MAX_COUNT}")
     return int(value)
@@ -244,8 +246,7 @@ class Table:
 
         With ``beta`` the sample also carries importance weights for that exponent.
         """
-        if type(n) is not int or not 0 <= n <= MAX_COUNT:  # the common case costs one test
-            n = check_count("n", n)
+        n = check_count("n", n)
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
         ids, slots, probabilities, weights = self.sampler.draw(n, self.rng, self.directory, beta)
