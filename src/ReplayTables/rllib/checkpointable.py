@@ -42,6 +42,13 @@ class Checkpointable:
     def _load_state_dict(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _extra_state(self) -> dict[str, Any]:
+        """Subclass additions to ``_state_dict`` (merged into it); none by default."""
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``_extra_state`` added; nothing by default."""
+
     def _full_state(self) -> dict[str, Any]:
         return {"class": class_name(type(self)), "init": self._init_args(), "state": self._state_dict()}
 

@@ -198,9 +198,6 @@ class MultiAgentReplayBuffer(Checkpointable):
                     for key, buf in self.replay_buffers.items()]
         return {"policies": policies, **self._extra_state()}
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
     def _load_state_dict(self, state: dict[str, Any]) -> None:
         buffers = {}
         for entry in state["policies"]:
@@ -209,9 +206,6 @@ class MultiAgentReplayBuffer(Checkpointable):
             buffers[entry["policy_id"]] = buf
         self.replay_buffers = buffers
         self._load_extra_state(state)
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(replay_mode={self.replay_mode!r}, storage_unit={self.storage_unit.value!r}, "

@@ -215,16 +215,10 @@ class ReplayBuffer(Checkpointable):
         return {"table": self._table.state_dict(), "dropped_episodes": self._dropped_episodes,
                 **self._extra_state()}
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
     def _load_state_dict(self, state: dict[str, Any]) -> None:
         self._table.load_state_dict(state["table"])
         self._dropped_episodes = int(state.get("dropped_episodes", 0))
         self._load_extra_state(state)
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(capacity={self.capacity}, storage_unit={self.storage_unit.value!r}, "
