@@ -22,10 +22,17 @@ It uses the public API only:
 
 The harness's ``done`` and ``reward`` arrive as Python bool/float for single adds
 and as numpy arrays for batches; both are accepted by the declared fields as is.
+
+Option ``structure="namedtuple"`` measures the README's own API instead: a
+``NamedTuple`` ``T(obs, action, reward: float, next_obs, done: bool)`` whose
+unannotated fields take their dtype (float32) from the first item, fed what a gym
+loop hands over (float32 arrays, Python scalars; float32/bool arrays in batches,
+so ``reward`` is cast float32 -> float64). Each add builds the ``T`` as a user's
+code would.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from _base import Buffer  # provided by the harness (registered by path)
@@ -44,26 +51,46 @@ def structure_of(spec: dict[str, tuple[tuple[int, ...], str]]) -> dict[str, Fiel
     return {name: FieldSpec(tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in spec.items()}
 
 
+class T(NamedTuple):
+    """The README's kind of structure for the harness's transition."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: float
+    next_obs: np.ndarray
+    done: bool
+
+
+def as_namedtuple(add: Any) -> Any:
+    """``add`` taking the harness's dict, building the user's ``T`` first (as user code does)."""
+    def add_t(t: dict[str, Any]) -> Any:
+        return add(T(t["obs"], t["action"], t["reward"], t["next_obs"], t["done"]))
+    return add_t
+
+
 class OursBuffer(Buffer):
     supports_add_batch = True
 
     def __init__(self, capacity: int, spec: dict[str, Any], seed: int = 0, per: dict[str, Any] | None = None,
                  beta: float = 0.4, uniform_probability: float = 1e-3, stratified: bool = False,
-                 **_: Any) -> None:
+                 structure: str = "fieldspec", **_: Any) -> None:
         rng = np.random.default_rng(seed)
-        structure = structure_of(spec)
+        if structure not in ("fieldspec", "namedtuple"):
+            raise ValueError(f"structure: got {structure!r}, expected 'fieldspec' or 'namedtuple'")
+        self.namedtuple = structure == "namedtuple"
+        layout: Any = T if self.namedtuple else structure_of(spec)
         self.per = per is not None
         if per is not None:
             self.supports_per = True
             self.config = PERConfig(priority_exponent=float(per["alpha"]), beta=float(beta),
                                     uniform_probability=float(uniform_probability), stratified=bool(stratified))
-            self.rb: ReplayBuffer = PrioritizedReplay(capacity, structure, rng, config=self.config)
+            self.rb: ReplayBuffer = PrioritizedReplay(capacity, layout, rng, config=self.config)
         else:
-            self.rb = ReplayBuffer(capacity, structure, rng)
+            self.rb = ReplayBuffer(capacity, layout, rng)
         self._ids: list[np.ndarray] = []
         # bound methods resolved once: the harness times the call, not attribute lookups we add
-        self.add_one = self.rb.add
-        self.add_batch = self.rb.add_batch
+        self.add_one = as_namedtuple(self.rb.add) if self.namedtuple else self.rb.add
+        self.add_batch = as_namedtuple(self.rb.add_batch) if self.namedtuple else self.rb.add_batch
         self.sample_uniform = self.rb.sample
         if per is not None:
             self.update_priorities = self.rb.update_priorities  # type: ignore[attr-defined]
@@ -87,7 +114,7 @@ class OursBuffer(Buffer):
         done = 0
         while done < n:
             c = min(FILL_CHUNK, n - done)
-            self._ids.append(self.rb.add_batch(pool.chunk(done, c)))
+            self._ids.append(self.add_batch(pool.chunk(done, c)))
             done += c
 
     def set_all_priorities(self, p: np.ndarray) -> None:

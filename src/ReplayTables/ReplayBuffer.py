@@ -16,7 +16,7 @@ import numpy as np
 from ReplayTables.base import TableBuffer
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import Sampler, UniformSampler
-from ReplayTables.engine.table import Sample, Table, check_capacity, check_reserved
+from ReplayTables.engine.table import Sample, Table, check_capacity, check_reserved, check_table_bytes
 
 __all__ = ["Batch", "ReplayBuffer"]
 
@@ -37,7 +37,9 @@ class ReplayBuffer(TableBuffer):
 
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
         max_size = check_capacity("max_size", max_size)
-        self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng)
+        check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
+        self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,
+                            capacity_name="max_size")
         # a field called e.g. ``weights`` would hide the batch's importance weights; fields
         # that come from the first dict added are checked when that add fixes them
         self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)

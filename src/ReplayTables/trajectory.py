@@ -39,9 +39,9 @@ from ReplayTables.engine.compression import CompressedFrames
 from ReplayTables.engine.episodes import EpisodeRing, FrameStore
 from ReplayTables.engine.memmap_storage import ArrayFrames, create_array, open_array
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
-from ReplayTables.engine.schema import FieldSpec
+from ReplayTables.engine.schema import FieldSpec, check_fits
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import Table, check_capacity
+from ReplayTables.engine.table import Table, check_capacity, check_table_bytes
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
 from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
@@ -54,20 +54,30 @@ STACK_PADDING = ("repeat", "zeros")
 
 def _spec(name: str, value: Any) -> FieldSpec:
     if isinstance(value, FieldSpec) and value.shape is not None and value.dtype is not None:
-        return FieldSpec(tuple(value.shape), np.dtype(value.dtype))
+        return FieldSpec(_shape(f"{name}.shape", value.shape), _dtype(f"{name}.dtype", value.dtype))
     if isinstance(value, tuple) and len(value) == 2:
-        return FieldSpec(tuple(value[0]), np.dtype(value[1]))
+        return FieldSpec(_shape(f"{name}.shape", value[0]), _dtype(f"{name}.dtype", value[1]))
     raise ConfigError(name, value, "a FieldSpec(shape, dtype) or a (shape, dtype) pair")
 
 
 def _shape(name: str, value: Any) -> tuple[int, ...]:
+    expected = "a tuple of non-negative integers, e.g. (84, 84)"
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, np.ndarray)):
+        raise ConfigError(name, value, expected)
+    if any(isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0 for s in value):
+        raise ConfigError(name, value, expected)
+    return tuple(int(s) for s in value)
+
+
+def _dtype(name: str, value: Any) -> np.dtype[Any]:
+    """A numeric numpy dtype (bool, integers, floats, complex); anything else is a ConfigError."""
     try:
-        shape = tuple(int(s) for s in value)
-    except TypeError:
-        raise ConfigError(name, value, "a tuple of non-negative integers") from None
-    if any(s < 0 for s in shape):
-        raise ConfigError(name, value, "a tuple of non-negative integers")
-    return shape
+        dtype: np.dtype[Any] = np.dtype(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, value, "a numeric numpy dtype such as np.uint8 or np.float32") from None
+    if dtype.kind not in "biufc" or dtype.subdtype is not None:
+        raise ConfigError(name, value, f"a numeric numpy dtype such as np.uint8 or np.float32 (got {dtype})")
+    return dtype
 
 
 def _positive(name: str, value: Any) -> int:
@@ -112,9 +122,9 @@ class TrajectoryReplay(TableBuffer):
         _reopen = bool(self.__dict__.pop("_reopening", False))  # set by open(): map existing files
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
-        self.obs_dtype = np.dtype(obs_dtype)
+        self.obs_dtype = _dtype("obs_dtype", obs_dtype)
         self.action_shape = _shape("action_shape", action_shape)
-        self.action_dtype = np.dtype(action_dtype)
+        self.action_dtype = _dtype("action_dtype", action_dtype)
         self.extras = {str(k): _spec(f"extras.{k}", v) for k, v in (extras or {}).items()}
         clash = set(self.extras) & {"action", "reward", "terminated", "truncated", "obs", "next_obs"}
         if clash:
@@ -150,6 +160,13 @@ class TrajectoryReplay(TableBuffer):
         fields: dict[str, Any] = {"action": FieldSpec(self.action_shape, self.action_dtype),
                                   "reward": FieldSpec((), np.float32), "terminated": FieldSpec((), np.bool_),
                                   "truncated": FieldSpec((), np.bool_), **self.extras}
+        # in memory: frames and step rows; memory-mapped files may exceed RAM (only bookkeeping counts);
+        # zstd frames are compressed (their size is not known up front)
+        frame_bytes = int(np.prod(self.obs_shape, dtype=np.int64)) * self.obs_dtype.itemsize
+        row_bytes = sum(int(np.prod(f.shape or (), dtype=np.int64)) * np.dtype(f.dtype).itemsize
+                        for f in fields.values())
+        in_memory = (frame_bytes if storage == "memory" else 0) + (row_bytes if storage != "memmap" else 0)
+        check_table_bytes("capacity", self._capacity_arg, in_memory + 4 + (8 if sequence else 0), per is not None)
         sampler: Sampler
         if per is None:
             sampler = UniformSampler()
@@ -230,6 +247,8 @@ class TrajectoryReplay(TableBuffer):
                                          f"shape {arr.shape}")
         if not np.can_cast(arr.dtype, self.obs_dtype, "same_kind"):
             raise SchemaError(name, obs, f"dtype {self.obs_dtype} (got {arr.dtype})")
+        if arr.size and not np.can_cast(arr.dtype, self.obs_dtype, "safe"):
+            check_fits(name, self.obs_dtype, obs, arr)
         return arr
 
     def _flags(self, name: str, value: Any, m: int) -> np.ndarray:

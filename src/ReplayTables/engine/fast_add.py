@@ -2,14 +2,23 @@
 
 A single add of five fields through generic, checked Python costs several
 microseconds of attribute lookups and dtype tests. These functions generate,
-once per table, straight-line code specialised to its schema: identity checks
-on each field (exact array type, dtype object and shape, or an exact Python
-scalar type) and direct writes into the storage columns. Anything the fast lane
-does not recognise goes to the table's general path, which accepts the same
-inputs and raises the same errors, so the fast lane changes speed, not behaviour.
+once per table, straight-line code specialised to its schema: cheap checks on
+each field (exact array type and shape, a dtype that casts to the field's
+*safely*, or a Python scalar whose value fits the field) and direct writes into
+the storage columns. Anything the fast lane does not recognise goes to the
+table's general path, which accepts the same inputs and raises the same errors,
+so the fast lane changes speed, not behaviour.
+
+Every check runs before the first write, and a value that passes cannot make a
+write fail or lose information: a safe cast never overflows (float32 into a
+float64 field, int16 into float32), and Python numbers are range-checked
+(``10**400`` into a float field, ``1e300`` into a float32 field or ``300`` into an
+int8 field go to the general path, which refuses them). So an add either
+happens whole or not at all.
 """
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,7 +30,46 @@ from ReplayTables.engine.writers import FifoWriter
 if TYPE_CHECKING:
     from ReplayTables.engine.table import Table
 
-__all__ = ["compile_add_batch", "compile_add_one"]
+__all__ = ["compile_add_batch", "compile_add_one", "safe_dtypes"]
+
+#: Every builtin numeric dtype; a field accepts on its fast lanes those that cast to it safely.
+_NUMERIC_DTYPES = tuple(np.dtype(c) for c in "?bhilqBHILQefdgFDG")
+
+
+def safe_dtypes(target: np.dtype) -> frozenset[np.dtype]:
+    """The dtypes whose values cast into ``target`` with no loss of range (numpy's ``safe``)."""
+    return frozenset(d for d in _NUMERIC_DTYPES if np.can_cast(d, target, "safe"))
+
+
+def _scalar_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
+    """The fast-lane test for a Python or numpy scalar value ``v{i}`` of a scalar field.
+
+    True only when writing the value cannot raise or overflow: Python floats into
+    float64 (float32: within its range), Python ints within the field's range,
+    bools, and numpy scalars whose type casts safely.
+    """
+    env[f"ST{i}"] = frozenset(d.type for d in safe_dtypes(dtype))
+    tests = []
+    kind = dtype.kind
+    if kind in "fc":
+        finfo = np.finfo(dtype)
+        env[f"FMAX{i}"] = float(finfo.max)
+        if float(finfo.max) >= sys.float_info.max:  # every Python float fits
+            tests.append(f"type(v{i}) is float")
+        else:
+            tests.append(f"(type(v{i}) is float and -FMAX{i} <= v{i} <= FMAX{i})")
+        tests.append(f"(type(v{i}) is int and -FMAX{i} <= v{i} <= FMAX{i})")
+        tests.append(f"type(v{i}) is bool")
+    elif kind in "iu":
+        info = np.iinfo(dtype)
+        env[f"IMIN{i}"] = int(info.min)
+        env[f"IMAX{i}"] = int(info.max)
+        tests.append(f"(type(v{i}) is int and IMIN{i} <= v{i} <= IMAX{i})")
+        tests.append(f"type(v{i}) is bool")
+    elif kind == "b":
+        tests.append(f"type(v{i}) is bool")
+    tests.append(f"type(v{i}) in ST{i}")  # numpy scalars (np.float32(0.5) into a float64 field)
+    return "(" + " or ".join(tests) + ")"
 
 
 def compile_add_one(table: Table) -> Any:
@@ -44,17 +92,12 @@ def compile_add_one(table: Table) -> Any:
     checks = []
     for i, f in enumerate(schema.fields):
         env[f"D{i}"] = f.dtype
+        env[f"SD{i}"] = safe_dtypes(f.dtype)
         env[f"S{i}"] = f.shape
-        env[f"T{i}"] = f.dtype.type
         env[f"C{i}"] = storage.columns[i]
-        array_ok = f"(type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.shape == S{i})"
+        array_ok = f"(type(v{i}) is ndarray and (v{i}.dtype is D{i} or v{i}.dtype in SD{i}) and v{i}.shape == S{i})"
         if f.shape == ():
-            py = {"f": "(float, int)", "i": "(int,)", "u": "()", "b": "(bool,)", "c": "(complex, float, int)"}
-            kinds = py.get(f.dtype.kind, "()")
-            if f.dtype.kind in "iu":
-                # a Python int must fit the field's range, which the general path checks
-                kinds = "()"
-            checks.append(f"(type(v{i}) in {kinds} or type(v{i}) is T{i} or {array_ok})")
+            checks.append(f"({_scalar_check(i, f.dtype, env)} or {array_ok})")
         else:
             checks.append(array_ok)
     lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
@@ -97,10 +140,12 @@ def compile_add_one(table: Table) -> Any:
 def compile_add_batch(table: Table) -> Any:
     """Generate ``add_batch(items) -> ids`` for the common case, else ``None``.
 
-    The common case: a FIFO writer, no deletions so far, arrays of exactly the
-    field dtypes, and a batch that fits before the ring wraps. Then the batch is
-    checked with identity tests and written with one slice assignment per field.
-    Everything else (wrapping, casting, errors, priorities) takes the general path.
+    The common case: a FIFO writer, no deletions so far, arrays of the field
+    dtypes or of dtypes that cast to them safely (float32 rewards into a float64
+    field), and a batch that fits before the ring wraps. Then the batch is checked
+    with identity and set-membership tests and written with one slice assignment
+    per field. Everything else (wrapping, narrowing casts, errors, priorities)
+    takes the general path.
     """
     schema = table.schema
     storage = table.storage
@@ -115,10 +160,12 @@ def compile_add_batch(table: Table) -> Any:
     checks = []
     for i, f in enumerate(schema.fields):
         env[f"D{i}"] = f.dtype
+        env[f"SD{i}"] = safe_dtypes(f.dtype)
         env[f"C{i}"] = storage.columns[i]
         # one tuple comparison checks the batch length and the field's shape together
         shape = "(m" + "".join(f", {d}" for d in f.shape) + ",)"
-        checks.append(f"type(v{i}) is ndarray and v{i}.dtype is D{i} and v{i}.shape == {shape}")
+        checks.append(f"type(v{i}) is ndarray and (v{i}.dtype is D{i} or v{i}.dtype in SD{i}) "
+                      f"and v{i}.shape == {shape}")
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")

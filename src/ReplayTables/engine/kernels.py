@@ -28,6 +28,8 @@ import numba as nb
 import numpy as np
 
 BRANCHING = 16  # 16 float64 = two cache lines per block: 4 internal levels for 10^6 leaves
+MAX_STORED = 2.0**400  # = samplers.MAX_STORED_PRIORITY (kept here so kernels need no import)
+MIN_STORED = 2.0**-400  # = samplers.MIN_STORED_PRIORITY
 
 # ``marks`` codes for one repair call with stamp ``s``: entry visited (2s) or visited
 # with a child whose minimum changed (2s + 1), so its own minimum must be recomputed.
@@ -204,14 +206,15 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     with numpy's vectorised power) and repair the tree.
 
     Returns ``(bad, applied, zero_delta, q_max)``. ``bad >= 0`` is the index of the
-    first priority that is negative, NaN or infinite, or whose stored value
-    overflows to infinity; then nothing was changed.
+    first priority that is negative, NaN or infinite, or whose stored value exceeds
+    ``MAX_STORED``; then nothing was changed. Positive stored values below
+    ``MIN_STORED`` are stored as ``MIN_STORED``.
     Ids that are negative or no longer live are skipped (``applied`` counts the rest).
     """
     n = ids.shape[0]
     for k in range(n):
         p = priorities[k]
-        if not (p >= 0.0 and p < np.inf and stored[k] < np.inf):
+        if not (p >= 0.0 and p < np.inf and stored[k] <= MAX_STORED):
             return k, 0, 0, 0.0
     cap = slot_id.shape[0]
     B = BRANCHING
@@ -235,10 +238,12 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
                 scratch[m] = s
                 m += 1
                 q = stored[k]
+                if 0.0 < q < MIN_STORED:
+                    q = MIN_STORED
                 q_max = max(q_max, q)
                 zero_delta += _write_leaf(leaves, s, q, True)
     touched += _repair(sums, cum, mins, marks, stamp, leaves, offsets, depth, scratch, m)
-    if touched < -1.0:  # never true (sums are >= 0): keeps the touch loads alive
+    if touched != touched:  # never true (finite leaves and integer slot ids): keeps the touch loads alive
         q_max = -1.0
     return -1, m, zero_delta, q_max
 

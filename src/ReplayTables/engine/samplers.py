@@ -27,9 +27,12 @@ def priority_array(priorities: Any, n: int, field: str = "priorities") -> np.nda
             and priorities.flags.c_contiguous:
         return priorities  # the common case: nothing to convert
     try:
-        p = np.ascontiguousarray(priorities, dtype=np.float64)
+        raw = np.asarray(priorities)
     except (TypeError, ValueError):
         raise PriorityError(field, priorities, f"{n} non-negative finite numbers") from None
+    if raw.dtype.kind not in "iuf":  # strings ("4"), bools and objects are not priorities
+        raise PriorityError(field, priorities, f"{n} non-negative finite numbers (got dtype {raw.dtype})")
+    p = np.ascontiguousarray(raw, dtype=np.float64)
     if p.ndim == 0:
         p = np.full(n, float(p))
     if p.shape != (n,):
@@ -121,6 +124,16 @@ class UniformSampler(Sampler):
 
 NEW_PRIORITY_MODES = ("max", "mean", "given")
 
+#: Largest stored priority ``q = p ** priority_exponent`` accepted: 2**400 (about 2.6e120).
+#: With at most 2**40 items the total priority mass stays below 2**440, far from overflow.
+MAX_STORED_PRIORITY = 2.0**400
+#: Positive stored priorities below 2**-400 (about 3.9e-121) are stored as 2**-400, so every
+#: positive priority keeps a positive probability and importance weights stay finite.
+MIN_STORED_PRIORITY = 2.0**-400
+#: Smallest importance weight reported (numpy's smallest normal float64): a weight that would
+#: underflow to 0 (beta > 1 over a huge priority range) is reported as this instead.
+MIN_WEIGHT = float(np.finfo(np.float64).tiny)
+
 
 class PrioritizedSampler(Sampler):
     """Proportional prioritized replay (Schaul et al., 2016) mixed with uniform.
@@ -154,9 +167,9 @@ class PrioritizedSampler(Sampler):
         self.max_q = 1.0
 
     def _q(self, p: np.ndarray) -> np.ndarray:
-        """Stored priorities ``p ** priority_exponent``; an overflow gives inf without a warning
-        (callers check). ``p ** a`` cannot overflow for ``a <= 1``, so numpy's error-state
-        switch (~1 us) is only paid above."""
+        """Raw stored priorities ``p ** priority_exponent`` (not yet bounded, see :meth:`_stored`);
+        an overflow gives inf without a warning (callers check). ``p ** a`` cannot overflow for
+        ``a <= 1``, so numpy's error-state switch (~1 us) is only paid above."""
         a = self.priority_exponent
         if a == 1.0:
             return p
@@ -167,12 +180,26 @@ class PrioritizedSampler(Sampler):
             result = np.power(p, a)
         return result
 
+    def _stored(self, p: np.ndarray) -> np.ndarray:
+        """What the tree stores for validated raw priorities: ``p ** a`` with positive values
+        below :data:`MIN_STORED_PRIORITY` raised to it."""
+        q = self._q(p)
+        tiny = (q > 0.0) & (q < MIN_STORED_PRIORITY)
+        if tiny.any():
+            q = np.where(tiny, MIN_STORED_PRIORITY, q)
+        return q
+
+    def expected(self) -> str:
+        """What a valid raw priority is, for error messages."""
+        return (f"non-negative finite numbers whose p ** {self.priority_exponent} is at most 2**400 "
+                f"(about {MAX_STORED_PRIORITY:.3g})")
+
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
         q = self._q(priorities)
-        if not np.isfinite(q).all():
-            bad = priorities[~np.isfinite(q)]
-            raise PriorityError(field, bad[:4].tolist(),
-                                f"priorities whose p ** {self.priority_exponent} is finite (it overflows)")
+        ok = q <= MAX_STORED_PRIORITY  # False for NaN too
+        if not ok.all():
+            raise PriorityError(field, priorities[~ok][:4].tolist(), self.expected(),
+                                "larger ones would let the total priority overflow")
 
     def _raise_max(self, q: np.ndarray) -> None:
         if q.size:
@@ -180,7 +207,7 @@ class PrioritizedSampler(Sampler):
 
     def on_insert(self, slots: np.ndarray, priorities: np.ndarray | None, directory: SlotDirectory) -> None:
         if priorities is not None:
-            q = self._q(priorities)
+            q = self._stored(priorities)
             self._raise_max(q)
             self.tree.set(slots, q)
             return
@@ -192,12 +219,14 @@ class PrioritizedSampler(Sampler):
             fresh = int(np.count_nonzero((leaves == 0.0) & ~np.signbit(leaves)))
             count = directory.count - fresh
             value = self.tree.total / count if count > 0 else 1.0
+            if 0.0 < value < MIN_STORED_PRIORITY:
+                value = MIN_STORED_PRIORITY
         else:
             value = self.max_q
         self.tree.set(slots, value)
 
     def on_update(self, slots: np.ndarray, priorities: np.ndarray) -> None:
-        q = self._q(priorities)
+        q = self._stored(priorities)
         self._raise_max(q)
         self.tree.set(slots, q)
 
@@ -211,8 +240,7 @@ class PrioritizedSampler(Sampler):
         q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
         bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
         if bad >= 0:
-            raise PriorityError("priorities", float(p[bad]), "non-negative finite numbers (no NaN, inf or < 0) "
-                                f"whose p ** {self.priority_exponent} is finite", f"at position {bad}")
+            raise PriorityError("priorities", float(p[bad]), self.expected(), f"at position {bad}")
         if applied:
             self.max_q = max(self.max_decay * self.max_q, q_max)
         return applied
@@ -269,16 +297,20 @@ class PrioritizedSampler(Sampler):
         return (1.0 - u) * self.tree.min_positive / total + u / count
 
     def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
-        """``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` over stored ``j`` (Schaul et al.)."""
-        with np.errstate(divide="ignore"):  # get() of a zero-probability item: weight inf
-            return self._weights(probabilities, directory, beta)
+        """``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` over stored ``j`` (Schaul et al.), in (0, 1]."""
+        return self._weights(probabilities, directory, beta)
 
     def _weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
-        """``(P(i) / P_min) ** -beta``, which equals the normalised weight above."""
+        """``(P(i) / P_min) ** -beta``, which equals the normalised weight above, kept in
+        ``[MIN_WEIGHT, 1]``: the stored-priority bounds keep ``P / P_min`` finite, and the clip
+        catches the two edge cases (an underflow for ``beta > 1`` over a huge priority range,
+        and ``get`` of an item whose probability is 0, which no sample can return)."""
         if beta == 0.0:
             return np.ones(probabilities.shape[0], dtype=np.float64)
         weights: np.ndarray = np.divide(probabilities, self.min_probability(directory))
-        np.power(weights, -beta, out=weights)
+        with np.errstate(divide="ignore", over="ignore"):
+            np.power(weights, -beta, out=weights)
+        np.clip(weights, MIN_WEIGHT, 1.0, out=weights)
         return weights
 
     def config(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ReplayTables.errors import SchemaError
 
-__all__ = ["Field", "FieldSpec", "Schema"]
+__all__ = ["Field", "FieldSpec", "Schema", "check_fits"]
 
 _SCALAR_ANNOTATIONS: dict[Any, np.dtype] = {
     float: np.dtype(np.float64),
@@ -190,13 +190,12 @@ class Schema:
                         raise SchemaError(".".join(path), "<missing>", f"a value for every field {self.names}")
                     node = node[key]
                 out.append(node)
-            if self.kind == "dict":
-                extra = _count_leaves(item) - len(declared)
-                if extra > 0:
-                    known = {p for p, _ in declared}
-                    unknown = [".".join(p) for p, _ in _flatten_values(item, ()) if p not in known]
-                    raise SchemaError("item", sorted(unknown), f"only the fields {self.names}",
-                                      "unknown field(s)")
+            # a key the structure does not have is a typo, whatever the structure (dict,
+            # NamedTuple or dataclass): dropping it silently would lose the user's data
+            if _count_leaves(item) > len(declared):
+                known = {p for p, _ in declared}
+                unknown = [".".join(p) for p, _ in _flatten_values(item, ()) if p not in known]
+                raise SchemaError("item", sorted(unknown), f"only the fields {self.names}", "unknown field(s)")
             return out
         if self.kind == "namedtuple":
             # a plain tuple is taken by position; another NamedTuple must name the same fields
@@ -279,11 +278,8 @@ class Schema:
             expected = f.shape if batch is None else (batch, *f.shape)
             if arr.shape != expected:
                 raise SchemaError(f.name, value, f"shape {expected} (got shape {arr.shape})")
-            if f.dtype.kind in "iu" and arr.size and not np.can_cast(arr.dtype, f.dtype, "safe"):
-                # a narrowing integer cast would wrap around silently (300 -> 44 in int8)
-                info = np.iinfo(f.dtype)
-                if arr.min() < info.min or arr.max() > info.max:
-                    raise SchemaError(f.name, value, f"integers in [{info.min}, {info.max}] (dtype {f.dtype})")
+            if arr.size and not np.can_cast(arr.dtype, f.dtype, "safe"):
+                check_fits(f.name, f.dtype, value, arr)
             out.append(arr)
         return out
 
@@ -318,6 +314,27 @@ class Schema:
             return f"Schema({self.kind}, unresolved: {self.names})"
         inner = ", ".join(f"{f.name}: {f.dtype}{list(f.shape)}" for f in self.fields)
         return f"Schema({inner})"
+
+
+def check_fits(name: str, dtype: np.dtype, value: Any, arr: np.ndarray) -> None:
+    """Refuse values that a narrowing cast into ``dtype`` would not keep (a :class:`SchemaError`).
+
+    A narrowing integer cast wraps around silently (300 -> 44 in int8); a narrowing
+    float cast turns a finite value into inf (1e300 -> inf in float32). Both are
+    refused; NaN and inf given as such stay what they are.
+    """
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise SchemaError(name, value, f"integers in [{info.min}, {info.max}] (dtype {dtype})")
+    elif dtype.kind in "fc":
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(dtype)
+        lost = np.isfinite(arr) & ~np.isfinite(cast)
+        if lost.any():
+            limit = float(np.finfo(dtype).max)
+            raise SchemaError(name, value, f"finite values within +/-{limit:.4g} (dtype {dtype}; larger "
+                                           "ones would be stored as inf)")
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:

@@ -23,7 +23,7 @@ from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSam
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.segments import SegmentIndex
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import check_capacity, check_count, check_ids
+from ReplayTables.engine.table import LARGE_SAMPLE, check_capacity, check_count, check_ids, check_sample_bytes
 from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError, StaleIdError
 
 __all__ = ["SegmentTable"]
@@ -129,6 +129,8 @@ class SegmentTable:
         n = check_count("num_items", n)
         if self.size == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        if n > LARGE_SAMPLE:  # every item has at least one row
+            check_sample_bytes("num_items", n, self.storage.row_bytes if self.storage is not None else 0)
         weights = None
         if beta is None:
             slots, probabilities = self.sampler.sample(n, self.rng, self.index.directory)

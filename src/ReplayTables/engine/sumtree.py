@@ -49,10 +49,13 @@ def aligned_full(n: int, value: float, dtype: Any = np.float64) -> np.ndarray:
     touch passes do not prefetch.
     """
     itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(n * itemsize + BLOCK_ALIGNMENT, dtype=np.uint8)
+    # zeros come from calloc: the operating system maps pages only when they are first written,
+    # so a large, mostly empty tree does not commit its memory up front
+    raw = (np.zeros if value == 0 else np.empty)(n * itemsize + BLOCK_ALIGNMENT, dtype=np.uint8)
     start = -raw.ctypes.data % BLOCK_ALIGNMENT
     out: np.ndarray = raw[start:start + n * itemsize].view(dtype)
-    out[:] = value
+    if value != 0:
+        out[:] = value
     return out
 
 

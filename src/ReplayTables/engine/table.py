@@ -23,6 +23,7 @@ import numpy as np
 
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
 from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
@@ -47,6 +48,30 @@ class Sample(NamedTuple):
 #: Larger capacities or sample sizes cannot be allocated on any machine we target.
 MAX_COUNT = 2**40
 _INT64 = np.dtype(np.int64)
+#: Bookkeeping bytes per slot besides the stored row: slot ids and the dense live list (3 int64),
+#: and for a prioritized sampler the sum tree (leaf + internal levels + marks, about 12 bytes).
+DIRECTORY_BYTES_PER_SLOT = 24
+TREE_BYTES_PER_SLOT = 12
+#: Bytes a sample needs per drawn item besides its row (draws, slots, ids, probabilities, weights).
+SAMPLE_BYTES_PER_ITEM = 40
+
+
+#: Samples up to this many items are not checked against the machine's memory (they always fit).
+LARGE_SAMPLE = 1 << 20
+
+
+def check_sample_bytes(name: str, n: int, row_bytes: int) -> None:
+    """Refuse a sample of ``n`` rows of ``row_bytes`` that cannot fit in this machine's memory."""
+    per_item = row_bytes + SAMPLE_BYTES_PER_ITEM
+    check_allocation(name, n, n * per_item, f"a sample of {n} items of {per_item} bytes")
+
+
+def check_table_bytes(name: str, capacity: int, row_bytes: int, prioritized: bool) -> None:
+    """Refuse a capacity whose rows and bookkeeping cannot fit in this machine's memory.
+
+    Called before anything is allocated (front ends call it before building a sum tree)."""
+    per_slot = row_bytes + DIRECTORY_BYTES_PER_SLOT + (TREE_BYTES_PER_SLOT if prioritized else 0)
+    check_allocation(name, capacity, capacity * per_slot, f"{capacity} slots of {per_slot} bytes")
 
 
 def check_capacity(name: str, value: Any) -> int:
@@ -90,8 +115,10 @@ class Table:
     """Fixed-capacity item store: schema + storage + writer + sampler + ids."""
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
-                 sampler: Sampler | None = None, rng: np.random.Generator | None = None) -> None:
-        self.capacity = check_capacity("capacity", capacity)
+                 sampler: Sampler | None = None, rng: np.random.Generator | None = None,
+                 capacity_name: str = "capacity") -> None:
+        self.capacity = check_capacity(capacity_name, capacity)
+        self.capacity_name = capacity_name
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
         self.writer = make_writer(writer, self.capacity) if isinstance(writer, str) else writer
         self.sampler = sampler if sampler is not None else UniformSampler()
@@ -100,6 +127,7 @@ class Table:
         if not isinstance(rng, np.random.Generator):
             raise ConfigError("rng", rng, "a numpy.random.Generator (np.random.default_rng(seed))")
         self.rng = rng
+        self._check_bytes(0)
         self.directory = SlotDirectory(self.capacity)
         self.storage: PackedStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
@@ -120,8 +148,13 @@ class Table:
     def fields(self) -> list[Field]:
         return self.schema.fields or []
 
+    def _check_bytes(self, row_bytes: int) -> None:
+        check_table_bytes(self.capacity_name, self.capacity, row_bytes, self.sampler.prioritized)
+
     def _allocate(self) -> None:
         assert self.schema.fields is not None
+        row_bytes = sum(f.nbytes for f in self.schema.fields)
+        self._check_bytes(row_bytes)
         self.storage = PackedStorage(self.schema.fields, self.capacity)
         self._add_fast = None
         self._add_batch_fast = None
@@ -249,6 +282,8 @@ class Table:
         n = check_count("n", n)
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+        if n > LARGE_SAMPLE:
+            check_sample_bytes("n", n, self.storage.row_bytes if self.storage is not None else 0)
         ids, slots, probabilities, weights = self.sampler.draw(n, self.rng, self.directory, beta)
         assert self.storage is not None
         self.counters["sampled"] += n
