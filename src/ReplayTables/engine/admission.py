@@ -36,7 +36,8 @@ def admit_insert(lock: TableLockProtocol, limiter: RateLimiter | None, k: int,
     """
     if limiter is None:
         return
-    check_timeout(timeout)
+    if timeout is not None:
+        check_timeout(timeout)
     if not lock.closed and limiter.can_insert(k, size()):
         return  # the common case builds no closures
     lock.wait_until(lambda: limiter.can_insert(k, size()), timeout,
@@ -51,7 +52,8 @@ def admit_sample(lock: TableLockProtocol, limiter: RateLimiter | None, k: int,
     """
     if limiter is None:
         return
-    check_timeout(timeout)
+    if timeout is not None:
+        check_timeout(timeout)
     if not lock.closed and limiter.can_sample(k, size()):
         return
     lock.wait_until(lambda: limiter.can_sample(k, size()), timeout,
