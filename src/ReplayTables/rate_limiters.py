@@ -122,7 +122,7 @@ class RateLimiter:
 
     @property
     def counts(self) -> np.ndarray:
-        """The live ``int64[2]`` array ``[inserts, samples]`` (the bound one after :meth:`bind`)."""
+        """The live ``int64[2]`` array ``[inserts, samples]`` (the bound one after ``bind``)."""
         return self._counts
 
     # ------------------------------------------------------------ decisions
@@ -188,13 +188,13 @@ class RateLimiter:
 
     # ------------------------------------------------------------ config and state
     def config(self) -> dict[str, Any]:
-        """The four numbers as plain JSON values; :meth:`from_config` rebuilds the limiter."""
+        """The four numbers as plain JSON values; ``from_config`` rebuilds the limiter."""
         return {"samples_per_insert": self._spi, "min_size_to_sample": self._min_size,
                 "min_diff": self._min_diff, "max_diff": self._max_diff}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RateLimiter:
-        """A new limiter (counts zero) from :meth:`config`'s dict; unknown or missing keys are a ConfigError."""
+        """A new limiter (counts zero) from ``config``'s dict; unknown or missing keys are a ConfigError."""
         if not isinstance(config, Mapping):
             raise ConfigError("rate_limiter", config, "a dict with keys " + ", ".join(_CONFIG_KEYS))
         if set(config) != set(_CONFIG_KEYS):
@@ -207,7 +207,7 @@ class RateLimiter:
         return {"inserts": int(self._view[0]), "samples": int(self._view[1])}
 
     def check_state(self, state: Any) -> None:
-        """Raise :class:`CheckpointError` if :meth:`load_state_dict` would refuse ``state``; change nothing."""
+        """Raise ``CheckpointError`` if ``load_state_dict`` would refuse ``state``; change nothing."""
         if not isinstance(state, Mapping):
             raise CheckpointError("rate_limiter", state, "a dict with keys inserts, samples")
         if set(state) != set(_STATE_KEYS):
@@ -221,7 +221,7 @@ class RateLimiter:
         _check_counts(values[0], values[1], CheckpointError, "rate_limiter")
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s counts; a bad state is a CheckpointError and changes nothing."""
+        """Restore ``state_dict``'s counts; a bad state is a CheckpointError and changes nothing."""
         self.check_state(state)
         self._view[0] = int(state["inserts"])
         self._view[1] = int(state["samples"])
