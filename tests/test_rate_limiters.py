@@ -17,11 +17,13 @@ import copy
 import json
 import math
 import pickle
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -917,3 +919,15 @@ def test_decisions_are_the_spec_text(config: tuple[Fraction, int, Fraction, Frac
         elif op == "delete":
             model.size -= min(k, model.size)
     assert limiter.state_dict() == {"inserts": model.inserts, "samples": model.samples}
+
+
+# ---------------------------------------------------------------- the docs page
+def test_docs_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/rate-limiting.md: its Python blocks run in order, in one namespace, as written."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "rate-limiting.md"
+    code = re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+    assert len(code) >= 3
+    namespace: dict[str, Any] = {}
+    for i, block in enumerate(code):
+        exec(compile(block, f"docs/rate-limiting.md block {i + 1}", "exec"), namespace)
+    assert "rate_limiter.inserts: got -1" in capsys.readouterr().out
