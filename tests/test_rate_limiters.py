@@ -40,7 +40,7 @@ BLOCKED = 0.25  # a call still waiting after this long counts as blocked
 RELEASED = 1.0  # a released call must finish within this long
 
 
-# ---------------------------------------------------------------- helpers
+# ---------------------------------------------------------------- a fake table and a thread runner
 class FakeTable:
     """A table reduced to its size, wired to a limiter the way the engine's table is."""
 
