@@ -10,11 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from ReplayTables.errors import (
+    BufferClosedError,
     CheckpointError,
     ConfigError,
     EmptyBufferError,
     EpisodeError,
     PriorityError,
+    RateLimitTimeout,
     ReplayTablesError,
     SchemaError,
     StaleIdError,
@@ -23,11 +25,13 @@ from ReplayTables.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BufferClosedError",
     "CheckpointError",
     "ConfigError",
     "EmptyBufferError",
     "EpisodeError",
     "PriorityError",
+    "RateLimitTimeout",
     "ReplayTablesError",
     "SchemaError",
     "StaleIdError",

@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BufferClosedError",
     "CheckpointError",
     "ConfigError",
     "EmptyBufferError",
     "EpisodeError",
     "PriorityError",
+    "RateLimitTimeout",
     "ReplayTablesError",
     "SchemaError",
     "StaleIdError",
@@ -78,3 +80,18 @@ class ConfigError(ReplayTablesError, ValueError):
 
 class CheckpointError(ReplayTablesError, OSError):
     """A checkpoint directory is missing, foreign, truncated or corrupted."""
+
+
+class RateLimitTimeout(ReplayTablesError, TimeoutError):
+    """A call that the rate limiter held back was still not allowed when its timeout ran out.
+
+    Nothing was changed: the insert or sample that timed out did not happen.
+    """
+
+
+class BufferClosedError(ReplayTablesError, RuntimeError):
+    """The buffer was closed, either while this call waited or before it began.
+
+    Not bad input but a state of the buffer, hence ``RuntimeError`` rather than
+    ``ValueError``; nothing was changed by the call that raised it.
+    """
