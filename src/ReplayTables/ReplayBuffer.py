@@ -31,11 +31,12 @@ class ReplayBuffer(TableBuffer):
         structure: a ``NamedTuple`` class, a dataclass, or a dict of
             :class:`~ReplayTables.engine.schema.FieldSpec`; undeclared dtypes and
             shapes are taken from the first item added.
-        rng: the ``numpy.random.Generator`` that drives sampling (seed it for
-            reproducible runs; it is saved in checkpoints).
+        rng: the ``numpy.random.Generator`` that drives sampling, or an int seed
+            meaning ``np.random.default_rng(seed)`` (seed it for reproducible runs;
+            its state is saved in checkpoints); ``None`` draws a fresh seed.
     """
 
-    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None) -> None:
         max_size = check_capacity("max_size", max_size)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng)
         # a field called e.g. ``weights`` would hide the batch's importance weights; fields
