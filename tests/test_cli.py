@@ -68,6 +68,15 @@ def test_bad_arguments_exit_2_with_a_message(argv: list[str], capsys: pytest.Cap
     assert "error" in capsys.readouterr().err
 
 
+def test_missing_bench_extra_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # what an uninstalled package looks like to import
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'ReplayTables[bench]'" in err and "rich" in err
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert "bench" in capsys.readouterr().out

@@ -108,8 +108,8 @@ class _ModuleAlias:
 def _resolve(name: str) -> Any:
     module_name, _, attribute = _LAZY[name].partition(":")
     module = _importlib.import_module(module_name)
-    value = getattr(module, attribute) if attribute else module
-    if name in _SAME_NAME:
+    value: Any = getattr(module, attribute) if attribute else module
+    if name in _SAME_NAME and isinstance(value, type):
         for public in getattr(module, "__all__", ()):
             if public not in vars(value):
                 setattr(value, public, _ModuleAlias(value, module_name, public))

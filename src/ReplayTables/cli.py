@@ -86,6 +86,15 @@ def bench_command(args: argparse.Namespace) -> int:
     import platform
     import time
 
+    from ReplayTables.errors import ConfigError
+    from ReplayTables.optional import require
+
+    try:  # the bench extra; say how to install it rather than fail deep inside
+        require("rich", "bench", "replaytables bench")
+        require("matplotlib", "bench", "replaytables bench")
+    except ConfigError as e:
+        print(f"replaytables: {e}", file=sys.stderr)
+        return 2
     from rich.console import Console
 
     from ReplayTables import __version__
