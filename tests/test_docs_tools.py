@@ -85,6 +85,12 @@ def test_arithmatex_output_is_replaced_by_the_converters_mathml() -> None:
     assert mathml.render("<p>no maths</p>", fake) == "<p>no maths</p>"
 
 
+def test_escapes_in_text_arguments_are_literal_characters() -> None:
+    tex = r"\max\bigl(\texttt{max\_decay}\cdot m,\; \text{a\%b}\bigr) + q\_i"
+    assert mathml.unescape_text_args(tex) == r"\max\bigl(\texttt{max_decay}\cdot m,\; \text{a%b}\bigr) + q\_i"
+    assert mathml.unescape_text_args(r"\alpha + \beta") == r"\alpha + \beta"
+
+
 # ---------------------------------------------------------------- the site check
 def test_site_check_flags_raw_roles_and_maths_but_not_code() -> None:
     assert check_site.findings("<p>Use :class:<code>Batch</code> here</p>")
@@ -92,6 +98,8 @@ def test_site_check_flags_raw_roles_and_maths_but_not_code() -> None:
     assert check_site.findings("<p>where $q = p^a$ holds</p>")
     assert check_site.findings("<p>a \\alpha left over</p>")
     assert check_site.findings('<script src="https://unpkg.com/mathjax@3/es5/tex-mml-chtml.js"></script>')
+    assert check_site.findings('<math><mtext mathvariant="monospace">max\\_decay</mtext></math>')
+    assert check_site.findings("<math><merror><mtext>bad</mtext></merror></math>")
     clean = ('<p>Rendered <span class="arithmatex"><math><mi>m</mi></math></span> and '
              '<code>:class:`x` $HOME \\(a\\)</code></p><pre>echo $A $B</pre><script>var a = "$x$";</script>'
              '<script src="../assets/local.js"></script>')

@@ -7,7 +7,8 @@ Fails (exit 1, one line per finding) when a page's text, outside code, still hol
 * a raw Sphinx role (``:class:``, ``:meth:``, ... from a docstring the role
   extension did not convert), or
 * unrendered maths: ``$...$``, ``$$``, ``\\(...\\)``, ``\\[...\\]`` or a TeX command
-  such as ``\\alpha`` (LaTeX the MathML hook did not convert),
+  such as ``\\alpha`` (LaTeX the MathML hook did not convert), or TeX that reached
+  the MathML as text (``<mtext>max\\_decay</mtext>``),
 
 or when a page loads a script from the network (the site must work offline), or
 when the site holds no MathML at all (the maths pages exist, so none means the
@@ -27,6 +28,8 @@ VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "met
 
 ROLE = re.compile(r":(?:py:)?(?:class|meth|func|mod|attr|data|exc|obj|const):")
 MATH = re.compile(r"\$\$|\$[^$\s][^$\n]*\$|\\\(|\\\)|\\\[|\\\]|\\(?:[a-zA-Z]{2,})\b")
+#: TeX that reached the MathML as text (a backslash in a token element), or a converter error
+RAW_TEX_IN_MATHML = re.compile(r"<(?:mi|mo|mn|mtext)\b[^>]*>[^<]*\\[^<]*</|<merror\b")
 REMOTE_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=[\"']?(?:https?:)?//", re.I)
 
 
@@ -68,6 +71,8 @@ def findings(page_html: str) -> list[str]:
             end = text.find("\n", m.end())
             line = text[text.rfind("\n", 0, m.start()) + 1:end if end >= 0 else len(text)]
             out.append(f"{what} {m.group(0)!r} in: {line.strip()[:160]}")
+    for m in RAW_TEX_IN_MATHML.finditer(page_html):
+        out.append(f"TeX left inside MathML: {m.group(0)[:120]}")
     for m in REMOTE_SCRIPT.finditer(page_html):
         out.append(f"script from the network: {page_html[m.start():m.start() + 160].splitlines()[0]}")
     return out

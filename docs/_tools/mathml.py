@@ -24,6 +24,21 @@ MATH_RE = re.compile(
 
 Converter = Callable[[str, str], str]
 
+#: text-mode arguments (``\texttt{max\_decay}``): a TeX escape there is the character
+#: itself, which latex2mathml would otherwise show with its backslash
+TEXT_ARG_RE = re.compile(r"\\(?P<cmd>texttt|text|textrm|textit|textbf|mathrm|operatorname)"
+                         r"\{(?P<arg>(?:[^{}\\]|\\.)*)\}")
+TEXT_ESCAPE_RE = re.compile(r"\\([_%&#$])")
+
+
+def unescape_text_args(tex: str) -> str:
+    r"""``\texttt{max\_decay}`` becomes ``\texttt{max_decay}``: escaped characters in text arguments."""
+
+    def one(m: re.Match[str]) -> str:
+        return "\\" + m["cmd"] + "{" + TEXT_ESCAPE_RE.sub(r"\1", m["arg"]) + "}"
+
+    return TEXT_ARG_RE.sub(one, tex)
+
 
 def render(page_html: str, convert: Converter) -> str:
     """``page_html`` with every arithmatex formula replaced by ``convert(tex, "inline" | "block")``."""
@@ -31,6 +46,7 @@ def render(page_html: str, convert: Converter) -> str:
     def one(match: re.Match[str]) -> str:
         display = "inline" if match["inline"] is not None else "block"
         tex = html.unescape(match["inline"] if match["inline"] is not None else match["block"]).strip()
+        tex = unescape_text_args(tex)
         mathml = convert(tex, display)
         if display == "block":
             return f'<div class="arithmatex">{mathml}</div>'

@@ -108,7 +108,7 @@ class _ModuleAlias:
 def _resolve(name: str) -> Any:
     module_name, _, attribute = _LAZY[name].partition(":")
     module = _importlib.import_module(module_name)
-    value: Any = getattr(module, attribute) if attribute else module
+    value: object = getattr(module, attribute) if attribute else module
     if name in _SAME_NAME and isinstance(value, type):
         for public in getattr(module, "__all__", ()):
             if public not in vars(value):
