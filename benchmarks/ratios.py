@@ -2,7 +2,7 @@
 
     python3 benchmarks/ratios.py benchmarks/results/<name> [more runs ...] [--ours ReplayTables-next]
 
-Reads ``<folder>/peers.json`` (written by ``../shared/bench/peers.py``) and prints a
+Reads ``<folder>/peers.json`` (written by the peer harness's ``$BENCH_DIR/peers.py``) and prints a
 markdown table: our time per op, the fastest *library* peer in the same run (the
 numpy reference is a floor, not a library, so it is listed separately), the
 ratios, and whether each target holds. Every ratio compares cells of the same run.

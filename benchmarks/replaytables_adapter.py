@@ -1,6 +1,6 @@
 """Peer-harness adapter for this repository's ReplayTables (the engine in ``src/``).
 
-Loaded by ``../shared/bench/worker.py`` (by path, see ``benchmarks/peers.json``),
+Loaded by the peer harness's ``$BENCH_DIR/worker.py`` (by path, see ``benchmarks/peers.json``),
 inside a venv that has this repository installed editable (``benchmarks/README.md``).
 It uses the public API only:
 

@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Run this repository's ReplayTables side by side with the peers on the shared
-# harness and print the markdown table.
+# Run this repository's ReplayTables side by side with the peers on the peer
+# harness ($BENCH_DIR) and print the markdown table.
 #
 #   bash benchmarks/run_peers.sh [NAME] [--workloads W1 W2 ...] [--peers ...]
 #
 # NAME (default: run-<UTC timestamp>) is the results folder under
 # benchmarks/results/ (git-ignored): peers.json (raw), peers.md (tables), logs/.
 # Extra arguments go to peers.py. Environment:
-#   PEER_VENV_ROOT  venvs (default /work/peer-venvs); $PEER_VENV_ROOT/ours must be a
+#   PEER_VENV_ROOT  venvs (default: the harness's own, ${TMPDIR:-/tmp}/peer-venvs); $PEER_VENV_ROOT/ours must be a
 #                   venv with this repo installed editable (benchmarks/README.md)
-#   BENCH_DIR       the shared harness (default: ../shared/bench from the repo root)
+#   BENCH_DIR       the peer harness folder (holding peers.py); required, it is not part of this repository
 #   PEER_REPEATS, PEER_REPEAT_BUDGET_S   passed through to the harness
 #
 # The harness starts each worker inside its own folder, so an adapter given as a
@@ -19,8 +19,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-export PEER_VENV_ROOT="${PEER_VENV_ROOT:-/work/peer-venvs}"
-BENCH_DIR="${BENCH_DIR:-$ROOT/../shared/bench}"
+export PEER_VENV_ROOT="${PEER_VENV_ROOT:-${TMPDIR:-/tmp}/peer-venvs}"
+BENCH_DIR="${BENCH_DIR:?set BENCH_DIR to the peer harness folder (the one holding peers.py)}"
 NAME="run-$(date -u +%Y%m%d-%H%M)"
 if [[ $# -gt 0 && "$1" != --* ]]; then NAME="$1"; shift; fi
 OUT="benchmarks/results/$NAME"

@@ -1,6 +1,6 @@
 """Peer-harness adapter for the step-stream buffer (``ReplayTables.trajectory.TrajectoryReplay``).
 
-Loaded by ``../shared/bench/worker.py`` by path (entries ``ReplayTables-next steps`` in
+Loaded by the peer harness's ``$BENCH_DIR/worker.py`` by path (entries ``ReplayTables-next steps`` in
 ``benchmarks/peers.json``). The harness hands over transitions ``(obs, action,
 reward, next_obs, done)`` of one trajectory (``next_obs[i] == obs[i + 1]``); this
 adapter feeds them as a step stream, which is how an RL loop would use the buffer:

@@ -2,28 +2,35 @@
 
     pip install torch==2.13.0            # first: the CPU build (unpinned torch pulls CUDA)
     pip install -e '.[examples]'
-    python examples/dqn_cartpole.py      # full run: 2 replay kinds x 3 seeds, about 1-3 min on 2 cores
-    python examples/dqn_cartpole.py --smoke   # a few seconds: same code path, tiny budget
+    python examples/dqn_cartpole.py      # full run: 2 replay kinds x 3 seeds, ~6.5 min on 2 CPU cores
+    python examples/dqn_cartpole.py --smoke   # seconds: same code path, tiny budget
 
 Double DQN with a small MLP, a target network and a Huber loss. The only
 difference between the two curves is the buffer: ``ReplayBuffer`` (uniform) or
 ``PrioritizedReplay`` (priorities = |TD error|, importance weights in the loss).
+
+Every run spends its whole step budget (no early stop), and every ``eval_every``
+steps the greedy policy (no exploration) plays ``eval_episodes`` episodes on a
+separate environment. At the end the final network plays ``final_episodes``
+(100) greedy episodes: gymnasium defines CartPole-v1 as solved when the mean
+return over 100 consecutive episodes is at least 475 (its ``reward_threshold``;
+episodes are cut at 500), and a run is reported as solved only by that test of
+its final network.
+
 Writes, under ``--out`` (default ``dqn_cartpole_out/``):
 
-* ``learning_curves.png``: return (moving mean of 20 episodes) against
-  environment steps, mean over seeds with the min-max band, for both buffers;
+* ``learning_curves.png``: for each buffer, the mean over seeds with a shaded
+  min-max band over seeds, of (left) the greedy evaluation return and (right) the
+  training return (mean of the last 20 episodes), against environment steps;
 * ``dqn_cartpole.log``: settings, one line per run and the summary;
-* ``results.json``: every episode's return and end step, per run.
+* ``results.json``: every episode's return and end step, every evaluation, per run.
 
-CartPole counts as solved when the mean return of the last 20 training episodes
-is at least 195 (the classic CartPole-v0 threshold; v1 caps episodes at 500). A
-run trains until it is solved or its step budget (40,000 steps) is spent
-(``--set stop_when_solved=false`` spends the whole budget), then plays 10 greedy
-episodes with the final network, reported beside the training figure.
-
-Training is done in phases, as in the RL Baselines3 Zoo's CartPole DQN: every 64
-environment steps, 64 gradient steps on batches of 64, then the target network
-is copied. Runs go in parallel, one process per core, one torch thread each.
+Training is done in phases, as in the RL Baselines3 Zoo's CartPole DQN: every
+``train_every`` environment steps, ``gradient_steps`` gradient steps on batches of
+64, with the target network copied before each phase. The learning rate decays
+linearly to ``lr_end`` over the budget, which keeps the final network from
+drifting away from a good policy. Runs go in parallel, one process per core, one
+torch thread each.
 """
 from __future__ import annotations
 
@@ -33,14 +40,21 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-SOLVED = 195.0
-WINDOW = 20
+#: gymnasium's ``reward_threshold`` for CartPole-v1, over ``SOLVED_EPISODES`` consecutive episodes
+SOLVED = 475.0
+SOLVED_EPISODES = 100
+WINDOW = 20  # training-return curve: mean of the last WINDOW episodes
+PROGRESS_EVERY = 250  # environment steps between progress-bar updates
+
+#: module -> the extra that installs it (the demo's dependencies beyond numpy)
+DEMO_MODULES = {"torch": "examples", "gymnasium": "examples", "matplotlib": "examples", "tqdm": "examples"}
 
 
 class Transition(NamedTuple):
@@ -55,59 +69,126 @@ class Transition(NamedTuple):
 
 @dataclass(frozen=True)
 class Settings:
-    """Hyperparameters of one run (the defaults solve CartPole in about 8-12k steps)."""
+    """Hyperparameters of one run."""
 
-    steps: int = 40_000  # budget; a run stops earlier once solved
+    steps: int = 50_000  # environment steps per run, always spent in full
     buffer_size: int = 50_000
     batch_size: int = 64
     learning_starts: int = 1_000
-    train_every: int = 64  # env steps between training phases
-    gradient_steps: int = 64  # gradient steps per training phase (one per env step on average)
+    train_every: int = 256  # env steps between training phases
+    gradient_steps: int = 128  # gradient steps per training phase
     gamma: float = 0.99
-    lr: float = 1e-3
-    lr_end: float = 1e-3  # learning rate at the end of the budget (linear schedule; constant by default)
+    lr: float = 2.3e-3
+    lr_end: float = 1e-4  # learning rate at the end of the budget (linear schedule)
     hidden: int = 256
-    target_every: int = 64  # env steps between target-network copies (here: after every training phase)
     eps_start: float = 1.0
     eps_end: float = 0.04
-    eps_steps: int = 5_000
+    eps_steps: int = 8_000
     # prioritized replay (PERConfig): alpha, beta annealed to 1 over the run
     priority_exponent: float = 0.6
     beta: float = 0.4
     priority_eps: float = 1e-3
-    stop_when_solved: bool = True  # end the run once the last 20 episodes average >= 195
-    eval_episodes: int = 10  # greedy episodes played by the final network (not trained on)
+    eval_every: int = 2_500  # env steps between greedy evaluations
+    eval_episodes: int = 5  # greedy episodes per evaluation during training
+    final_episodes: int = SOLVED_EPISODES  # greedy episodes played by the final network
 
 
 def smoke_settings() -> Settings:
-    return Settings(steps=1_500, learning_starts=256, eps_steps=1_000, hidden=64, eval_episodes=2)
+    return Settings(steps=1_500, learning_starts=256, train_every=64, gradient_steps=32, eps_steps=1_000,
+                    hidden=64, eval_every=500, eval_episodes=2, final_episodes=2)
+
+
+# ---------------------------------------------------------------- dependencies
+def require_demo_modules(modules: Sequence[str] = tuple(DEMO_MODULES)) -> None:
+    """Import each module the demo needs, or raise a ConfigError naming the extra that installs it."""
+    from ReplayTables.optional import require
+
+    for name in modules:
+        require(name, DEMO_MODULES[name], "examples/dqn_cartpole.py")
+
+
+# ---------------------------------------------------------------- pure helpers (tested without torch)
+def linear(start: float, end: float, frac: float) -> float:
+    """``start`` moved linearly towards ``end``; ``frac`` is clipped to [0, 1]."""
+    return start + min(1.0, max(0.0, frac)) * (end - start)
+
+
+def is_solved(returns: Sequence[float]) -> bool:
+    """Gymnasium's test for CartPole-v1: the mean of the last 100 consecutive episodes is >= 475."""
+    if len(returns) < SOLVED_EPISODES:
+        return False
+    return float(np.mean(np.asarray(returns[-SOLVED_EPISODES:], dtype=np.float64))) >= SOLVED
+
+
+def eval_steps(steps: int, every: int) -> list[int]:
+    """The environment steps after which a greedy evaluation runs (the last step always)."""
+    marks = list(range(every, steps, every)) if every > 0 else []
+    return [*marks, steps]
+
+
+def training_curve(returns: Sequence[float], ends: Sequence[int], grid: np.ndarray,
+                   window: int = WINDOW) -> np.ndarray:
+    """At each step of ``grid``, the mean return of the last ``window`` episodes ended by then (NaN before any)."""
+    r = np.asarray(returns, dtype=np.float64)
+    e = np.asarray(ends, dtype=np.int64)
+    done = np.searchsorted(e, grid, side="right")  # episodes finished at or before each grid step
+    csum = np.concatenate([[0.0], np.cumsum(r)])
+    lo = np.maximum(0, done - window)
+    out = np.full(grid.shape, np.nan)
+    has = done > 0
+    out[has] = (csum[done[has]] - csum[lo[has]]) / (done[has] - lo[has])
+    return out
+
+
+def mean_band(curves: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, minimum and maximum over runs at each point (points where a run has no value are skipped)."""
+    stack = np.vstack([np.asarray(c, dtype=np.float64) for c in curves])
+    out = np.full((3, stack.shape[1]), np.nan)
+    ok = ~np.isnan(stack).all(axis=0)
+    out[0, ok] = np.nanmean(stack[:, ok], axis=0)
+    out[1, ok] = np.nanmin(stack[:, ok], axis=0)
+    out[2, ok] = np.nanmax(stack[:, ok], axis=0)
+    return out[0], out[1], out[2]
+
+
+def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings as typed overrides of ``defaults`` (KeyError naming an unknown name)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name not in defaults:
+            raise KeyError(name)
+        kind = type(defaults[name])
+        if kind is bool:
+            out[name] = value.lower() in ("1", "true", "yes", "on")
+        else:
+            out[name] = kind(float(value)) if kind is int else kind(value)
+    return out
 
 
 # ---------------------------------------------------------------- one run
 def make_buffer(kind: str, settings: Settings, seed: int) -> Any:
-    from ReplayTables.PER import PERConfig, PrioritizedReplay
-    from ReplayTables.ReplayBuffer import ReplayBuffer
+    from ReplayTables import PERConfig, PrioritizedReplay, ReplayBuffer
 
-    rng = np.random.default_rng(seed)
     if kind == "uniform":
-        return ReplayBuffer(max_size=settings.buffer_size, structure=Transition, rng=rng)
-    n_updates = max(1, (settings.steps - settings.learning_starts) // settings.train_every * settings.gradient_steps)
+        return ReplayBuffer(max_size=settings.buffer_size, structure=Transition, rng=seed)
+    n_phases = max(1, (settings.steps - settings.learning_starts) // settings.train_every)
     config = PERConfig(priority_exponent=settings.priority_exponent, beta=settings.beta, beta_final=1.0,
-                       beta_steps=n_updates)
-    return PrioritizedReplay(max_size=settings.buffer_size, structure=Transition, rng=rng, config=config)
+                       beta_steps=n_phases * settings.gradient_steps)
+    return PrioritizedReplay(max_size=settings.buffer_size, structure=Transition, rng=seed, config=config)
 
 
-def run(kind: str, seed: int, settings: Settings, progress: Any = None) -> dict[str, Any]:
-    """Train one agent; returns its episode returns and the steps at which they ended."""
+def run(kind: str, seed: int, settings: Settings, progress: Callable[[int], Any] | None = None) -> dict[str, Any]:
+    """Train one agent for the whole budget; returns its training episodes and greedy evaluations."""
     import gymnasium as gym
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     env = gym.make("CartPole-v1")
+    eval_env = gym.make("CartPole-v1")
     n_obs = env.observation_space.shape[0]
     n_actions = int(env.action_space.n)
-    env.action_space.seed(seed)
 
     def mlp() -> nn.Module:
         h = settings.hidden
@@ -119,16 +200,17 @@ def run(kind: str, seed: int, settings: Settings, progress: Any = None) -> dict[
     buffer = make_buffer(kind, settings, seed)
     prioritized = kind == "per"
     rng = np.random.default_rng(seed + 10_000)
+    evals_at = set(eval_steps(settings.steps, settings.eval_every))
 
     returns: list[float] = []
     ends: list[int] = []
     losses: list[float] = []
+    evaluations: list[dict[str, Any]] = []
     obs, _ = env.reset(seed=seed)
     episode_return = 0.0
     t0 = time.perf_counter()
     for step in range(1, settings.steps + 1):
-        frac = min(1.0, step / settings.eps_steps)
-        eps = settings.eps_start + frac * (settings.eps_end - settings.eps_start)
+        eps = linear(settings.eps_start, settings.eps_end, step / settings.eps_steps)
         if rng.random() < eps:
             action = int(rng.integers(n_actions))
         else:
@@ -143,38 +225,36 @@ def run(kind: str, seed: int, settings: Settings, progress: Any = None) -> dict[
             ends.append(step)
             episode_return = 0.0
             obs, _ = env.reset()
-            if settings.stop_when_solved and len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= SOLVED:
-                break
 
         if step >= settings.learning_starts and step % settings.train_every == 0:
+            target_net.load_state_dict(q_net.state_dict())
+            lr = linear(settings.lr, settings.lr_end, step / settings.steps)
             for group in optimizer.param_groups:
-                group["lr"] = settings.lr + (settings.lr_end - settings.lr) * step / settings.steps
+                group["lr"] = lr
             for _ in range(settings.gradient_steps):
                 loss = train_step(buffer, q_net, target_net, optimizer, settings, prioritized)
-            if step % 1000 < settings.train_every:
-                losses.append(loss)
+            losses.append(loss)
 
-        if step % settings.target_every == 0:
-            target_net.load_state_dict(q_net.state_dict())
-        if progress is not None and step % 500 == 0:
-            progress(500)
-    if progress is not None and step % 500:
-        progress(step % 500)
-    if progress is not None and step < settings.steps:
-        progress(settings.steps - step)  # the unused budget, so the bar ends full
+        if step in evals_at:
+            # fixed evaluation seeds: every run and every evaluation sees the same starts
+            greedy = evaluate(eval_env, q_net, settings.eval_episodes, 1_000_000)
+            evaluations.append({"step": step, "returns": greedy, "mean": float(np.mean(greedy))})
+        if progress is not None and step % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress is not None and settings.steps % PROGRESS_EVERY:
+        progress(settings.steps % PROGRESS_EVERY)
     seconds = time.perf_counter() - t0
-    greedy = evaluate(env, q_net, settings.eval_episodes, seed + 20_000)
+    final = evaluate(eval_env, q_net, settings.final_episodes, 2_000_000)
     env.close()
-    last = float(np.mean(returns[-WINDOW:])) if returns else 0.0
+    eval_env.close()
     return {"kind": kind, "seed": seed, "returns": returns, "ends": ends, "losses": losses,
-            "last20": last, "solved": last >= SOLVED, "episodes": len(returns),
-            "first_solved_step": first_solved_step(returns, ends),
-            "steps": step, "seconds": seconds, "greedy_returns": greedy,
-            "buffer_stats": _jsonable(buffer.stats())}
+            "evaluations": evaluations, "episodes": len(returns), "steps": settings.steps,
+            "seconds": seconds, "greedy_returns": final, "greedy_mean": float(np.mean(final)),
+            "solved": is_solved(final), "buffer_stats": _jsonable(buffer.stats())}
 
 
 def evaluate(env: Any, q_net: Any, episodes: int, seed: int) -> list[float]:
-    """Returns of ``episodes`` greedy episodes (no exploration, no training)."""
+    """Returns of ``episodes`` greedy episodes (no exploration, no training), seeds ``seed, seed+1, ...``."""
     import torch
 
     out = []
@@ -205,7 +285,7 @@ def train_step(buffer: Any, q_net: Any, target_net: Any, optimizer: Any, setting
         q_next = target_net(tb.next_obs).gather(1, best).squeeze(1)  # the target net values
         alive = (~tb.terminated).float()  # truncated episodes still bootstrap
         target = tb.reward.float() + settings.gamma * alive * q_next
-    loss_each = nn.functional.smooth_l1_loss(q, target, reduction="none")
+    loss_each = nn.functional.smooth_l1_loss(q, target, reduction="none")  # Huber
     loss = (tb.weights.float() * loss_each).mean()  # importance weights (ones for uniform)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -215,16 +295,6 @@ def train_step(buffer: Any, q_net: Any, target_net: Any, optimizer: Any, setting
         td = (target - q).detach().abs().numpy()
         buffer.update_priorities(batch.ids, td + settings.priority_eps)
     return float(loss.detach())
-
-
-def first_solved_step(returns: list[float], ends: list[int]) -> int | None:
-    """The env step at which the mean of the last 20 episodes first reached 195."""
-    r = np.asarray(returns, dtype=np.float64)
-    if r.size < WINDOW:
-        return None
-    means = np.convolve(r, np.ones(WINDOW) / WINDOW, mode="valid")
-    hit = np.flatnonzero(means >= SOLVED)
-    return int(ends[hit[0] + WINDOW - 1]) if hit.size else None
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
@@ -248,19 +318,45 @@ def _run_task(task: tuple[str, int, Settings]) -> dict[str, Any]:
     return run(kind, seed, settings, progress=_QUEUE.put)
 
 
-def run_all(tasks: list[tuple[str, int, Settings]], workers: int, total_steps: int) -> list[dict[str, Any]]:
-    """Run every (buffer kind, seed) with a progress bar over all environment steps."""
-    from tqdm import tqdm
+class Progress:
+    """A tqdm bar over every environment step of every run.
 
+    Each run spends its whole budget, so ``total`` is exact. The clock starts at the
+    first report, not at creation, so the start-up of the worker processes (imports,
+    compiling the kernels) does not make the first estimate of the remaining time wrong.
+    """
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="step", desc="DQN CartPole", dynamic_ncols=True, mininterval=0.5,
+                        smoothing=0.05)
+        self.started = False
+
+    def update(self, n: int) -> None:
+        if not self.started:
+            self.bar.reset(total=self.bar.total)  # restart the clock now that work is flowing
+            self.started = True
+        self.bar.update(n)
+
+    def postfix(self, results: list[dict[str, Any]]) -> None:
+        self.bar.set_postfix_str(" ".join(f"{r['kind']}/{r['seed']}:{r['greedy_mean']:.0f}" for r in results[-4:]))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_all(tasks: list[tuple[str, int, Settings]], workers: int) -> list[dict[str, Any]]:
+    """Run every (buffer kind, seed) with one progress bar over all their environment steps."""
     results: list[dict[str, Any]] = []
-    bar = tqdm(total=total_steps, unit="step", desc="DQN CartPole", dynamic_ncols=True, mininterval=0.5)
+    bar = Progress(sum(t[2].steps for t in tasks))
     if workers <= 1:
         import torch
 
-        torch.set_num_threads(1)  # a 128-unit MLP is fastest on one thread
+        torch.set_num_threads(1)  # a small MLP is fastest on one thread
         for task in tasks:
             results.append(run(*task, progress=bar.update))
-            bar.set_postfix_str(_postfix(results))
+            bar.postfix(results)
         bar.close()
         return results
     import multiprocessing as mp
@@ -276,7 +372,7 @@ def run_all(tasks: list[tuple[str, int, Settings]], workers: int, total_steps: i
             try:
                 results.append(pending.next(timeout=0.2))
                 done += 1
-                bar.set_postfix_str(_postfix(results))
+                bar.postfix(results)
             except mp.TimeoutError:
                 pass
         while not queue.empty():
@@ -285,94 +381,102 @@ def run_all(tasks: list[tuple[str, int, Settings]], workers: int, total_steps: i
     return results
 
 
-def _postfix(results: list[dict[str, Any]]) -> str:
-    return " ".join(f"{r['kind']}/{r['seed']}:{r['last20']:.0f}" for r in results[-4:])
-
-
 # ---------------------------------------------------------------- output
+KINDS = (("per", "PrioritizedReplay", "tab:red"), ("uniform", "ReplayBuffer (uniform)", "tab:blue"))
+
+
 def plot(results: list[dict[str, Any]], steps: int, path: Path) -> None:
-    """Moving-mean return against env steps: one line per run, a dot where a run was solved."""
+    """Mean over seeds with a shaded min-max band: greedy evaluations (left), training return (right)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    last_end = max((r["ends"][-1] for r in results if r["ends"]), default=steps)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
-    for kind, label, color in (("per", "PrioritizedReplay", "tab:red"), ("uniform", "ReplayBuffer (uniform)",
-                                                                         "tab:blue")):
-        runs = [r for r in results if r["kind"] == kind and r["returns"]]
-        for i, r in enumerate(sorted(runs, key=lambda r: r["seed"])):
-            ret = np.asarray(r["returns"], dtype=np.float64)
-            smooth = np.array([ret[max(0, k - WINDOW + 1):k + 1].mean() for k in range(ret.size)])
-            ends = np.asarray(r["ends"], dtype=np.float64)
-            n = len(runs)
-            ax.plot(ends, smooth, color=color, linewidth=1.2, alpha=0.85,
-                    label=f"{label} ({n} seed{'s' if n > 1 else ''})" if i == 0 else None)
-            if r["solved"]:
-                ax.plot(ends[-1], smooth[-1], marker="o", color=color, markersize=5)
-    ax.axhline(SOLVED, color="gray", linestyle="--", linewidth=1, label=f"solved ({SOLVED:.0f})")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel(f"training return (mean of last {WINDOW} episodes)")
-    ax.set_title("DQN on CartPole-v1: prioritized vs uniform replay (dot: run solved)")
-    ax.set_xlim(0, last_end * 1.03)
-    ax.set_ylim(0, max(260.0, *(max(r["returns"][-WINDOW:], default=0) for r in results)) + 20)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
+    grid = np.linspace(0, steps, 201)[1:]
+    fig, (ax_eval, ax_train) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    for kind, label, color in KINDS:
+        runs = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        n = len(runs)
+        name = f"{label}, {n} seed{'s' if n > 1 else ''}"
+        x = np.array([e["step"] for e in runs[0]["evaluations"]], dtype=np.float64)
+        mean, lo, hi = mean_band([np.array([e["mean"] for e in r["evaluations"]]) for r in runs])
+        ax_eval.plot(x, mean, color=color, linewidth=1.6, marker="o", markersize=3, label=name)
+        ax_eval.fill_between(x, lo, hi, color=color, alpha=0.2, linewidth=0)
+        mean, lo, hi = mean_band([training_curve(r["returns"], r["ends"], grid) for r in runs])
+        ax_train.plot(grid, mean, color=color, linewidth=1.6, label=name)
+        ax_train.fill_between(grid, lo, hi, color=color, alpha=0.2, linewidth=0)
+    episodes = results[0]["evaluations"][0]["returns"] if results and results[0]["evaluations"] else []
+    ax_eval.set_title(f"greedy policy (mean return of {len(episodes)} evaluation episodes)")
+    ax_train.set_title(f"training (mean return of the last {WINDOW} episodes, with exploration)")
+    ax_eval.set_ylabel("return")
+    for ax in (ax_eval, ax_train):
+        ax.axhline(SOLVED, color="gray", linestyle="--", linewidth=1, label=f"v1 threshold ({SOLVED:.0f})")
+        ax.set_xlabel("environment steps")
+        ax.set_xlim(0, steps)
+        ax.set_ylim(0, 520)
+        ax.grid(alpha=0.3)
+    ax_eval.legend(loc="lower right", fontsize=8)
+    fig.suptitle("DQN on CartPole-v1: prioritized vs uniform replay (line: mean over seeds; band: min to max)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def summarize(results: list[dict[str, Any]], log: logging.Logger) -> bool:
+    """Log one line per run and one per buffer kind; True when every run is solved."""
     all_solved = True
-    for kind in ("per", "uniform"):
+    for kind, _, _ in KINDS:
         rs = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["seed"])
         if not rs:
             continue
         for r in rs:
-            greedy = float(np.mean(r["greedy_returns"])) if r["greedy_returns"] else float("nan")
-            log.info("%-7s seed %d: last-%d mean %6.1f (%s) after %6d steps, %4d episodes, %5.1f s; "
-                     "greedy policy %.1f over %d episodes", kind, r["seed"], WINDOW, r["last20"],
-                     "solved" if r["solved"] else "NOT solved", r["steps"], r["episodes"], r["seconds"],
-                     greedy, len(r["greedy_returns"]))
-        last = [r["last20"] for r in rs]
-        log.info("%-7s mean over %d seeds of the last-%d mean return: %.1f (min %.1f)", kind, len(rs), WINDOW,
-                 float(np.mean(last)), float(np.min(last)))
+            g = np.asarray(r["greedy_returns"], dtype=np.float64)
+            log.info("%-7s seed %d: final greedy return %.1f +/- %.1f (min %.0f) over %d episodes (%s); "
+                     "%d training episodes in %d steps, %.1f s", kind, r["seed"], g.mean(), g.std(), g.min(),
+                     g.size, "solved" if r["solved"] else "NOT solved", r["episodes"], r["steps"], r["seconds"])
+        means = np.array([r["greedy_mean"] for r in rs])
+        log.info("%-7s over %d seeds: final greedy return mean %.1f, min %.1f, max %.1f; solved %d of %d",
+                 kind, len(rs), means.mean(), means.min(), means.max(), sum(r["solved"] for r in rs), len(rs))
         all_solved &= all(r["solved"] for r in rs)
     return all_solved
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=3, help="seeds per buffer kind (default 3)")
     p.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed, first-seed+1, ... (default 0)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="environment-step budget per run (default 40000; a run stops once solved)")
+    p.add_argument("--steps", type=int, default=None, help="environment steps per run (default 50000)")
     p.add_argument("--kinds", nargs="+", default=["per", "uniform"], choices=["per", "uniform"])
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="runs in parallel, one torch thread each (default: up to 2)")
     p.add_argument("--out", type=Path, default=Path("dqn_cartpole_out"), help="output folder")
     p.add_argument("--smoke", action="store_true",
                    help="CI: 1 seed, 1,500 steps, one process; checks the code path, not learning")
-    p.add_argument("--check", action="store_true", help="exit 1 unless every run is solved")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless every run is solved (final greedy mean over 100 episodes >= 475)")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                    help="override a hyperparameter, e.g. --set lr=5e-4 hidden=64")
     args = p.parse_args(argv)
 
+    from ReplayTables import ConfigError
+
+    try:
+        require_demo_modules()
+    except ConfigError as e:
+        print(f"dqn_cartpole: {e}", file=sys.stderr)
+        return 2
     settings = smoke_settings() if args.smoke else Settings()
-    overrides: dict[str, Any] = {} if args.steps is None else {"steps": args.steps}
     defaults = asdict(settings)
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if name not in defaults:
-            p.error(f"--set {item}: unknown hyperparameter {name!r}; known: {', '.join(defaults)}")
-        kind = type(defaults[name])
-        if kind is bool:
-            overrides[name] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            overrides[name] = kind(float(value)) if kind is int else kind(value)
+    try:
+        overrides = parse_overrides(args.set, defaults)
+    except KeyError as e:
+        p.error(f"unknown hyperparameter {e.args[0]!r}; known: {', '.join(defaults)}")
+    if args.steps is not None:
+        overrides["steps"] = args.steps
     settings = Settings(**{**defaults, **overrides})
     seeds = 1 if args.smoke else args.seeds
     workers = 1 if args.smoke else args.workers
@@ -391,14 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     tasks = [(kind, seed, settings) for seed in range(args.first_seed, args.first_seed + seeds)
              for kind in args.kinds]
     t0 = time.perf_counter()
-    results = run_all(tasks, workers, settings.steps * len(tasks))
+    results = run_all(tasks, workers)
     elapsed = time.perf_counter() - t0
     all_solved = summarize(results, log)
     png = args.out / "learning_curves.png"
     plot(results, settings.steps, png)
     (args.out / "results.json").write_text(json.dumps({"settings": asdict(settings), "runs": results}))
-    log.info("training wall time %.1f s; wrote %s, %s and %s", elapsed, png, log_path, args.out / "results.json")
-    log.info("every run solved (last-%d mean >= %.0f): %s", WINDOW, SOLVED, "yes" if all_solved else "no")
+    log.info("wall time %.1f s; wrote %s, %s and %s", elapsed, png, log_path, args.out / "results.json")
+    log.info("every run solved (final greedy mean over %d episodes >= %.0f): %s", SOLVED_EPISODES, SOLVED,
+             "yes" if all_solved else "no")
     for handler in log.handlers:
         handler.close()
     return 1 if args.check and not all_solved else 0

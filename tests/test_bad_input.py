@@ -248,7 +248,8 @@ def test_bad_max_size(cls: type, max_size: Any) -> None:
     check_message(info.value, "max_size", repr(max_size))
 
 
-@pytest.mark.parametrize("rng", [0, np.random.RandomState(0), "seed", np.random.PCG64(0)])
+@pytest.mark.parametrize("rng", [True, np.bool_(False), -1, 1.5, np.random.RandomState(0), "seed",
+                                 np.random.PCG64(0)])
 @pytest.mark.parametrize("cls", [ReplayBuffer, PrioritizedReplay])
 def test_bad_rng(cls: type, rng: Any) -> None:
     with pytest.raises(ConfigError) as info:

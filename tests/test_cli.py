@@ -68,6 +68,15 @@ def test_bad_arguments_exit_2_with_a_message(argv: list[str], capsys: pytest.Cap
     assert "error" in capsys.readouterr().err
 
 
+def test_missing_bench_extra_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # what an uninstalled package looks like to import
+    assert main(["bench", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'ReplayTables[bench]'" in err and "rich" in err
+    assert not (tmp_path / "bench.json").exists()
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 0
     assert "bench" in capsys.readouterr().out
@@ -97,6 +106,33 @@ def test_peers_without_venvs_says_how_to_create_them(tmp_path: Path, capsys: pyt
 def test_peers_missing_harness_is_explained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--peers", "--harness", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
     assert "--harness" in capsys.readouterr().out
+
+
+def test_peers_never_looks_outside_the_repository_by_default(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A harness next to the working directory (where ``../shared/bench`` used to be looked for) is ignored."""
+    fake_harness(tmp_path)
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "harness").rename(tmp_path / "shared" / "bench")
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.delenv("REPLAYTABLES_PEER_HARNESS", raising=False)
+    assert main(["bench", "--peers", "--out", str(tmp_path / "o")]) == 2
+    text = capsys.readouterr().out
+    assert "--harness" in text and "REPLAYTABLES_PEER_HARNESS" in text and "../shared" not in text
+    assert not (tmp_path / "called.json").exists()
+
+
+def test_peers_harness_from_the_environment_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    harness = fake_harness(tmp_path)
+    venvs = tmp_path / "venvs"
+    (venvs / "venv-a" / "bin").mkdir(parents=True)
+    (venvs / "venv-a" / "bin" / "python").write_text("")
+    monkeypatch.setenv("PEER_VENV_ROOT", str(venvs))
+    monkeypatch.setenv("REPLAYTABLES_PEER_HARNESS", str(harness))
+    assert main(["bench", "--peers", "--workloads", "W3", "--peer-config", str(harness / "peers.json"),
+                 "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "called.json").read_text())[-1] == "W3"
 
 
 def test_peers_runs_the_harness_for_peers_whose_venv_exists(tmp_path: Path,

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ReplayTables.engine.schema import FieldSpec
-from ReplayTables.errors import SchemaError
+from ReplayTables.errors import ConfigError, ReplayTablesError, SchemaError
 from ReplayTables.interop import JAX_ALIGNMENT, FrameworkBatch, array_to_jax, array_to_torch
 from ReplayTables.PER import PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer
@@ -70,7 +70,9 @@ def test_torch_fields_share_memory_and_keep_dtype_shape_strides() -> None:
     tb.obs[0, 0] = 123.0
     assert batch.obs[0, 0] == 123.0
     assert tb.weights.dtype == torch.float64 and shares(tb.weights, batch.weights)
-    assert isinstance(tb.ids, np.ndarray) and tb.ids is batch.ids  # ids stay numpy for update_priorities
+    # ids: an int64 CPU tensor over the batch's own ids (no copy), for update_priorities
+    assert isinstance(tb.ids, torch.Tensor) and tb.ids.dtype == torch.int64 and tb.ids.device.type == "cpu"
+    assert shares(tb.ids, batch.ids) and tb.ids.tolist() == batch.ids.tolist()
     assert len(tb) == 16
 
 
@@ -101,6 +103,7 @@ def test_torch_device_cpu_shares_and_other_device_copies() -> None:
     meta = batch.to_torch(device="meta")  # a device without data: proves the transfer path runs
     assert meta.obs.device.type == "meta" and tuple(meta.obs.shape) == (8, 3)
     assert meta.weights.device.type == "meta"
+    assert meta.ids.device.type == "cpu" and meta.ids.tolist() == batch.ids.tolist()  # ids stay on the CPU
 
 
 def test_torch_read_only_and_byte_swapped_arrays_are_copied_without_warning() -> None:
@@ -178,7 +181,7 @@ def test_jax_values_shapes_and_canonical_dtypes() -> None:
         assert j.shape == a.shape
         np.testing.assert_array_equal(np.asarray(j), a.astype(j.dtype))
     assert jb.weights.shape == (16,)
-    assert jb.ids is batch.ids
+    assert jb.ids is batch.ids  # numpy int64: JAX without x64 would narrow ids to int32
 
 
 def test_jax_adopts_aligned_contiguous_arrays_without_copy() -> None:
@@ -239,3 +242,16 @@ def test_importing_and_sampling_loads_no_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- a missing framework
+@pytest.mark.parametrize(("method", "module", "extra"), [("to_torch", "torch", "torch"), ("to_jax", "jax", "jax")])
+def test_missing_framework_is_a_config_error_naming_the_extra(method: str, module: str, extra: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = filled().sample(4)
+    monkeypatch.setitem(sys.modules, module, None)  # what an uninstalled package looks like to import
+    with pytest.raises(ConfigError) as info:
+        getattr(batch, method)()
+    assert info.value.field == f"Batch.{method}" and info.value.value == module
+    assert f"pip install 'ReplayTables[{extra}]'" in str(info.value)
+    assert isinstance(info.value, ReplayTablesError)

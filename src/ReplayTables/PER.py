@@ -93,7 +93,7 @@ class PrioritizedReplay(ReplayBuffer):
         config: a :class:`PERConfig`; ``None`` uses the paper's defaults.
     """
 
-    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None,
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None,
                  config: PERConfig | None = None) -> None:
         if config is None:
             config = PERConfig()

@@ -31,11 +31,12 @@ class ReplayBuffer(TableBuffer):
         structure: a ``NamedTuple`` class, a dataclass, or a dict of
             :class:`~ReplayTables.engine.schema.FieldSpec`; undeclared dtypes and
             shapes are taken from the first item added.
-        rng: the ``numpy.random.Generator`` that drives sampling (seed it for
-            reproducible runs; it is saved in checkpoints).
+        rng: the ``numpy.random.Generator`` that drives sampling, or an int seed
+            meaning ``np.random.default_rng(seed)`` (seed it for reproducible runs;
+            its state is saved in checkpoints); ``None`` draws a fresh seed.
     """
 
-    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | None = None) -> None:
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None) -> None:
         max_size = check_capacity("max_size", max_size)
         check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,

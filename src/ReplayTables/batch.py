@@ -83,11 +83,12 @@ class Batch(FieldBatch):
         super().__init__(schema, arrays, ids, weights, probabilities)
 
     def to_torch(self, device: Any = None) -> FrameworkBatch:
-        """The fields, ``weights`` and ``probabilities`` as torch tensors (``ids`` stay numpy).
+        """The fields, ``weights``, ``probabilities`` and ``ids`` (int64, on the CPU) as torch tensors.
 
         On the CPU (``device=None``) the tensors share memory with this batch; see
         :mod:`ReplayTables.interop` for when a copy happens. torch is imported here,
-        not at ``import ReplayTables``.
+        not at ``import ReplayTables``; without it this raises a ConfigError naming
+        the extra to install (``pip install 'ReplayTables[torch]'``).
         """
         from ReplayTables.interop import to_torch
 
@@ -97,7 +98,8 @@ class Batch(FieldBatch):
         """The fields, ``weights`` and ``probabilities`` as JAX CPU arrays (``ids`` stay numpy).
 
         Each strided field is copied once into an aligned buffer that JAX adopts
-        through DLPack; see :mod:`ReplayTables.interop`. JAX is imported here.
+        through DLPack; see :mod:`ReplayTables.interop`. JAX is imported here (a
+        ConfigError naming ``pip install 'ReplayTables[jax]'`` without it).
         """
         from ReplayTables.interop import to_jax
 

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time the standard workloads (W1-W5, SEQ) at chosen capacities",
         description="Time the standard replay workloads on this library at the capacities you pick; print a "
                     "table, write a PNG of time against capacity and a JSON of raw results. With --peers, run "
-                    "the shared peer harness instead (other libraries side by side).")
+                    "the peer harness instead (other libraries side by side; --harness or "
+                    "$REPLAYTABLES_PEER_HARNESS names it).")
     bench.add_argument("--capacities", nargs="+", type=_positive_int, default=None, metavar="N",
                        help="buffer capacities (default: 10000 100000 1000000; W5 is skipped above 200000)")
     bench.add_argument("--workloads", nargs="+", default=WORKLOAD_IDS, metavar="W",
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--peer-names", nargs="+", default=None, metavar="NAME",
                        help="with --peers: only these entries of the peer list")
     bench.add_argument("--harness", default=None, metavar="PATH",
-                       help="with --peers: the harness folder (default ../shared/bench next to the repository)")
+                       help="with --peers: the harness folder, holding peers.py (default: "
+                            "$REPLAYTABLES_PEER_HARNESS)")
     bench.add_argument("--peer-config", default=None, metavar="JSON",
                        help="with --peers: the peer list (default benchmarks/peers.json in the repository, "
                             "else the harness's own)")
@@ -84,6 +86,15 @@ def bench_command(args: argparse.Namespace) -> int:
     import platform
     import time
 
+    from ReplayTables.errors import ConfigError
+    from ReplayTables.optional import require
+
+    try:  # the bench extra; say how to install it rather than fail deep inside
+        require("rich", "bench", "replaytables bench")
+        require("matplotlib", "bench", "replaytables bench")
+    except ConfigError as e:
+        print(f"replaytables: {e}", file=sys.stderr)
+        return 2
     from rich.console import Console
 
     from ReplayTables import __version__

@@ -21,8 +21,14 @@ Where memory is shared and where it is copied:
   (JAX's default) JAX has no 64-bit types and they arrive as their 32-bit
   counterparts, as any JAX array would; with it on, every dtype is kept.
 
-``ids`` stay a numpy ``int64`` array in both cases: they go back to the buffer
-(``update_priorities``), never into a model.
+``ids``: with torch they become an ``int64`` tensor that shares memory with the
+batch's ids and stays on the CPU whatever ``device`` is (ids go back to the buffer,
+``buffer.update_priorities(tb.ids, ...)``, which takes a CPU tensor as it is). With
+JAX they stay a numpy ``int64`` array: JAX without ``jax_enable_x64`` would narrow
+them to ``int32``, and an id is not something a model computes with.
+
+A framework that is not installed gives a :class:`~ReplayTables.errors.ConfigError`
+naming the extra that installs it (``pip install 'ReplayTables[torch]'``).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import numpy as np
 
 from ReplayTables.batch import FieldBatch
 from ReplayTables.errors import SchemaError
+from ReplayTables.optional import require
 
 if TYPE_CHECKING:
     from ReplayTables.batch import Batch
@@ -47,14 +54,16 @@ class FrameworkBatch(FieldBatch):
 
     It has the same shape as the batch it came from: one attribute per field of the
     structure (``tb.obs``), ``weights`` and ``probabilities`` (converted), ``ids``
-    (numpy ``int64``, for ``update_priorities``), ``data`` (an instance of the
-    user's structure holding the converted arrays) and ``fields``.
+    (for ``update_priorities``: an ``int64`` CPU tensor with torch, numpy ``int64``
+    with JAX), ``data`` (an instance of the user's structure holding the converted
+    arrays) and ``fields``.
     """
 
-    def __init__(self, batch: Batch, arrays: list[Any], weights: Any, probabilities: Any, framework: str) -> None:
+    def __init__(self, batch: Batch, arrays: list[Any], weights: Any, probabilities: Any, framework: str,
+                 ids: Any = None) -> None:
         assert batch._schema.fields is not None
         self.framework = framework
-        super().__init__(batch._schema, arrays, batch.ids, weights, probabilities)
+        super().__init__(batch._schema, arrays, batch.ids if ids is None else ids, weights, probabilities)
 
     def _label(self) -> str:
         return f"FrameworkBatch[{self.framework}]"
@@ -76,7 +85,7 @@ def _torch_ready(name: str, a: np.ndarray) -> np.ndarray:
 
 def array_to_torch(name: str, a: np.ndarray, device: Any = None) -> Any:
     """One array as a tensor; shares memory on the CPU (see the module docstring)."""
-    import torch
+    torch = require("torch", "torch", "Batch.to_torch")
 
     try:
         t = torch.from_numpy(_torch_ready(name, a))
@@ -88,7 +97,10 @@ def array_to_torch(name: str, a: np.ndarray, device: Any = None) -> Any:
 
 
 def to_torch(batch: Batch, device: Any = None) -> FrameworkBatch:
-    """The batch's fields, ``weights`` and ``probabilities`` as torch tensors.
+    """The batch's fields, ``weights``, ``probabilities`` and ``ids`` as torch tensors.
+
+    ``ids`` become an ``int64`` tensor on the CPU (sharing memory with ``batch.ids``)
+    whatever ``device`` is, ready for ``update_priorities``.
 
     Args:
         batch: a batch returned by ``sample`` or ``get``.
@@ -98,7 +110,8 @@ def to_torch(batch: Batch, device: Any = None) -> FrameworkBatch:
     arrays = [array_to_torch(name, a, device) for name, a in batch.fields.items()]
     weights = array_to_torch("weights", batch.weights, device)
     probs = None if batch.probabilities is None else array_to_torch("probabilities", batch.probabilities, device)
-    return FrameworkBatch(batch, arrays, weights, probs, "torch")
+    ids = array_to_torch("ids", np.asarray(batch.ids, dtype=np.int64))
+    return FrameworkBatch(batch, arrays, weights, probs, "torch", ids=ids)
 
 
 # ---------------------------------------------------------------- jax
@@ -122,7 +135,7 @@ def _jax_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def array_to_jax(name: str, a: np.ndarray) -> Any:
     """One array as a JAX CPU array (see the module docstring for when it copies)."""
-    import jax
+    jax = require("jax", "jax", "Batch.to_jax")
 
     if not isinstance(a, np.ndarray):
         raise SchemaError(name, type(a).__name__, "a numpy array")
@@ -133,7 +146,7 @@ def array_to_jax(name: str, a: np.ndarray) -> Any:
 
 
 def to_jax(batch: Batch) -> FrameworkBatch:
-    """The batch's fields, ``weights`` and ``probabilities`` as JAX arrays on the CPU."""
+    """The batch's fields, ``weights`` and ``probabilities`` as JAX arrays on the CPU (``ids`` stay numpy)."""
     arrays = [array_to_jax(name, a) for name, a in batch.fields.items()]
     weights = array_to_jax("weights", batch.weights)
     probs = None if batch.probabilities is None else array_to_jax("probabilities", batch.probabilities)

@@ -107,7 +107,7 @@ class TrajectoryReplay(TableBuffer):
             (compressed frames, the ``compression`` extra).
         path: directory of a memory-mapped buffer (created; must not hold one).
         compression_level: Zstandard level for ``storage="zstd"``.
-        rng: a ``numpy.random.Generator``.
+        rng: a ``numpy.random.Generator``, or an int seed for ``np.random.default_rng(seed)``.
 
     ``max_size`` counts records (observations, each episode's final one included);
     ``size()`` and ``len()`` count the complete transitions that can be sampled now.
@@ -118,7 +118,7 @@ class TrajectoryReplay(TableBuffer):
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
                  path: str | os.PathLike[str] | None = None, compression_level: int = 3,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | int | None = None) -> None:
         _reopen = bool(self.__dict__.pop("_reopening", False))  # set by open(): map existing files
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
@@ -430,7 +430,7 @@ class TrajectoryReplay(TableBuffer):
                 "compression_level": self.compression_level}
 
     @classmethod
-    def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator,
+    def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator | int | None,
                    reopen: bool = False) -> TrajectoryReplay:
         args = dict(init)
         args["extras"] = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in args["extras"].items()}
@@ -508,7 +508,8 @@ class TrajectoryReplay(TableBuffer):
             self.flush()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], rng: np.random.Generator | None = None) -> TrajectoryReplay:
+    def open(cls, path: str | os.PathLike[str],
+             rng: np.random.Generator | int | None = None) -> TrajectoryReplay:
         """Reopen a memory-mapped buffer that was :meth:`flush`-ed, in this or another process."""
         root = Path(path)
         if (root / "DIRTY").exists():
@@ -517,7 +518,7 @@ class TrajectoryReplay(TableBuffer):
         manifest, arrays = read_checkpoint(root / "state")
         init = dict(manifest["init"])
         init["path"] = str(root)
-        buffer = cls._construct(init, None, rng if rng is not None else np.random.default_rng(), reopen=True)
+        buffer = cls._construct(init, None, rng, reopen=True)  # None: a fresh generator, as in __init__
         meta = manifest["table"]
         table = buffer._table
         rows = buffer._rows

@@ -1,8 +1,10 @@
-"""Run the shared peer harness (other libraries side by side), or say how to set it up.
+"""Run the peer harness (other libraries side by side), or say how to set it up.
 
-The harness (``../shared/bench/peers.py`` next to the repository) runs every
-library in its own virtual environment under ``PEER_VENV_ROOT`` (default: the
-harness's own, ``<tempdir>/peer-venvs``). When the repository has a
+The harness is not part of this repository: it is a folder holding ``peers.py``
+and ``setup_peers.sh``, given by ``--harness PATH`` or the environment variable
+``REPLAYTABLES_PEER_HARNESS`` (nothing outside the repository is looked for by
+default). It runs every library in its own virtual environment under
+``PEER_VENV_ROOT`` (default: the harness's own, ``<tempdir>/peer-venvs``). When the repository has a
 ``benchmarks/peers.json`` (this library's adapter plus copies of the peers'
 entries), it is used as the peer list, with adapter paths made absolute because
 the harness starts each worker in its own folder.
@@ -17,7 +19,10 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["find_harness", "repo_root", "run_peers", "venv_root"]
+__all__ = ["HARNESS_ENV", "find_harness", "repo_root", "run_peers", "venv_root"]
+
+#: the environment variable naming the harness folder when ``--harness`` is not given
+HARNESS_ENV = "REPLAYTABLES_PEER_HARNESS"
 
 
 def repo_root() -> Path | None:
@@ -30,20 +35,13 @@ def repo_root() -> Path | None:
 
 
 def find_harness(given: str | None) -> Path | None:
-    """The harness folder: ``given`` (folder or ``peers.py``), else ``../shared/bench`` from the repo."""
-    candidates: list[Path] = []
-    if given:
-        p = Path(given).expanduser().resolve()
-        candidates.append(p.parent if p.is_file() else p)
-    else:
-        root = repo_root()
-        if root is not None:
-            candidates.append(root.parent / "shared" / "bench")
-        candidates.append(Path.cwd().parent / "shared" / "bench")
-    for c in candidates:
-        if (c / "peers.py").is_file():
-            return c
-    return None
+    """The harness folder: ``given`` (folder or ``peers.py``), else ``$REPLAYTABLES_PEER_HARNESS``, else None."""
+    given = given or os.environ.get(HARNESS_ENV) or None
+    if not given:
+        return None
+    p = Path(given).expanduser().resolve()
+    folder = p.parent if p.is_file() else p
+    return folder if (folder / "peers.py").is_file() else None
 
 
 def venv_root() -> Path:
@@ -82,8 +80,8 @@ def run_peers(harness_arg: str | None, workloads: Sequence[str], names: Sequence
     say = print_fn if callable(print_fn) else print
     harness = find_harness(harness_arg)
     if harness is None:
-        say("Peer harness not found: pass --harness PATH (the folder holding peers.py and setup_peers.sh; "
-            "in this project it is ../shared/bench relative to the repository).")
+        say(f"Peer harness not found: pass --harness PATH or set {HARNESS_ENV}=PATH, where PATH is the "
+            "folder holding the harness's peers.py and setup_peers.sh (see benchmarks/README.md).")
         return 2
     root = repo_root()
     venvs = venv_root()

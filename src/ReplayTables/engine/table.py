@@ -115,7 +115,7 @@ class Table:
     """Fixed-capacity item store: schema + storage + writer + sampler + ids."""
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
-                 sampler: Sampler | None = None, rng: np.random.Generator | None = None,
+                 sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
                  capacity_name: str = "capacity") -> None:
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
@@ -124,8 +124,10 @@ class Table:
         self.sampler = sampler if sampler is not None else UniformSampler()
         if rng is None:
             rng = np.random.default_rng()
+        elif isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)) and rng >= 0:
+            rng = np.random.default_rng(int(rng))  # an int seed means np.random.default_rng(seed)
         if not isinstance(rng, np.random.Generator):
-            raise ConfigError("rng", rng, "a numpy.random.Generator (np.random.default_rng(seed))")
+            raise ConfigError("rng", rng, "a numpy.random.Generator or a non-negative int seed")
         self.rng = rng
         self._check_bytes(0)
         self.directory = SlotDirectory(self.capacity)
