@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BufferClosedError",
     "CheckpointError",
     "ConfigError",
     "EmptyBufferError",
     "EpisodeError",
     "PriorityError",
+    "RateLimitTimeout",
     "ReplayTablesError",
     "SchemaError",
+    "SharedMemoryError",
     "StaleIdError",
 ]
 
@@ -78,3 +81,15 @@ class ConfigError(ReplayTablesError, ValueError):
 
 class CheckpointError(ReplayTablesError, OSError):
     """A checkpoint directory is missing, foreign, truncated or corrupted."""
+
+
+class RateLimitTimeout(ReplayTablesError, TimeoutError):
+    """A call the rate limiter forbade was still forbidden when its timeout ran out."""
+
+
+class BufferClosedError(ReplayTablesError, RuntimeError):
+    """The buffer was closed, so a waiting or new call cannot proceed."""
+
+
+class SharedMemoryError(ReplayTablesError, OSError):
+    """A shared-memory segment cannot be created (too little /dev/shm) or attached (closed, gone or foreign)."""
