@@ -74,24 +74,15 @@ _get_ident = threading.get_ident
 class Recovery:
     """An operation that its holder never finished: ``pid`` was inside ``op`` (with ``arg``) and stopped.
 
-    ``died`` tells a holder that died (killed, crashed) from one that raised
-    out of the operation and lives on.
+    ``died`` tells a holder that died holding the lock (killed, crashed) from
+    one that released it with the operation unfinished (an exception out of it)
+    and lives on.
     """
 
     pid: int
     op: int
     arg: int
     died: bool
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _text(describe: str | Callable[[], str]) -> str:
@@ -166,6 +157,8 @@ class ProcessLock:
         if self._holder != _get_ident():
             raise RuntimeError("ProcessLock.release() by a thread that does not hold it")
         if self._depth == 1:
+            if self._ops:
+                self._abandon()  # released inside an operation: it stays marked, as not finished
             self._depth = 0
             self._holder = None
             if self._flocked:
@@ -230,9 +223,16 @@ class ProcessLock:
         return _Operation(self, op, arg)
 
     def _abandon(self) -> None:
-        """Leave the block of an operation without clearing its mark (an exception went through it)."""
-        if self._ops > 0:
+        """Leave an operation without finishing it: the outermost stays marked, as given up by a live process.
+
+        The holder pid is stored negated, which tells the next holder that the
+        operation was abandoned (an exception) rather than cut short by death.
+        """
+        if self._ops > 1:
             self._ops -= 1
+        elif self._ops == 1:
+            self._ops = 0
+            self._w[_PID] = -self._pid
 
     # ------------------------------------------------------------ recovery
 
@@ -252,7 +252,9 @@ class ProcessLock:
         if not op or self._ops:
             return None
         pid = self._w[_PID]
-        return Recovery(pid=pid, op=op, arg=self._w[_ARG], died=pid != self._pid and not _alive(pid))
+        # a positive pid never got to release the lock (it died holding it); a negative one let go
+        # of an unfinished operation and lives on (see _abandon)
+        return Recovery(pid=abs(pid), op=op, arg=self._w[_ARG], died=pid > 0)
 
     def recovered(self) -> None:
         """The holder repaired the unfinished operation: clear its mark (needs the lock held)."""
