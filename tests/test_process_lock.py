@@ -155,10 +155,19 @@ def test_reentrant_holds_keep_other_processes_out_until_the_outermost_release(
     assert d[3] == 1
 
 
-def test_a_fork_child_does_not_inherit_the_parents_hold(seg: SharedArrays, lock: ProcessLock) -> None:
-    d = seg.arrays["d"]
+def _report_with_inherited(lock: ProcessLock, d: np.ndarray) -> None:
     with lock:
-        p = mp.get_context("fork").Process(target=_report_when_held, args=(seg.handle(),))
+        d[3] = 1
+
+
+@pytest.mark.parametrize("attach", [False, True])
+def test_a_fork_child_does_not_inherit_the_parents_hold(seg: SharedArrays, lock: ProcessLock, attach: bool) -> None:
+    """The child uses the lock object it inherited, or attaches anew; either way it waits for the parent."""
+    d = seg.arrays["d"]
+    ctx = mp.get_context("fork")
+    with lock:
+        p = (ctx.Process(target=_report_when_held, args=(seg.handle(),)) if attach
+             else ctx.Process(target=_report_with_inherited, args=(lock, d)))
         p.start()
         time.sleep(0.3)
         assert d[3] == 0  # the child waits for the parent
