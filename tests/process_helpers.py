@@ -89,8 +89,9 @@ def segment_exists(name: str) -> bool:
     return name in os.listdir(SHM_DIR)
 
 
-def our_segments() -> set[str]:
-    return {n for n in os.listdir(SHM_DIR) if n.startswith("replaytables_")}
+def segments_of(pid: int) -> set[str]:
+    """The segments process ``pid`` created that are still in /dev/shm (their names carry the pid)."""
+    return {n for n in os.listdir(SHM_DIR) if n.startswith(f"replaytables_{pid}_")}
 
 
 def running(pid: int) -> bool:

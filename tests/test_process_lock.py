@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from process_helpers import wait_for
 
+from process_helpers import wait_for
 from ReplayTables.engine.process_lock import ProcessLock, Recovery
 from ReplayTables.engine.shared_memory import SharedArrays, SharedHandle
 from ReplayTables.errors import BufferClosedError, ConfigError, RateLimitTimeout, ReplayTablesError
@@ -235,6 +235,11 @@ def _rollback(seg: SharedArrays, seen: list[Recovery]) -> Any:
     return repair
 
 
+def _acquire_once(lock: ProcessLock, got: list[Recovery | None]) -> None:
+    got.append(lock.acquire())
+    lock.release()
+
+
 def test_a_holder_sigkilled_at_random_moments_never_deadlocks_and_the_next_holder_recovers(
         seg: SharedArrays, lock: ProcessLock) -> None:
     d = seg.arrays["d"]
@@ -250,9 +255,10 @@ def test_a_holder_sigkilled_at_random_moments_never_deadlocks_and_the_next_holde
         d[2] = 0
         victim = ctx.Process(target=_victim, args=(seg.handle(), prior, stop))
         victim.start()
-        assert wait_for(lambda: d[2] == victim.pid, timeout=10), f"trial {trial}: victim never held the lock"
+        pid = victim.pid
+        assert wait_for(lambda: d[2] == pid, timeout=10), f"trial {trial}: victim never held the lock"  # noqa: B023
         got: list[Recovery | None] = []
-        waiter = threading.Thread(target=lambda: (got.append(lock.acquire()), lock.release()))
+        waiter = threading.Thread(target=_acquire_once, args=(lock, got))
         waiter.start()
         time.sleep(delay)
         assert not got, f"trial {trial}: the lock let a second holder in"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from process_helpers import Script, decode, encode, our_segments, running, segment_exists, wait_for
+from process_helpers import Script, decode, encode, running, segment_exists, segments_of, wait_for
 from ReplayTables.engine.shared_memory import ALIGNMENT, SharedArrays, SharedHandle, shm_free_bytes
 from ReplayTables.errors import BufferClosedError, ConfigError, ReplayTablesError, SharedMemoryError
 
@@ -70,10 +70,10 @@ def test_arrays_follow_the_layout_aligned_zeroed_and_writable(seg: SharedArrays)
     ({"a": (3, object)}, "layout['a']"),
 ])
 def test_bad_layout_is_a_config_error_and_creates_nothing(layout: Any, field: str) -> None:
-    before = our_segments()
+    before = segments_of(os.getpid())
     with pytest.raises(ConfigError, match=field.replace("[", r"\[")):
         SharedArrays.create(layout)
-    assert our_segments() == before
+    assert segments_of(os.getpid()) == before
 
 
 def test_handle_is_small_and_picklable_and_the_segment_object_is_not(seg: SharedArrays) -> None:
@@ -536,13 +536,27 @@ def test_a_request_larger_than_dev_shm_is_a_clear_error_before_anything_is_made(
     free = shm_free_bytes()
     assert free is not None
     request = free + (64 << 20)
-    before = our_segments()
+    before = segments_of(os.getpid())
     with pytest.raises(SharedMemoryError) as info:
         SharedArrays.create({"rows": (request, np.uint8)})
     text = str(info.value)
     assert str(request + 128) in text  # the bytes needed (the arrays and the header)
     assert "free" in text and "--shm-size" in text and "smaller capacity" in text
-    assert our_segments() == before
+    assert segments_of(os.getpid()) == before
+
+
+def test_a_create_that_fails_after_the_segment_exists_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The clean-up path of create(): a refused reservation (forced here) unlinks what was made."""
+    from ReplayTables.engine import shared_memory
+
+    def refuse(fd: int, nbytes: int, what: str) -> None:
+        raise SharedMemoryError("nbytes", nbytes, "space the kernel can reserve", "forced by the test")
+
+    monkeypatch.setattr(shared_memory, "_reserve", refuse)
+    before = segments_of(os.getpid())
+    with pytest.raises(SharedMemoryError, match="forced"):
+        SharedArrays.create({"a": (8, np.uint8)})
+    assert segments_of(os.getpid()) == before
 
 
 def test_pages_are_committed_at_creation() -> None:
@@ -573,3 +587,17 @@ def test_a_reservation_the_kernel_refuses_is_the_same_clear_error() -> None:
     finally:
         os.close(fd)
         s.close()
+
+
+# ------------------------------------------------------------------ the docs page
+
+
+def test_the_docs_example_runs_as_written(tmp_path: Path) -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "shared-memory.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in page.split("```python\n")[1:]]
+    assert blocks
+    script = Script(tmp_path, "\n".join(blocks), name="example.py")
+    rc, out, err = script.finish(timeout=60)
+    assert rc == 0, err
+    assert out.strip() == "2000"
+    assert not segments_of(script.pid)

@@ -532,7 +532,7 @@ class SharedArrays:
         _check_space(nbytes, what)
         shm = None
         while shm is None:
-            name = _PREFIX + secrets.token_hex(8)
+            name = f"{_PREFIX}{os.getpid()}_{secrets.token_hex(8)}"  # the pid says whose it is
             try:
                 shm = _stdlib_shm.SharedMemory(name=name, create=True, size=nbytes)
             except FileExistsError:
