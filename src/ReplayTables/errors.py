@@ -84,11 +84,18 @@ class CheckpointError(ReplayTablesError, OSError):
 
 
 class RateLimitTimeout(ReplayTablesError, TimeoutError):
-    """A call the rate limiter forbade was still forbidden when its timeout ran out."""
+    """A call that the rate limiter held back was still not allowed when its timeout ran out.
+
+    Nothing was changed: the insert or sample that timed out did not happen.
+    """
 
 
 class BufferClosedError(ReplayTablesError, RuntimeError):
-    """The buffer was closed, so a waiting or new call cannot proceed."""
+    """The buffer was closed, either while this call waited or before it began.
+
+    Not bad input but a state of the buffer, hence ``RuntimeError`` rather than
+    ``ValueError``; nothing was changed by the call that raised it.
+    """
 
 
 class SharedMemoryError(ReplayTablesError, OSError):
