@@ -392,6 +392,10 @@ def test_wait_until_returns_at_once_when_true_and_times_out_with_the_limiters_er
             lock.wait_until(lambda: False, timeout=0.05, describe=lambda: "three items")
         assert 0.05 <= time.monotonic() - start < 1.0
         assert lock.held  # it comes back holding the lock
+        for bad in (-1, float("nan"), "1", True):
+            with pytest.raises(ConfigError, match="timeout"):
+                lock.wait_until(lambda: True, timeout=bad)  # type: ignore[arg-type]
+        lock.wait_until(lambda: True, timeout=float("inf"))
 
 
 def _producer(handle: SharedHandle, n: int) -> None:
@@ -432,6 +436,7 @@ def test_close_from_another_thread_wakes_a_waiter(lock: ProcessLock) -> None:
     lock.close()
     t.join(5)
     assert not t.is_alive() and len(errors) == 1 and isinstance(errors[0], BufferClosedError)
+    assert lock.closed
     with pytest.raises(BufferClosedError):
         lock.acquire()
 

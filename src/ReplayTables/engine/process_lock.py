@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import math
+import numbers
 import os
 import threading
 import time
@@ -87,6 +89,15 @@ class Recovery:
 
 def _text(describe: str | Callable[[], str]) -> str:
     return describe() if callable(describe) else describe
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    """``timeout`` in seconds (``None`` or ``inf``: no limit); anything but a number >= 0 is a ConfigError."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(timeout) or timeout < 0:
+        raise ConfigError("timeout", timeout, "None (no limit) or a number of seconds >= 0")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 class ProcessLock:
@@ -288,23 +299,29 @@ class ProcessLock:
                    describe: str | Callable[[], str] = "the condition") -> None:
         """Hold the lock until ``predicate()`` is true, letting other processes in meanwhile.
 
-        Called with the lock held (outside an operation); returns with it held.
-        ``timeout=None`` waits without limit, ``0`` never waits. Raises
+        The same contract as the in-process table lock's ``wait_until``, by
+        polling. Called with the lock held (outside an operation); returns
+        with it held. ``timeout=None`` (or ``inf``) waits without limit, ``0``
+        checks once and never waits. ``describe`` (a string, or a function
+        called only on failure) says what was awaited. Raises
         :class:`RateLimitTimeout` when ``timeout`` seconds pass first, and
         :class:`BufferClosedError` once the lock is closed (here, or by the
         segment's creator) or the segment's creator has exited.
         """
+        limit = _check_timeout(timeout)
         if self._holder != _get_ident():
             raise RuntimeError("ProcessLock.wait_until() needs the lock held by this thread")
         if self._ops:
             raise RuntimeError("ProcessLock.wait_until() inside an operation would show other processes "
                                "a half-done operation")
+        if self._closed or self._w[_CLOSED]:
+            raise self._closed_error(f"wait for {_text(describe)}")
         if predicate():
             return
-        if timeout is not None and timeout <= 0:
+        if limit == 0:
             raise self._timeout_error(timeout, describe, 0.0)
         start = time.monotonic()
-        deadline = None if timeout is None else start + timeout
+        deadline = None if limit is None else start + limit
         next_owner_check = start + _OWNER_CHECK_INTERVAL
         delay = _MIN_DELAY
         epoch = self._w[_EPOCH]
