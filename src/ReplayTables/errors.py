@@ -20,6 +20,7 @@ __all__ = [
     "RateLimitTimeout",
     "ReplayTablesError",
     "SchemaError",
+    "SharedMemoryError",
     "StaleIdError",
 ]
 
@@ -95,3 +96,7 @@ class BufferClosedError(ReplayTablesError, RuntimeError):
     Not bad input but a state of the buffer, hence ``RuntimeError`` rather than
     ``ValueError``; nothing was changed by the call that raised it.
     """
+
+
+class SharedMemoryError(ReplayTablesError, OSError):
+    """A shared-memory segment cannot be created (too little /dev/shm) or attached (closed, gone or foreign)."""
