@@ -184,10 +184,12 @@ class TableBuffer:
     def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
         init, table, rng = cls._check_before_construction(manifest, arrays)
         schema = table.get("schema")
-        if structure is None and schema is not None:
+        if schema is not None:
             s = mapping("table.schema", schema, ("kind", "structure", "fields"))
             kind = s["kind"]
-            if kind in ("namedtuple", "dataclass"):
+            if kind == "dict":
+                structure = None  # dict items need no class
+            elif structure is None and kind in ("namedtuple", "dataclass"):
                 names = [p[0] for p, _, _ in check_fields("table.schema.fields", s["fields"], kind)]
                 structure = resolve_structure(s["structure"], names, kind)
         saved_structure = manifest.get("structure")

@@ -61,11 +61,15 @@ def _from_jsonable(obj: Any, where: str, depth: int = 0) -> Any:
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise CheckpointError(where, k, "string keys")
-            out[k] = _from_jsonable(v, f"{where}.{k}", depth + 1)
+            if k == "bit_generator":
+                out[k] = v  # checked against the name by the caller
+            else:
+                out[k] = _from_jsonable(v, f"{where}.{k}", depth + 1)
         return out
-    if isinstance(obj, str) or (type(obj) is int and -2**256 < obj < 2**256):
+    if type(obj) is int and 0 <= obj < 2**128:
         return obj
-    raise CheckpointError(where, obj, "integers, strings, integer arrays and dicts of them (a bit generator state)")
+    raise CheckpointError(where, obj, "non-negative integers below 2**128, integer arrays and dicts of them (a bit "
+                                      "generator state)")
 
 
 def check_rng_state(saved: Any, where: str = "rng", rng: np.random.Generator | None = None) -> dict[str, Any]:

@@ -25,7 +25,14 @@ from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.segments import SegmentIndex
 from ReplayTables.engine.state_checks import check_counters, integer, mapping
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import MAX_COUNT, check_capacity, check_count, check_ids, check_schema_state
+from ReplayTables.engine.table import (
+    MAX_COUNT,
+    check_capacity,
+    check_count,
+    check_ids,
+    check_schema_state,
+    saved_row_bytes,
+)
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError, StaleIdError
 
 __all__ = ["SegmentTable"]
@@ -245,7 +252,8 @@ class SegmentTable:
             raise ConfigError(f"{where}.sampler", {k: smp.get(k) for k in ("name", "config")},
                               f"{self.sampler.name} with {self.sampler.config()}")
         index = self.index.check_state(m["index"], f"{where}.index")
-        schema, row_bytes = check_schema_state(m["schema"], Schema.from_structure(None), f"{where}.schema", capacity)
+        schema, row_bytes = check_schema_state(m["schema"], Schema.from_structure(None), f"{where}.schema", capacity,
+                                               saved_row_bytes(m["storage"]))
         check_allocation(f"{where}.capacity", capacity, capacity * row_bytes + self.nbytes_for(capacity, self.sampler),
                          f"a table of {capacity} timesteps of {row_bytes} bytes", error=CheckpointError)
         rows = None

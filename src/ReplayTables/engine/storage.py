@@ -15,6 +15,7 @@ first written, so a large, mostly empty buffer costs little resident memory.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ def row_layout(fields: list[Field]) -> tuple[list[int], int]:
         max_align = max(max_align, align)
         pos = (pos + align - 1) // align * align
         offsets.append(pos)
-        pos += f.nbytes
+        pos += math.prod(f.shape) * f.dtype.itemsize  # Python ints: a saved shape may be absurd
     row = (pos + max_align - 1) // max_align * max_align
     return offsets, max(row, 1)
 

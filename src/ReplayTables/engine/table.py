@@ -72,14 +72,22 @@ class TableState(NamedTuple):
     rng: dict[str, Any]
 
 
-def check_schema_state(value: Any, current: Schema, where: str, capacity: int) -> tuple[Schema | None, int]:
+def saved_row_bytes(storage: Any) -> int | None:
+    """The row size of saved rows (real data, so bounded by the checkpoint), if there are any."""
+    rows = storage.get("rows") if isinstance(storage, dict) else None
+    return int(rows.shape[1]) if isinstance(rows, np.ndarray) and rows.ndim == 2 else None
+
+
+def check_schema_state(value: Any, current: Schema, where: str, capacity: int,
+                       rows_bytes: int | None = None) -> tuple[Schema | None, int]:
     """A saved schema (or ``None``) checked against the receiving ``current`` schema; also
     (an upper bound of) its row bytes.
 
     The kind must be the receiver's; if the receiver's fields are already fixed,
     the saved ones must equal them, and if only their names are declared, the
     names must match (the front end builds its items from them). Each field of
-    ``capacity`` items must fit in memory.
+    ``capacity`` items must fit in memory, and with ``rows_bytes`` (the row size of
+    saved rows, real data) the fields' layout must fill exactly such a row.
     """
     if value is None:
         return None, 0
@@ -91,6 +99,9 @@ def check_schema_state(value: Any, current: Schema, where: str, capacity: int) -
         string(f"{where}.structure", m["structure"], max_len=1000)
     fields = [Field(path, shape, dtype) for path, shape, dtype in check_fields(f"{where}.fields", m["fields"], kind)]
     names = [".".join(f.path) for f in fields]
+    if rows_bytes is not None and row_layout(fields)[1] != rows_bytes:
+        raise CheckpointError(where + ".fields", [f"{n}: {f.dtype.str} {list(f.shape)}" for n, f in zip(names, fields)],
+                              f"fields that fill the saved rows of {rows_bytes} bytes")
     if current.resolved and fields != current.fields:
         raise ConfigError(f"{where}.fields", names, f"the fields of this buffer: {current!r}")
     if not current.resolved and current.names and names != current.names:
@@ -397,7 +408,8 @@ class Table:
             raise ConfigError(f"{where}.sampler.config", m["sampler"].get("config"), f"{self.sampler.config()}")
         writer = self.writer.check_state(m["writer"], f"{where}.writer")
         directory = self.directory.check_state(m["directory"], f"{where}.directory")
-        schema, row_bytes = check_schema_state(m["schema"], self.schema, f"{where}.schema", capacity)
+        schema, row_bytes = check_schema_state(m["schema"], self.schema, f"{where}.schema", capacity,
+                                               saved_row_bytes(m["storage"]))
         if schema is not None:
             clash = sorted({name.split(".")[0] for name in schema.names} & self.reserved_names)
             if clash:

@@ -76,8 +76,8 @@ class MultiAgentReplayBuffer(Checkpointable):
         self.replay_sequence_length = replay_sequence_length
         self.replay_burn_in = replay_burn_in
         self.replay_zero_init_states = replay_zero_init_states
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ConfigError("seed", seed, "None or an integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = seed
         cfg = normalise(underlying_buffer_config or {}, "underlying_buffer_config")
         underlying = resolve_type(cfg.pop("type", self._default_type), "underlying_buffer_config.type")
@@ -246,7 +246,7 @@ class MultiAgentReplayBuffer(Checkpointable):
                                                                    "underlying buffers)")
         seed = m.get("seed")
         if seed is not None:
-            integer(f"{where}.seed", seed, -MAX_INT, MAX_INT)
+            integer(f"{where}.seed", seed, 0, MAX_INT)
         return m
 
     def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], Any]) -> None:

@@ -65,8 +65,8 @@ class ReplayBuffer(Checkpointable):
         if not isinstance(replay_zero_init_states, (bool, np.bool_)):
             raise ConfigError("replay_zero_init_states", replay_zero_init_states, "True or False")
         self.replay_zero_init_states = bool(replay_zero_init_states)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ConfigError("seed", seed, "None or an integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
         self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
