@@ -1053,3 +1053,13 @@ print("imported:", new)
                          f"TrajectoryReplay {len(trajectory())}", f"PrioritizedReplay {len(per_buffer())}"]
     # the rest is the standard library (and what numpy pulls in); never a module named in a manifest
     assert "conftest" not in lines[4] and "evil" not in lines[4], lines[4]
+
+
+def test_a_buffer_with_another_bit_generator_loads_with_that_generator(tmp_path: Path) -> None:
+    """The generator kind is taken from numpy's own list by the saved name (nothing imported)."""
+    a = PrioritizedReplay(8, Transition, np.random.Generator(np.random.Philox(3)), PERConfig(uniform_probability=0.1))
+    a.add_batch(items(range(6)))
+    a.save(tmp_path / "c")
+    b = ReplayTables.load(tmp_path / "c")
+    assert type(b._table.rng.bit_generator) is np.random.Philox
+    np.testing.assert_array_equal(a.sample(5).ids, b.sample(5).ids)

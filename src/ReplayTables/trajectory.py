@@ -519,9 +519,8 @@ class TrajectoryReplay(TableBuffer):
                       arrays: dict[str, np.ndarray]) -> int:
         """Rows, directory, sampler and ring, plus the frames when they are loaded into memory
         (a checkpoint carries them; a flushed memory-mapped buffer maps its file instead)."""
-        row = nbytes(tuple(init["action_shape"]), check_dtype("init.action_dtype", init["action_dtype"])) + 6 + 8 * (
-            len(init["extras"]) + 4) + sum(nbytes(tuple(v[0]), check_dtype("init.extras", v[1]))
-                                           for v in init["extras"].values())
+        fields = [(init["action_shape"], init["action_dtype"]), *init["extras"].values()]
+        row = 6 + sum(nbytes(tuple(shape), check_dtype("init", dtype)) + 8 for shape, dtype in fields)  # + padding
         sampler = UniformSampler if init["per"] is None else PrioritizedSampler
         total = table_nbytes(capacity, row if table.get("storage") is not None else 0, sampler)
         total += EpisodeRing.nbytes_for(capacity, init["sequence"] is not None)
