@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.state_checks import MAX_INT, boolean, int_array, integer, mapping
+from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
 from ReplayTables.errors import CheckpointError
 
 __all__ = ["NOT_STORED", "DirectoryState", "SlotDirectory"]
@@ -228,7 +228,7 @@ class SlotDirectory:
                 raise CheckpointError(f"{where}.identity", True, f"false unless the live slots are exactly 0 .. "
                                                                  f"{count - 1} (listed in order in live)")
         else:
-            if np.unique(live).size != count or not live_mask[live].all():
+            if not distinct(live, cap) or not live_mask[live].all():
                 raise CheckpointError(f"{where}.live", live, f"each of the {count} live slots (slot_id >= 0) "
                                                             "exactly once")
             dense[:count] = live

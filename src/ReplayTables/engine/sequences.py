@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import close_gaps, uniform_positions
-from ReplayTables.engine.state_checks import int_array, mapping
+from ReplayTables.engine.state_checks import distinct, int_array, mapping
 from ReplayTables.errors import CheckpointError
 
 __all__ = ["StartIndex", "expand_ranges", "new_anchors", "window_mask", "window_offsets"]
@@ -105,7 +105,7 @@ class StartIndex:
         """Saved members checked (distinct keys in ``[0, capacity)``); returns the new arrays."""
         m = mapping(where, state, ("members",), ("capacity",))
         keys = int_array(f"{where}.members", m["members"], None, 0, self.capacity - 1, ndim=1)
-        if keys.size > self.capacity or np.unique(keys).size != keys.size:
+        if keys.size > self.capacity or not distinct(keys, self.capacity):
             raise CheckpointError(f"{where}.members", keys, f"distinct keys in [0, {self.capacity})")
         members = np.empty(self.capacity, dtype=self.members.dtype)
         position = np.full(self.capacity, -1, dtype=self.where.dtype)

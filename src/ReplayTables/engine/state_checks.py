@@ -33,6 +33,7 @@ __all__ = [
     "check_depth",
     "check_dtype",
     "check_fields",
+    "distinct",
     "int_array",
     "integer",
     "join",
@@ -121,6 +122,13 @@ def int_array(where: str, value: Any, shape: tuple[int, ...] | None = None, lo: 
             bad = low if low < lo else high
             raise CheckpointError(where, f"a value {bad}", f"integers from {lo} to {hi}")
     return np.array(arr, dtype=dtype, copy=True)
+
+
+def distinct(values: np.ndarray, bound: int) -> bool:
+    """Are the integers ``values`` (each in ``[0, bound)``) all different? O(n + bound), no sort."""
+    marks = np.zeros(bound, dtype=bool)
+    marks[values] = True
+    return int(np.count_nonzero(marks)) == values.size
 
 
 def bool_array(where: str, value: Any, shape: tuple[int, ...]) -> np.ndarray:
