@@ -1063,3 +1063,15 @@ def test_a_buffer_with_another_bit_generator_loads_with_that_generator(tmp_path:
     b = ReplayTables.load(tmp_path / "c")
     assert type(b._table.rng.bit_generator) is np.random.Philox
     np.testing.assert_array_equal(a.sample(5).ids, b.sample(5).ids)
+
+
+def test_a_class_whose_annotations_cannot_be_resolved_is_not_taken(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("broken_hints")
+    exec("from typing import NamedTuple\nclass T(NamedTuple):\n    x: 'Missing'\n    a: int\n    r: float\n",
+         module.__dict__)
+    monkeypatch.setitem(sys.modules, "broken_hints", module)
+    root = saved(rb_buffer, tmp_path)
+    edit(root, setter("table", "schema", "structure", value="broken_hints:T"))
+    loaded = ReplayTables.load(root)  # a stand-in, not a NameError
+    assert loaded.structure is not module.T and loaded.structure._fields == ("x", "a", "r")

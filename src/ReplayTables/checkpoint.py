@@ -48,6 +48,7 @@ import os
 import re
 import shutil
 import sys
+import typing
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -425,7 +426,13 @@ def _fits(obj: Any, field_names: list[str] | None, kind: str | None) -> bool:
         found, names = "dataclass", [f.name for f in dataclasses.fields(obj)]
     else:
         return False
-    return (kind is None or kind == found) and (field_names is None or names == field_names)
+    if (kind is not None and kind != found) or (field_names is not None and names != field_names):
+        return False
+    try:  # the schema reads its annotations; a class whose annotations cannot be resolved is not usable
+        typing.get_type_hints(obj)
+    except Exception:  # any failure of someone else's annotations means "not this class"
+        return False
+    return True
 
 
 def resolve_structure(name: Any, field_names: list[str] | None, kind: str | None) -> Any:
