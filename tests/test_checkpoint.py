@@ -18,7 +18,16 @@ import pytest
 
 import ReplayTables
 import ReplayTables.checkpoint as ckpt
-from conftest import DTransition, Transition, assert_equal_state, assert_same_buffer, item, items, snapshot
+from conftest import (
+    DTransition,
+    Transition,
+    assert_equal_state,
+    assert_same_buffer,
+    item,
+    items,
+    snapshot,
+    write_manifest,
+)
 from ReplayTables.errors import CheckpointError, ReplayTablesError
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer
@@ -225,7 +234,7 @@ def edit_manifest(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], 
         f = snap_dir(root) / "manifest.json"
         manifest = json.loads(f.read_text())
         change(manifest)
-        f.write_text(json.dumps(manifest))
+        write_manifest(f.parent, manifest)  # checksum updated: the edited values themselves must be refused
     return run
 
 
@@ -405,7 +414,7 @@ def test_every_edit_of_the_manifest_gives_a_replaytables_error_or_loads(tmp_path
                 del node[p[-1]]
             else:
                 node[p[-1]] = replacement
-            (snap / "manifest.json").write_text(json.dumps(m))
+            write_manifest(snap, m)
             tried += 1
             try:
                 ReplayTables.load(root)

@@ -16,6 +16,7 @@ import numpy as np
 
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import NEW_PRIORITY_MODES, PrioritizedSampler, Sampler
+from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 from ReplayTables.errors import ConfigError
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
@@ -127,8 +128,18 @@ class PrioritizedReplay(ReplayBuffer):
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
 
-    def _load_frontend_state(self, state: dict[str, Any]) -> None:
-        self._sample_calls = int(state.get("sample_calls", 0))
+    def _check_frontend_state(self, state: Any) -> int:
+        m = mapping("frontend", state, (), ("sample_calls",))
+        return integer("frontend.sample_calls", m.get("sample_calls", 0), 0, MAX_INT)
+
+    def _restore_frontend_state(self, checked: int) -> None:
+        self._sample_calls = checked
+
+    @classmethod
+    def _check_init(cls, init: Any) -> dict[str, Any]:
+        m = dict(mapping("init", init, ("max_size", "config")))
+        mapping("init.config", m["config"], closed=False)  # its keys and values are PERConfig's to check
+        return m
 
     # ------------------------------------------------------------ writing
     def add(self, item: Any, /, priority: float | None = None) -> int:

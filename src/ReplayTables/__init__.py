@@ -83,10 +83,16 @@ _SAME_NAME = frozenset(name for name, target in _LAZY.items() if target == f"{__
 def load(path: str | os.PathLike[str], structure: Any = None) -> Any:
     """Load a buffer saved with ``buffer.save(path)`` (same class, contents and rng state).
 
+    The directory is treated as untrusted: nothing is unpickled or imported by name,
+    only the snapshot's regular files are read, and every value is checked before
+    anything is built (see the "Checkpoints" section of the concepts page). Anything
+    refused is a :class:`CheckpointError` naming the key, the value and what was
+    expected.
+
     Args:
         path: the checkpoint directory given to ``save``.
-        structure: the item structure (NamedTuple class or dataclass) when the one
-            named in the checkpoint cannot be imported here; ``None`` imports it by name.
+        structure: your NamedTuple or dataclass for the loaded batches (by default the
+            saved one if it is already imported, else a stand-in with its field names).
     """
     from ReplayTables.checkpoint import load as _load
 

@@ -34,14 +34,25 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.base import TableBuffer
-from ReplayTables.checkpoint import read_checkpoint, split_arrays, write_checkpoint
+from ReplayTables.checkpoint import read_checkpoint, refusing, split_arrays, write_checkpoint
 from ReplayTables.engine.compression import CompressedFrames
 from ReplayTables.engine.episodes import EpisodeRing, FrameStore
+from ReplayTables.engine.files import real_directory
 from ReplayTables.engine.memmap_storage import ArrayFrames, create_array, open_array
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
 from ReplayTables.engine.schema import FieldSpec, check_fits
+from ReplayTables.engine.state_checks import (
+    MAX_INT,
+    check_dtype,
+    check_shape,
+    integer,
+    mapping,
+    nbytes,
+    number,
+    string,
+)
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import Table, check_capacity, check_table_bytes
+from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_table_bytes, table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
 from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
@@ -447,8 +458,12 @@ class TrajectoryReplay(TableBuffer):
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
 
-    def _load_frontend_state(self, state: dict[str, Any]) -> None:
-        self._sample_calls = int(state.get("sample_calls", 0))
+    def _check_frontend_state(self, state: Any) -> int:
+        m = mapping("frontend", state, (), ("sample_calls",))
+        return integer("frontend.sample_calls", m.get("sample_calls", 0), 0, MAX_INT)
+
+    def _restore_frontend_state(self, checked: int) -> None:
+        self._sample_calls = checked
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -456,25 +471,86 @@ class TrajectoryReplay(TableBuffer):
         state["arrays"].update({f"frames_{k}": v for k, v in self._ring.frames.arrays().items()})
         return state
 
-    def _load_arrays(self, arrays: dict[str, np.ndarray], frames: bool = True) -> None:
-        self._ring.load_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("ring_")})
+    def _check_arrays(self, arrays: dict[str, np.ndarray], frames: bool = True) -> tuple[Any, Any]:
+        """The ring's arrays and (unless the frames are a memory-mapped file) the frames, checked."""
+        ring = self._ring.check_arrays({k[5:]: v for k, v in arrays.items() if k.startswith("ring_")})
+        stored = None
         if frames:
-            self._ring.frames.load_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("frames_")})
+            stored = self._ring.frames.check_arrays({k[7:]: v for k, v in arrays.items() if k.startswith("frames_")})
+        return ring, stored
+
+    def _restore_arrays(self, checked: tuple[Any, Any]) -> None:
+        ring, stored = checked
+        self._ring.restore_arrays(ring)
+        if stored is not None:
+            self._ring.frames.restore_arrays(stored)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.path is not None:
             raise ConfigError("storage", "memmap", "an in-memory buffer (a memory-mapped one reopens with "
                                                    "TrajectoryReplay.open)")
         super().load_state_dict(state)
-        self._load_arrays(state["arrays"])
+
+    # ------------------------------------------------------------ loading a checkpoint
+    _INIT_KEYS = ("capacity", "obs_shape", "obs_dtype", "action_shape", "action_dtype", "extras", "num_streams",
+                  "frame_stack", "stack_padding", "n_step", "gamma", "sequence", "per", "storage", "path",
+                  "compression_level")
 
     @classmethod
-    def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
-        buffer = cls._construct(dict(manifest["init"]), None, np.random.default_rng())
-        buffer._table.load_state(manifest["table"], arrays)
-        buffer._load_frontend_state(manifest.get("frontend", {}))
-        buffer._load_arrays(arrays)
-        return buffer
+    def _check_init(cls, init: Any) -> dict[str, Any]:
+        """Saved constructor arguments, each of the type the constructor takes (their ranges and
+        combinations are the constructor's to check)."""
+        m = dict(mapping("init", init, cls._INIT_KEYS))
+        integer("init.capacity", m["capacity"], 1, MAX_COUNT)
+        for key in ("num_streams", "frame_stack", "n_step"):
+            integer(f"init.{key}", m[key], 1, MAX_COUNT)
+        for key in ("obs", "action"):
+            check_shape(f"init.{key}_shape", m[f"{key}_shape"])
+            check_dtype(f"init.{key}_dtype", m[f"{key}_dtype"])
+        extras = mapping("init.extras", m["extras"], closed=False)
+        for name, spec in extras.items():
+            string(f"init.extras.{name}", name)
+            if not isinstance(spec, list) or len(spec) != 2:
+                raise CheckpointError(f"init.extras.{name}", spec, "a pair [shape, dtype]")
+            check_shape(f"init.extras.{name}[0]", spec[0])
+            check_dtype(f"init.extras.{name}[1]", spec[1])
+        string("init.stack_padding", m["stack_padding"], STACK_PADDING)
+        number("init.gamma", m["gamma"], 0.0, 1.0)
+        if m["sequence"] is not None:
+            mapping("init.sequence", m["sequence"], ("length",), ("burn_in", "pad"))
+        if m["per"] is not None:
+            mapping("init.per", m["per"], closed=False)  # PERConfig checks its keys and values
+        string("init.storage", m["storage"], STORAGE_KINDS)
+        if m["path"] is not None:
+            string("init.path", m["path"], max_len=4096)
+        integer("init.compression_level", m["compression_level"], -2**31, 2**31)
+        return m
+
+    @classmethod
+    def _saved_capacity(cls, init: dict[str, Any]) -> tuple[str, int]:
+        capacity = init["capacity"] // init["num_streams"] * init["num_streams"]
+        if capacity == 0:
+            raise CheckpointError("init.capacity", init["capacity"], f"at least num_streams={init['num_streams']}")
+        return "init.capacity", capacity
+
+    @classmethod
+    def _saved_nbytes(cls, init: dict[str, Any], capacity: int, table: dict[str, Any],
+                      arrays: dict[str, np.ndarray]) -> int:
+        """Rows, directory, sampler and ring, plus the frames when they are loaded into memory
+        (a checkpoint carries them; a flushed memory-mapped buffer maps its file instead)."""
+        fields = [(init["action_shape"], init["action_dtype"]), *init["extras"].values()]
+        row = 6 + sum(nbytes(tuple(shape), check_dtype("init", dtype)) + 8 for shape, dtype in fields)  # + padding
+        sampler = UniformSampler if init["per"] is None else PrioritizedSampler
+        total = table_nbytes(capacity, row if table.get("storage") is not None else 0, sampler)
+        total += EpisodeRing.nbytes_for(capacity, init["sequence"] is not None)
+        if any(k.startswith("frames_") for k in arrays) and init["storage"] != "zstd":
+            total += capacity * nbytes(tuple(init["obs_shape"]), check_dtype("init.obs_dtype", init["obs_dtype"]))
+        return total
+
+    @classmethod
+    def _init_after_load(cls, init: dict[str, Any]) -> dict[str, Any]:
+        # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
+        return {**init, "storage": "memory", "path": None} if init["storage"] == "memmap" else init
 
     # ------------------------------------------------------------ memory-mapped buffers
     def flush(self) -> None:
@@ -510,23 +586,44 @@ class TrajectoryReplay(TableBuffer):
     @classmethod
     def open(cls, path: str | os.PathLike[str],
              rng: np.random.Generator | int | None = None) -> TrajectoryReplay:
-        """Reopen a memory-mapped buffer that was :meth:`flush`-ed, in this or another process."""
+        """Reopen a memory-mapped buffer that was :meth:`flush`-ed, in this or another process.
+
+        The directory is checked like a checkpoint (see :func:`ReplayTables.load`): its
+        state, and its ``frames.npy`` / ``steps.npy`` (regular files whose headers fit the
+        saved arguments) before they are mapped. ``rng``, if given, must be of the kind
+        the buffer saved (its state is replaced by the saved one).
+        """
+        if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)) and rng >= 0:
+            rng = np.random.default_rng(int(rng))  # an int seed, as everywhere else
+        if rng is not None and not isinstance(rng, np.random.Generator):
+            raise ConfigError("rng", rng, "None, a numpy.random.Generator or a non-negative int seed")
         root = Path(path)
-        if (root / "DIRTY").exists():
-            raise CheckpointError("path", str(root), "a buffer flushed after its last change (it was written "
-                                                     "to and not flushed; its state file is older than its data)")
-        manifest, arrays = read_checkpoint(root / "state")
-        init = dict(manifest["init"])
-        init["path"] = str(root)
-        buffer = cls._construct(init, None, rng, reopen=True)  # None: a fresh generator, as in __init__
-        meta = manifest["table"]
-        table = buffer._table
-        rows = buffer._rows
-        table.load_state(meta, arrays)
-        assert rows is not None and table.schema.fields is not None
-        table.storage = PackedStorage(table.schema.fields, table.capacity, rows=rows)
-        buffer._load_frontend_state(manifest.get("frontend", {}))
-        buffer._load_arrays(arrays, frames=False)
+        with refusing(root):
+            if not real_directory(root):
+                raise CheckpointError("path", str(root), "the directory of a memory-mapped buffer")
+            if os.path.lexists(root / "DIRTY"):
+                raise CheckpointError("path", str(root), "a buffer flushed after its last change (it was written "
+                                                         "to and not flushed; its state file is older than its data)")
+            if not real_directory(root / "state"):
+                raise CheckpointError("path", str(root / "state"), "the state folder of a flushed buffer (a "
+                                                                   "directory, not a symlink)")
+            manifest, arrays = read_checkpoint(root / "state")
+            init, table, saved_rng = cls._check_before_construction(manifest, arrays)
+            if init["storage"] != "memmap":
+                raise CheckpointError("init.storage", init["storage"], "'memmap' (open() reopens memory-mapped "
+                                                                       "buffers; ReplayTables.load reads checkpoints)")
+            init["path"] = str(root)
+        if rng is not None and type(rng.bit_generator) is not type(saved_rng.bit_generator):
+            raise ConfigError("rng", type(rng.bit_generator).__name__,
+                              f"a {type(saved_rng.bit_generator).__name__} generator, as the buffer saved")
+        with refusing(root):
+            buffer = cls._construct(init, None, rng if rng is not None else saved_rng, reopen=True)
+            if buffer._init_args() != init:
+                raise CheckpointError("init", init, f"the arguments the buffer was built with: {buffer._init_args()}")
+            checked = (buffer._table.check_state(table, rows=buffer._rows),
+                       buffer._check_frontend_state(manifest.get("frontend", {})),
+                       buffer._check_arrays(arrays, frames=False))
+            buffer._restore_parts(checked)
         return buffer
 
     def __repr__(self) -> str:

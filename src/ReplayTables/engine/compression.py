@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state_checks import array, int_array
 from ReplayTables.errors import CheckpointError, ConfigError
 
 __all__ = ["CompressedFrames", "zstd_module"]
@@ -98,11 +99,35 @@ class CompressedFrames:
         data = np.frombuffer(b"".join(self.blobs), dtype=np.uint8)
         return {"zstd_lengths": lengths, "zstd_data": data}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        lengths = np.asarray(arrays["zstd_lengths"], dtype=np.int64)
-        data = np.asarray(arrays["zstd_data"], dtype=np.uint8)
-        if lengths.shape != (self.capacity,) or int(lengths.sum()) != data.size:
-            raise CheckpointError("zstd_lengths", lengths, f"{self.capacity} lengths summing to {data.size}")
+    def check_arrays(self, arrays: dict[str, Any], where: str = "frames_") -> list[bytes]:
+        """The saved blobs, checked: one length per slot adding up to the data, and every blob a
+        Zstandard frame that says it holds exactly one frame's bytes; changes nothing."""
+        if set(arrays) != {"zstd_lengths", "zstd_data"}:
+            raise CheckpointError(f"{where}zstd_lengths", sorted(arrays), "exactly the arrays 'zstd_lengths' and "
+                                                                          "'zstd_data' (compressed frames)")
+        data = array(f"{where}zstd_data", arrays["zstd_data"], None, "u", ndim=1)
+        if data.dtype != np.uint8:
+            raise CheckpointError(f"{where}zstd_data", f"dtype {data.dtype}", "a 1-d uint8 array")
+        lengths = int_array(f"{where}zstd_lengths", arrays["zstd_lengths"], (self.capacity,), 1, data.size)
+        if int(lengths.sum()) != data.size:
+            raise CheckpointError(f"{where}zstd_lengths", f"lengths summing to {int(lengths.sum())}",
+                                  f"{self.capacity} lengths summing to {data.size} (the bytes of zstd_data)")
         ends = np.cumsum(lengths)
         raw = data.tobytes()
-        self.blobs = [raw[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist())]
+        blobs = [raw[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist())]
+        zstd = zstd_module()
+        for slot, blob in enumerate(blobs):
+            try:
+                size = zstd.frame_content_size(blob)
+            except zstd.ZstdError:
+                size = None
+            if size != self.frame_bytes:
+                raise CheckpointError(f"{where}zstd_data", f"the blob of slot {slot} (content size {size})",
+                                      f"Zstandard frames of {self.frame_bytes} bytes each (one observation)")
+        return blobs
+
+    def restore_arrays(self, blobs: list[bytes]) -> None:
+        self.blobs = blobs
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.restore_arrays(self.check_arrays(arrays))

@@ -31,8 +31,9 @@ import numpy as np
 
 from ReplayTables.engine.accumulators import nstep_targets, ready_range
 from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask
+from ReplayTables.engine.state_checks import MAX_INT, bool_array, int_array
 from ReplayTables.engine.table import Table
-from ReplayTables.errors import ConfigError, EpisodeError
+from ReplayTables.errors import CheckpointError, ConfigError, EpisodeError
 
 __all__ = ["STEP_FIELDS", "EpisodeRing", "FrameStore"]
 
@@ -61,6 +62,10 @@ class FrameStore(Protocol):
     def flush(self) -> None: ...
 
     def arrays(self) -> dict[str, np.ndarray]: ...
+
+    def check_arrays(self, arrays: dict[str, Any], where: str = "frames_") -> Any: ...
+
+    def restore_arrays(self, checked: Any) -> None: ...
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
 
@@ -357,10 +362,50 @@ class EpisodeRing:
             out["starts"] = self.starts.keys()
         return out
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.t_in_episode = np.array(arrays["t_in_episode"], dtype=np.int32)
-        self.next_pos = np.array(arrays["next_pos"], dtype=np.int64)
-        self.episode_first = np.array(arrays["episode_first"], dtype=np.int64)
-        self.open = np.array(arrays["open"], dtype=bool)
+    @staticmethod
+    def nbytes_for(capacity: int, sequences: bool) -> int:
+        """Bytes the ring's own arrays take for ``capacity`` records (step indices, sequence starts)."""
+        return 4 * capacity + (16 * capacity if sequences else 0)
+
+    def check_arrays(self, arrays: dict[str, Any], where: str = "ring_") -> dict[str, Any]:
+        """The ring's saved arrays, checked against its layout; changes nothing.
+
+        Step indices are non-negative; per stream, the number of records written
+        is non-negative, an open episode has a first record (its first position is
+        at most the last one written), and sequence anchors are distinct slots.
+        """
+        names = {"t_in_episode", "next_pos", "episode_first", "open"}
         if self.starts is not None:
-            self.starts.load_state_dict({"members": arrays["starts"]})
+            names.add("starts")
+        if set(arrays) != names:
+            raise CheckpointError(f"{where}arrays", sorted(arrays), f"exactly the arrays {sorted(names)}")
+        S, cap = self.streams, self.table.capacity
+        out: dict[str, Any] = {
+            "t_in_episode": int_array(f"{where}t_in_episode", arrays["t_in_episode"], (cap,), 0, 2**31 - 1,
+                                      dtype=np.int32),
+            "next_pos": int_array(f"{where}next_pos", arrays["next_pos"], (S,), 0, MAX_INT),
+            "episode_first": int_array(f"{where}episode_first", arrays["episode_first"], (S,), 0, MAX_INT),
+            "open": bool_array(f"{where}open", arrays["open"], (S,)),
+        }
+        last = out["next_pos"] - 1
+        bad = np.flatnonzero((out["open"] & (last < 0)) | ((last >= 0) & (out["episode_first"] > last)))
+        if bad.size:
+            j = int(bad[0])
+            raise CheckpointError(f"{where}episode_first", f"stream {j}: first {int(out['episode_first'][j])}, "
+                                                          f"{int(out['next_pos'][j])} records written",
+                                  "an episode's first record among those written (an open episode has one)")
+        if self.starts is not None:
+            out["starts"] = self.starts.check_state({"members": arrays["starts"]}, f"{where}starts")
+        return out
+
+    def restore_arrays(self, checked: dict[str, Any]) -> None:
+        """Put checked arrays in place (assignments only)."""
+        self.t_in_episode = checked["t_in_episode"]
+        self.next_pos = checked["next_pos"]
+        self.episode_first = checked["episode_first"]
+        self.open = checked["open"]
+        if self.starts is not None:
+            self.starts.restore(checked["starts"])
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.restore_arrays(self.check_arrays(arrays))

@@ -18,11 +18,15 @@ single ``rng.integers``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["NOT_STORED", "SlotDirectory"]
+from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
+from ReplayTables.errors import CheckpointError
+
+__all__ = ["NOT_STORED", "DirectoryState", "SlotDirectory"]
 
 #: The id returned for an item that was offered but not stored (a reservoir
 #: writer rejected it, or a batch larger than the capacity overwrote it).
@@ -58,6 +62,19 @@ def close_gaps(members: np.ndarray, position: np.ndarray, count: int, removed: n
     members[holes] = movers
     position[movers] = holes
     return new_count
+
+
+@dataclass(frozen=True)
+class DirectoryState:
+    """A checked directory state, ready to be put in place (see :meth:`SlotDirectory.check_state`)."""
+
+    slot_id: np.ndarray
+    live: np.ndarray
+    position: np.ndarray
+    count: int
+    identity: bool
+    #: ``slot_id >= 0``: which slots hold an item (other components check themselves against it)
+    live_mask: np.ndarray
 
 
 class SlotDirectory:
@@ -169,17 +186,62 @@ class SlotDirectory:
         return result
 
     # ------------------------------------------------------------ state
+    @staticmethod
+    def nbytes_for(capacity: int) -> int:
+        """Bytes a directory of ``capacity`` slots holds (three int64 per slot)."""
+        return 24 * int(capacity)
+
     def state_dict(self) -> dict[str, Any]:
         return {"slot_id": self.slot_id, "live": self.live_slots().copy(), "count": self.count,
                 "identity": self.identity}
 
+    def check_state(self, state: Any, where: str = "directory") -> DirectoryState:
+        """Check a saved state against this directory's capacity and itself; changes nothing.
+
+        ``slot_id[s]`` must be an id of slot ``s`` (``id % capacity == s``), ``-1``
+        (never written) or a deleted marker ``-(id + 2)`` of such an id; ``count``
+        must be the number of live slots (``slot_id >= 0``) and ``live`` must list
+        each of them once (``0 .. count-1`` in order when ``identity`` is true).
+        """
+        m = mapping(where, state, ("slot_id", "live", "count", "identity"))
+        cap = self.capacity
+        slot_id = int_array(f"{where}.slot_id", m["slot_id"], (cap,), -MAX_INT - 2, MAX_INT)
+        live_mask = slot_id >= 0
+        slots = np.arange(cap, dtype=np.int64)
+        owner = np.where(live_mask, slot_id, np.where(slot_id <= -2, -slot_id - 2, slots)) % cap
+        wrong = np.flatnonzero(owner != slots)
+        if wrong.size:
+            s = int(wrong[0])
+            raise CheckpointError(f"{where}.slot_id", f"id {int(slot_id[s])} in slot {s}",
+                                  f"in each slot s an id with id % {cap} == s, -1 (never written) or -(id + 2) "
+                                  "(deleted)")
+        live_count = int(live_mask.sum())
+        count = integer(f"{where}.count", m["count"], 0, cap)
+        if count != live_count:
+            raise CheckpointError(f"{where}.count", count, f"{live_count}, the number of live slots (slot_id >= 0)")
+        identity = boolean(f"{where}.identity", m["identity"])
+        live = int_array(f"{where}.live", m["live"], (count,), 0, cap - 1)
+        dense = np.empty(cap, dtype=np.int64)
+        position = np.empty(cap, dtype=np.int64)
+        if identity:
+            if not live_mask[:count].all() or not np.array_equal(live, slots[:count]):
+                raise CheckpointError(f"{where}.identity", True, f"false unless the live slots are exactly 0 .. "
+                                                                 f"{count - 1} (listed in order in live)")
+        else:
+            if not distinct(live, cap) or not live_mask[live].all():
+                raise CheckpointError(f"{where}.live", live, f"each of the {count} live slots (slot_id >= 0) "
+                                                            "exactly once")
+            dense[:count] = live
+            position[live] = slots[:count]
+        return DirectoryState(slot_id, dense, position, count, identity, live_mask)
+
+    def restore(self, checked: DirectoryState) -> None:
+        """Put a state from :meth:`check_state` in place (assignments only: cannot fail)."""
+        self.slot_id = checked.slot_id
+        self._live = checked.live
+        self._position = checked.position
+        self.count = checked.count
+        self.identity = checked.identity
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.slot_id = np.array(state["slot_id"], dtype=np.int64)
-        self.count = int(state["count"])
-        self.identity = bool(state["identity"])
-        self._live = np.empty(self.capacity, dtype=np.int64)
-        self._position = np.empty(self.capacity, dtype=np.int64)
-        if not self.identity:
-            live = np.asarray(state["live"], dtype=np.int64)
-            self._live[: self.count] = live
-            self._position[live] = np.arange(self.count, dtype=np.int64)
+        self.restore(self.check_state(state))

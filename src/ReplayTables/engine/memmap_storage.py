@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.files import open_npy_memmap
+from ReplayTables.engine.state_checks import array
 from ReplayTables.errors import CheckpointError
 
 __all__ = ["ArrayFrames", "create_array", "open_array"]
@@ -30,18 +32,13 @@ def create_array(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: An
 
 
 def open_array(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-    """An existing ``.npy`` file memory-mapped read-write; an error if its shape or dtype differ."""
+    """An existing ``.npy`` file memory-mapped read-write; an error if its shape or dtype differ.
+
+    Only a regular file is opened (never a symlink, FIFO or device), and its
+    header must agree with its size (see :mod:`ReplayTables.engine.files`).
+    """
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError("path", str(p), "an existing memory-mapped .npy file")
-    try:
-        arr = np.lib.format.open_memmap(os.fspath(p), mode="r+")
-    except (OSError, ValueError) as exc:
-        raise CheckpointError("path", str(p), "a readable .npy file", str(exc)) from None
-    if arr.shape != tuple(shape) or arr.dtype != np.dtype(dtype):
-        raise CheckpointError(p.name, f"shape {arr.shape} dtype {arr.dtype}",
-                              f"shape {tuple(shape)} dtype {np.dtype(dtype)}")
-    return arr
+    return open_npy_memmap(p, tuple(shape), dtype, p.name)
 
 
 class ArrayFrames:
@@ -103,8 +100,19 @@ class ArrayFrames:
     def arrays(self) -> dict[str, np.ndarray]:
         return {"frames": self.data}
 
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        frames = arrays["frames"]
-        if frames.shape != self.data.shape or frames.dtype != self.dtype:
-            raise CheckpointError("frames", frames, f"shape {self.data.shape} dtype {self.dtype}")
+    def check_arrays(self, arrays: dict[str, Any], where: str = "frames_") -> np.ndarray:
+        """The saved frames, checked against this store's shape and dtype; changes nothing."""
+        if set(arrays) != {"frames"}:
+            raise CheckpointError(f"{where}frames", sorted(arrays), "exactly the array 'frames' (uncompressed "
+                                                                    "frames)")
+        frames = array(f"{where}frames", arrays["frames"], self.data.shape, "biufcSUVmM")
+        if frames.dtype != self.dtype:
+            raise CheckpointError(f"{where}frames", f"dtype {frames.dtype}", f"dtype {self.dtype}")
+        return frames
+
+    def restore_arrays(self, frames: np.ndarray) -> None:
+        """Copy checked frames in (same shape and dtype: cannot fail)."""
         self.data[...] = frames
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.restore_arrays(self.check_arrays(arrays))

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import SlotDirectory
+from ReplayTables.engine.state_checks import mapping, number
 from ReplayTables.engine.sumtree import SumTree
 from ReplayTables.errors import ConfigError, PriorityError
 
@@ -105,8 +106,22 @@ class Sampler:
         """Everything that changes as the sampler runs (arrays included)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+    @staticmethod
+    def nbytes_for(capacity: int) -> int:
+        """Bytes the sampler's own state takes for ``capacity`` slots."""
+        return 0
+
+    def check_state(self, state: Any, live: np.ndarray | None = None, where: str = "sampler") -> Any:
+        """Check a saved state (``name`` and ``config`` keys allowed; ``live``: which slots
+        hold an item); returns what :meth:`restore` puts in place; changes nothing."""
+        mapping(where, state, (), ("name", "config"))
+        return None
+
+    def restore(self, checked: Any) -> None:
+        """Put a state from :meth:`check_state` in place (assignments only)."""
+
+    def load_state_dict(self, state: dict[str, Any], live: np.ndarray | None = None) -> None:
+        self.restore(self.check_state(state, live))
 
 
 class UniformSampler(Sampler):
@@ -321,9 +336,22 @@ class PrioritizedSampler(Sampler):
     def state_dict(self) -> dict[str, Any]:
         return {"max_q": self.max_q, "tree": self.tree.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.tree.load_state_dict(state["tree"])
-        self.max_q = float(state["max_q"])
+    @staticmethod
+    def nbytes_for(capacity: int) -> int:
+        return SumTree.nbytes_for(capacity)
+
+    def check_state(self, state: Any, live: np.ndarray | None = None,
+                    where: str = "sampler") -> tuple[float, SumTree]:
+        """``max_q`` (finite, >= 0: 0 is reached with ``max_decay=0`` and zero priorities) and
+        a new tree built from the checked leaves (swapped in by :meth:`restore`)."""
+        m = mapping(where, state, ("max_q", "tree"), ("name", "config"))
+        max_q = number(f"{where}.max_q", m["max_q"], 0.0)
+        tree = SumTree(self.tree.capacity)
+        tree.restore(tree.check_state(m["tree"], f"{where}.tree", live))
+        return max_q, tree
+
+    def restore(self, checked: tuple[float, SumTree]) -> None:
+        self.max_q, self.tree = checked
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:

@@ -17,14 +17,25 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.memory import check_allocation
+from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
-from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.segments import SegmentIndex
+from ReplayTables.engine.state_checks import check_counters, integer, mapping
 from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import LARGE_SAMPLE, check_capacity, check_count, check_ids, check_sample_bytes
-from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError, StaleIdError
+from ReplayTables.engine.table import (
+    LARGE_SAMPLE,
+    MAX_COUNT,
+    check_capacity,
+    check_count,
+    check_ids,
+    check_sample_bytes,
+    check_schema_state,
+    saved_row_bytes,
+)
+from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError, StaleIdError
 
 __all__ = ["SegmentTable"]
 
@@ -227,26 +238,61 @@ class SegmentTable:
             "rng": _rng_state(self.rng),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` (same capacity, placement and sampler kind)."""
-        if int(state["capacity"]) != self.capacity:
-            raise ConfigError("capacity", state["capacity"], f"{self.capacity} (this buffer's capacity)")
-        if state["sampler"]["name"] != self.sampler.name or state["sampler"].get("config", {}) != self.sampler.config():
-            raise ConfigError("sampler", {k: state["sampler"].get(k) for k in ("name", "config")},
+    @staticmethod
+    def nbytes_for(capacity: int, sampler: type[Sampler] | Sampler) -> int:
+        """Bytes a table of ``capacity`` timesteps holds without its rows (index and sampler)."""
+        return SegmentIndex.nbytes_for(capacity) + sampler.nbytes_for(capacity)
+
+    def check_state(self, state: Any, where: str = "table") -> dict[str, Any]:
+        """Check a saved :meth:`state_dict` completely (every component, and the sampler
+        against the live items); builds what needs memory only after the values are
+        known to be good; changes nothing."""
+        m = mapping(where, state, ("capacity", "schema", "index", "sampler", "storage", "counters", "rng"))
+        capacity = integer(f"{where}.capacity", m["capacity"], 1, MAX_COUNT)
+        if capacity != self.capacity:
+            raise ConfigError(f"{where}.capacity", capacity, f"{self.capacity} (this buffer's capacity)")
+        smp = mapping(f"{where}.sampler", m["sampler"], ("name",), closed=False)
+        if smp["name"] != self.sampler.name or smp.get("config", {}) != self.sampler.config():
+            raise ConfigError(f"{where}.sampler", {k: smp.get(k) for k in ("name", "config")},
                               f"{self.sampler.name} with {self.sampler.config()}")
+        index = self.index.check_state(m["index"], f"{where}.index")
+        schema, row_bytes = check_schema_state(m["schema"], Schema.from_structure(None), f"{where}.schema", capacity,
+                                               saved_row_bytes(m["storage"]))
+        check_allocation(f"{where}.capacity", capacity, capacity * row_bytes + self.nbytes_for(capacity, self.sampler),
+                         f"a table of {capacity} timesteps of {row_bytes} bytes", error=CheckpointError)
+        rows = None
+        if (schema is None) != (m["storage"] is None):
+            raise CheckpointError(f"{where}.storage", "saved rows" if m["storage"] is not None else None,
+                                  "rows exactly when the state has a schema")
+        if schema is not None:
+            assert schema.fields is not None
+            rows = PackedStorage.check_state(m["storage"], schema.fields, capacity, f"{where}.storage")
+        elif index["directory"].count:
+            raise CheckpointError(f"{where}.index.directory.count", index["directory"].count,
+                                  "0 (the state has no schema, so no item can be stored)")
+        counters = check_counters(f"{where}.counters", m["counters"], COUNTERS)
+        rng = check_rng_state(m["rng"], f"{where}.rng", self.rng)
+        sampler = self.sampler.check_state(smp, index["directory"].live_mask, f"{where}.sampler")
         storage = None
-        schema = Schema.from_structure(None)
-        if state.get("schema") is not None and state.get("storage") is not None:
-            fields = [Field.from_json(f) for f in state["schema"]["fields"]]
-            schema = Schema.from_fields(state["schema"]["kind"], None, fields)
-            storage = PackedStorage(fields, self.capacity)
-            storage.load_state_dict(state["storage"])
-        self.index.load_state_dict(state["index"])
-        self.schema = schema
-        self.storage = storage
-        self.counters = {k: int(state["counters"].get(k, 0)) for k in COUNTERS}
-        _set_rng_state(self.rng, state["rng"])
-        self.sampler.load_state_dict(state["sampler"])
+        if schema is not None:
+            assert schema.fields is not None and rows is not None
+            storage = PackedStorage.from_rows(schema.fields, capacity, rows)
+        return {"schema": schema if schema is not None else Schema.from_structure(None), "storage": storage,
+                "index": index, "sampler": sampler, "counters": counters, "rng": rng}
+
+    def restore(self, checked: dict[str, Any]) -> None:
+        """Put a state from :meth:`check_state` in place (assignments only)."""
+        self.index.restore(checked["index"])
+        self.schema = checked["schema"]
+        self.storage = checked["storage"]
+        self.counters = dict(checked["counters"])
+        self.rng.bit_generator.state = checked["rng"]
+        self.sampler.restore(checked["sampler"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (same capacity, placement and sampler kind); the whole
+        state is checked before anything is replaced."""
+        self.restore(self.check_state(state))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()

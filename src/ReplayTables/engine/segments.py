@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.state_checks import MAX_INT, boolean, int_array, integer, mapping
 from ReplayTables.engine.writers import ReservoirWriter
-from ReplayTables.errors import ConfigError, SchemaError
+from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 
 __all__ = ["PLACEMENTS", "Placement", "SegmentIndex"]
 
@@ -293,33 +294,91 @@ class SegmentIndex:
                 "start": self.start, "length": self.length, "origin": self.origin, "hits": self.hits,
                 "step_stamp": self.step_stamp}
 
+    @staticmethod
+    def nbytes_for(steps: int) -> int:
+        """Bytes an index over ``steps`` timesteps holds (five int64 arrays and the directory)."""
+        return 40 * int(steps) + SlotDirectory.nbytes_for(steps)
+
+    def check_state(self, state: Any, where: str = "index") -> dict[str, Any]:
+        """Check a saved state against this index (same steps and placement) and itself; changes nothing.
+
+        Every live item has a length from 1 to the longest storable, its steps in
+        range (ring: ``start == origin % steps`` and ``origin + length <= head``;
+        reservoir: its region ``slot * region``), ``live_steps`` is the sum of the
+        live lengths, and the counters ``head >= issued >= live items``,
+        ``oldest <= issued`` hold. Returns the values :meth:`restore` puts in place.
+        """
+        m = mapping(where, state, ("steps", "placement", "region", "head", "issued", "oldest", "live_steps",
+                                   "unit_lengths", "directory", "writer", "start", "length", "origin", "hits",
+                                   "step_stamp"))
+        steps = integer(f"{where}.steps", m["steps"], 1, MAX_INT)
+        if steps != self.steps or m["placement"] != self.placement:
+            raise ConfigError(where, {"steps": m["steps"], "placement": m["placement"]},
+                              f"steps={self.steps}, placement={self.placement!r} (this buffer's)")
+        T = self.steps
+        region = m["region"]
+        if region is not None:
+            region = integer(f"{where}.region", region, 1, T)
+        if self.region is not None and region != self.region:
+            raise ConfigError(f"{where}.region", region, f"{self.region} (this buffer's item length bound)")
+        out: dict[str, Any] = {"region": region}
+        for key in ("head", "issued", "oldest", "live_steps"):
+            out[key] = integer(f"{where}.{key}", m[key], 0, MAX_INT)
+        out["unit_lengths"] = boolean(f"{where}.unit_lengths", m["unit_lengths"])
+        for key, lo in (("start", 0), ("length", 0), ("origin", -MAX_INT), ("hits", 0), ("step_stamp", -1)):
+            out[key] = int_array(f"{where}.{key}", m[key], (T,), lo, MAX_INT)
+        directory = self.directory.check_state(m["directory"], f"{where}.directory")
+        out["directory"] = directory
+        live = np.flatnonzero(directory.live_mask)
+        length, start, origin = out["length"][live], out["start"][live], out["origin"][live]
+        limit = region if self.placement == "reservoir" and region else T
+        bad = np.flatnonzero((length < 1) | (length > limit) | (start >= T))
+        if bad.size:
+            s = int(live[bad[0]])
+            raise CheckpointError(f"{where}.length", f"item slot {s}: start {int(out['start'][s])} length "
+                                                     f"{int(out['length'][s])}",
+                                  f"live items of 1 to {limit} steps starting at a step slot below {T}")
+        if self.placement == "ring":
+            bad = np.flatnonzero((origin < 0) | (start != origin % T) | (origin + length > out["head"]))
+            what = f"origin >= 0, start == origin % {T} and origin + length <= head ({out['head']})"
+        else:
+            per = T // region if region else 0
+            bad = np.flatnonzero((live >= per) | (start != live * (region or 0)))
+            what = f"item slots below {per} whose steps start at slot * region ({region})"
+        if bad.size:
+            s = int(live[bad[0]])
+            raise CheckpointError(f"{where}.origin", f"item slot {s}: start {int(out['start'][s])} origin "
+                                                     f"{int(out['origin'][s])} length {int(out['length'][s])}",
+                                  f"live items with {what}")
+        total = int(length.sum())
+        if total != out["live_steps"] or total > T:
+            raise CheckpointError(f"{where}.live_steps", out["live_steps"],
+                                  f"{total}, the steps of the live items (at most {T})")
+        if out["unit_lengths"] and length.size and int(length.max()) != 1:
+            raise CheckpointError(f"{where}.unit_lengths", True, "false (some live item is longer than one step)")
+        if not directory.count <= out["issued"] <= out["head"] or out["oldest"] > out["issued"]:
+            raise CheckpointError(f"{where}.issued", {k: out[k] for k in ("head", "issued", "oldest")},
+                                  f"head >= issued >= the {directory.count} live items and oldest <= issued")
+        writer = None
+        if self.placement == "reservoir" and region is not None:
+            writer = ReservoirWriter(T // region)
+            writer.restore(writer.check_state(m["writer"], f"{where}.writer"))
+        elif m["writer"] is not None:
+            raise CheckpointError(f"{where}.writer", m["writer"], "None (only a reservoir with a region has a writer)")
+        out["writer"] = writer
+        return out
+
+    def restore(self, checked: dict[str, Any]) -> None:
+        """Put the values from :meth:`check_state` in place (assignments only)."""
+        directory = checked["directory"]
+        for key, value in checked.items():
+            if key != "directory":
+                setattr(self, key, value)
+        self.directory.restore(directory)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same steps and placement); checked before anything changes."""
-        if int(state["steps"]) != self.steps or state["placement"] != self.placement:
-            raise ConfigError("segments", {"steps": state["steps"], "placement": state["placement"]},
-                              f"steps={self.steps}, placement={self.placement!r} (this buffer's)")
-        arrays = {}
-        for key in ("start", "length", "origin", "hits", "step_stamp"):
-            arr = np.asarray(state[key])
-            if arr.shape != (self.steps,) or arr.dtype.kind not in "iu":
-                raise SchemaError(f"segments.{key}", arr, f"an int64 array of shape ({self.steps},)")
-            arrays[key] = arr.astype(np.int64, copy=True)
-        if np.asarray(state["directory"]["slot_id"]).shape != (self.steps,):
-            raise SchemaError("segments.directory.slot_id", state["directory"]["slot_id"],
-                              f"an int64 array of shape ({self.steps},)")
-        for key, arr in arrays.items():
-            setattr(self, key, arr)
-        self.directory.load_state_dict(state["directory"])
-        self.region = state["region"]
-        self.head = int(state["head"])
-        self.issued = int(state["issued"])
-        self.oldest = int(state["oldest"])
-        self.live_steps = int(state["live_steps"])
-        self.unit_lengths = bool(state["unit_lengths"])
-        self.writer = None
-        if state.get("writer") is not None and self.region:
-            self.writer = ReservoirWriter(self.steps // int(self.region))
-            self.writer.load_state_dict(state["writer"])
+        self.restore(self.check_state(state))
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

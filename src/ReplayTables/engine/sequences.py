@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import close_gaps, uniform_positions
+from ReplayTables.engine.state_checks import distinct, int_array, mapping
+from ReplayTables.errors import CheckpointError
 
 __all__ = ["StartIndex", "expand_ranges", "new_anchors", "window_mask", "window_offsets"]
 
@@ -99,12 +101,23 @@ class StartIndex:
     def state_dict(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "members": self.keys()}
 
+    def check_state(self, state: Any, where: str = "starts") -> tuple[np.ndarray, np.ndarray, int]:
+        """Saved members checked (distinct keys in ``[0, capacity)``); returns the new arrays."""
+        m = mapping(where, state, ("members",), ("capacity",))
+        keys = int_array(f"{where}.members", m["members"], None, 0, self.capacity - 1, ndim=1)
+        if keys.size > self.capacity or not distinct(keys, self.capacity):
+            raise CheckpointError(f"{where}.members", keys, f"distinct keys in [0, {self.capacity})")
+        members = np.empty(self.capacity, dtype=self.members.dtype)
+        position = np.full(self.capacity, -1, dtype=self.where.dtype)
+        members[: keys.size] = keys  # same order as saved, so the next draws are the same
+        position[keys] = np.arange(keys.size)
+        return members, position, int(keys.size)
+
+    def restore(self, checked: tuple[np.ndarray, np.ndarray, int]) -> None:
+        self.members, self.where, self.count = checked
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        members = np.asarray(state["members"], dtype=np.int64)
-        self.where[:] = -1
-        self.count = members.size  # same order as saved, so the next draws are the same
-        self.members[: self.count] = members
-        self.where[members] = np.arange(self.count)
+        self.restore(self.check_state(state))
 
 
 def expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

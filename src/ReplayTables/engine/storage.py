@@ -15,12 +15,14 @@ first written, so a large, mostly empty buffer costs little resident memory.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
 from ReplayTables.engine.schema import Field
-from ReplayTables.errors import SchemaError
+from ReplayTables.engine.state_checks import array, mapping, string
+from ReplayTables.errors import CheckpointError
 
 __all__ = ["PackedStorage", "row_layout"]
 
@@ -35,7 +37,7 @@ def row_layout(fields: list[Field]) -> tuple[list[int], int]:
         max_align = max(max_align, align)
         pos = (pos + align - 1) // align * align
         offsets.append(pos)
-        pos += f.nbytes
+        pos += math.prod(f.shape) * f.dtype.itemsize  # Python ints: a saved shape may be absurd
     row = (pos + max_align - 1) // max_align * max_align
     return offsets, max(row, 1)
 
@@ -93,14 +95,29 @@ class PackedStorage:
     def state_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "row_bytes": self.row_bytes, "offsets": list(self.offsets), "rows": self.rows}
 
+    @staticmethod
+    def check_state(state: Any, fields: list[Field], capacity: int, where: str = "storage") -> np.ndarray:
+        """The saved rows, checked against the layout of ``fields`` and the capacity; changes nothing."""
+        m = mapping(where, state, ("kind", "row_bytes", "offsets", "rows"))
+        string(f"{where}.kind", m["kind"], (PackedStorage.kind,))
+        offsets, row_bytes = row_layout(fields)
+        if m["row_bytes"] != row_bytes or m["offsets"] != offsets:
+            raise CheckpointError(f"{where}.offsets", {"row_bytes": m["row_bytes"], "offsets": m["offsets"]},
+                                  f"row_bytes {row_bytes} and offsets {offsets} (the layout of the schema's fields)")
+        rows = array(f"{where}.rows", m["rows"], (capacity, row_bytes), "u")
+        if rows.dtype != np.uint8:
+            raise CheckpointError(f"{where}.rows", f"dtype {rows.dtype}",
+                                  f"a uint8 array of shape {(capacity, row_bytes)}")
+        return rows
+
+    @staticmethod
+    def from_rows(fields: list[Field], capacity: int, rows: np.ndarray) -> PackedStorage:
+        """A storage holding a copy of checked ``rows`` (see :meth:`check_state`)."""
+        return PackedStorage(fields, capacity, rows=np.array(rows, dtype=np.uint8, order="C", copy=True))
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Copy saved rows in (same fields and capacity; the layout is checked)."""
-        rows = np.asarray(state["rows"])
-        expected = (self.capacity, self.row_bytes)
-        if rows.shape != expected or rows.dtype != np.uint8 or list(state["offsets"]) != list(self.offsets):
-            raise SchemaError("storage.rows", rows, f"a uint8 array of shape {expected} with field offsets "
-                                                    f"{self.offsets}")
-        self.rows[...] = rows
+        """Copy saved rows in (same fields and capacity; the layout is checked first)."""
+        self.rows[...] = self.check_state(state, self.fields, self.capacity)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"rows": self.rows}

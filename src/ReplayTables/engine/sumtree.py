@@ -16,11 +16,12 @@ is bit-identical to one rebuilt from its leaves.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ReplayTables.errors import ConfigError
+from ReplayTables.engine.state_checks import array, bool_array, mapping
+from ReplayTables.errors import CheckpointError
 
 __all__ = ["SumTree"]
 
@@ -71,6 +72,13 @@ def _layout(capacity: int) -> tuple[int, np.ndarray, np.ndarray]:
     sizes_arr = np.array(sizes, dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes_arr)[:-1]]).astype(np.int64)
     return leaf_n, sizes_arr, offsets
+
+
+class TreeState(NamedTuple):
+    """Checked leaves of a saved tree (see :meth:`SumTree.check_state`)."""
+
+    leaves: np.ndarray  # float64[capacity], live zeros already as -0.0
+    zero_count: int
 
 
 class SumTree:
@@ -189,23 +197,66 @@ class SumTree:
             state[name][:] = arr
         self.__dict__.update(state)
 
+    @staticmethod
+    def nbytes_for(capacity: int) -> int:
+        """Bytes a tree over ``capacity`` leaves holds (leaves, three float64 levels and the marks)."""
+        leaf_n, sizes, _ = _layout(capacity)
+        return 8 * leaf_n + 32 * int(sizes.sum()) + 3 * BLOCK_ALIGNMENT
+
     def state_dict(self) -> dict[str, Any]:
         n = self.capacity
         leaves = self.leaves[:n]
         live_zero = (leaves == 0.0) & np.signbit(leaves)
         return {"leaves": leaves + 0.0, "live_zero": live_zero.astype(np.uint8)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: Any, where: str = "tree", live: np.ndarray | None = None) -> TreeState:
+        """Check saved leaves; changes nothing.
+
+        Leaves are finite and non-negative with a finite sum; ``live_zero`` flags
+        only zero leaves. With ``live`` (which slots hold an item), a slot without
+        an item has a zero, unflagged leaf and a slot with one has a positive leaf
+        or a flagged zero, so the tree agrees with the directory.
+        """
+        m = mapping(where, state, ("leaves", "live_zero"))
         n = self.capacity
-        leaves = np.asarray(state["leaves"])
-        live_zero = np.asarray(state["live_zero"])
-        if leaves.shape != (n,) or live_zero.shape != (n,):
-            raise ConfigError("tree.leaves", leaves, f"arrays of shape ({n},) for leaves and live_zero")
-        if not (np.isfinite(leaves).all() and (leaves >= 0).all()):
-            raise ConfigError("tree.leaves", leaves, "non-negative finite priorities")
+        raw = array(f"{where}.leaves", m["leaves"], (n,), "fiu")
+        leaves = np.array(raw, dtype=np.float64, copy=True)
+        ok = np.isfinite(leaves) & (leaves >= 0)
+        if not ok.all():
+            s = int(np.flatnonzero(~ok)[0])
+            raise CheckpointError(f"{where}.leaves", f"{leaves[s]} at slot {s}", "finite non-negative priorities")
+        with np.errstate(over="ignore"):
+            total = float(leaves.sum())
+        if not np.isfinite(total):
+            raise CheckpointError(f"{where}.leaves", f"a sum of {total}", "priorities with a finite sum")
+        flags = bool_array(f"{where}.live_zero", m["live_zero"], (n,))
+        flagged_positive = np.flatnonzero(flags & (leaves != 0.0))
+        if flagged_positive.size:
+            s = int(flagged_positive[0])
+            raise CheckpointError(f"{where}.live_zero", f"a flag at slot {s} (leaf {leaves[s]})",
+                                  "flags only at zero leaves")
+        if live is not None:
+            live = np.asarray(live, dtype=bool)
+            bad = np.flatnonzero(~live & ((leaves != 0.0) | flags))
+            if bad.size:
+                s = int(bad[0])
+                raise CheckpointError(f"{where}.leaves", f"leaf {leaves[s]} (live_zero {bool(flags[s])}) at empty "
+                                                         f"slot {s}", "an unflagged zero at every slot without an item")
+            bad = np.flatnonzero(live & (leaves == 0.0) & ~flags)
+            if bad.size:
+                s = int(bad[0])
+                raise CheckpointError(f"{where}.live_zero", f"no flag at slot {s} (an item of priority 0)",
+                                      "a positive priority or a live_zero flag at every slot with an item")
+        leaves += 0.0
+        leaves[flags] = -0.0
+        return TreeState(leaves, int(flags.sum()))
+
+    def restore(self, checked: TreeState) -> None:
+        """Put checked leaves in place and rebuild the sums above them."""
         self.leaves[:] = 0.0
-        self.leaves[:n] = leaves + 0.0
-        flagged = (live_zero != 0) & (leaves == 0.0)
-        self.leaves[:n][flagged] = -0.0
-        self.zero_count = int(flagged.sum())
+        self.leaves[: self.capacity] = checked.leaves
+        self.zero_count = checked.zero_count
         self.rebuild()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restore(self.check_state(state))

@@ -22,17 +22,25 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
-from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.ids import NOT_STORED, DirectoryState, SlotDirectory
 from ReplayTables.engine.memory import check_allocation
+from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
-from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
-from ReplayTables.engine.storage import PackedStorage
+from ReplayTables.engine.state_checks import check_counters, check_fields, integer, mapping, nbytes, string
+from ReplayTables.engine.storage import PackedStorage, row_layout
 from ReplayTables.engine.writers import Writer, make_writer
-from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError, StaleIdError
+from ReplayTables.errors import (
+    CheckpointError,
+    ConfigError,
+    EmptyBufferError,
+    PriorityError,
+    SchemaError,
+    StaleIdError,
+)
 
-__all__ = ["Sample", "Table", "check_capacity", "check_ids"]
+__all__ = ["COUNTERS", "Sample", "Table", "TableState", "check_capacity", "check_ids", "check_schema_state"]
 
 
 class Sample(NamedTuple):
@@ -72,6 +80,68 @@ def check_table_bytes(name: str, capacity: int, row_bytes: int, prioritized: boo
     Called before anything is allocated (front ends call it before building a sum tree)."""
     per_slot = row_bytes + DIRECTORY_BYTES_PER_SLOT + (TREE_BYTES_PER_SLOT if prioritized else 0)
     check_allocation(name, capacity, capacity * per_slot, f"{capacity} slots of {per_slot} bytes")
+#: The table's counters, as ``stats()`` reports them.
+COUNTERS = ("added", "evicted", "not_stored", "sampled", "deleted", "stale_updates")
+
+
+class TableState(NamedTuple):
+    """A checked table state, every part ready to be put in place (see :meth:`Table.check_state`)."""
+
+    schema: Schema | None
+    storage: PackedStorage | None
+    writer: dict[str, int]
+    directory: DirectoryState
+    sampler: Any
+    counters: dict[str, int]
+    rng: dict[str, Any]
+
+
+def saved_row_bytes(storage: Any) -> int | None:
+    """The row size of saved rows (real data, so bounded by the checkpoint), if there are any."""
+    rows = storage.get("rows") if isinstance(storage, dict) else None
+    return int(rows.shape[1]) if isinstance(rows, np.ndarray) and rows.ndim == 2 else None
+
+
+def check_schema_state(value: Any, current: Schema, where: str, capacity: int,
+                       rows_bytes: int | None = None) -> tuple[Schema | None, int]:
+    """A saved schema (or ``None``) checked against the receiving ``current`` schema; also
+    (an upper bound of) its row bytes.
+
+    The kind must be the receiver's; if the receiver's fields are already fixed,
+    the saved ones must equal them, and if only their names are declared, the
+    names must match (the front end builds its items from them). Each field of
+    ``capacity`` items must fit in memory, and with ``rows_bytes`` (the row size of
+    saved rows, real data) the fields' layout must fill exactly such a row.
+    """
+    if value is None:
+        return None, 0
+    m = mapping(where, value, ("kind", "structure", "fields"))
+    kind = string(f"{where}.kind", m["kind"], ("namedtuple", "dataclass", "dict"))
+    if kind != current.kind:
+        raise ConfigError(f"{where}.kind", kind, f"{current.kind!r} (the kind of this buffer's structure)")
+    if m["structure"] is not None:
+        string(f"{where}.structure", m["structure"], max_len=1000)
+    fields = [Field(path, shape, dtype) for path, shape, dtype in check_fields(f"{where}.fields", m["fields"], kind)]
+    names = [".".join(f.path) for f in fields]
+    if rows_bytes is not None and row_layout(fields)[1] != rows_bytes:
+        raise CheckpointError(where + ".fields", [f"{n}: {f.dtype.str} {list(f.shape)}" for n, f in zip(names, fields)],
+                              f"fields that fill the saved rows of {rows_bytes} bytes")
+    if current.resolved and fields != current.fields:
+        raise ConfigError(f"{where}.fields", names, f"the fields of this buffer: {current!r}")
+    if not current.resolved and current.names and names != current.names:
+        raise ConfigError(f"{where}.fields", names, f"the fields {current.names} of this buffer's structure")
+    row_bytes = 0
+    for i, f in enumerate(fields):
+        size = nbytes(f.shape, f.dtype)
+        check_allocation(f"{where}.fields[{i}]", f"shape {list(f.shape)} dtype {f.dtype.str}", capacity * size,
+                         f"field {f.name!r} of {capacity} items", error=CheckpointError)
+        row_bytes += size + 8  # + alignment padding
+    return Schema.from_fields(kind, current.structure, fields), row_bytes
+
+
+def table_nbytes(capacity: int, row_bytes: int, sampler: type[Sampler] | Sampler) -> int:
+    """Bytes a table of ``capacity`` slots of ``row_bytes`` holds (rows, directory, sampler)."""
+    return capacity * row_bytes + SlotDirectory.nbytes_for(capacity) + sampler.nbytes_for(capacity)
 
 
 def check_capacity(name: str, value: Any) -> int:
@@ -350,38 +420,83 @@ class Table:
             "rng": _rng_state(self.rng),
         }
 
+    def check_state(self, state: Any, where: str = "table", rows: np.ndarray | None = None) -> TableState:
+        """Check a saved :meth:`state_dict` completely; changes nothing.
+
+        Every component checks its own part (the writer, directory, sampler,
+        storage layout, counters and rng state), and the parts are checked against
+        each other (the sampler's leaves against the live slots). What needs
+        memory is checked against the machine before it is built. A value that
+        cannot be right is a :class:`CheckpointError`; a state of another kind of
+        table (capacity, writer, sampler settings, fields) a :class:`ConfigError`.
+        ``rows``: the step rows live in that (memory-mapped) array, not in the state.
+        """
+        m = mapping(where, state, ("capacity", "schema", "writer", "sampler", "directory", "storage", "counters",
+                                   "rng"))
+        capacity = integer(f"{where}.capacity", m["capacity"], 1, MAX_COUNT)
+        if capacity != self.capacity:
+            raise ConfigError(f"{where}.capacity", capacity, f"{self.capacity} (the table's capacity)")
+        for part, component in (("writer", self.writer), ("sampler", self.sampler)):
+            name = mapping(f"{where}.{part}", m[part], ("name",), closed=False)["name"]
+            if name != component.name:
+                raise ConfigError(f"{where}.{part}.name", name, repr(component.name))
+        if m["sampler"].get("config", {}) != self.sampler.config():
+            raise ConfigError(f"{where}.sampler.config", m["sampler"].get("config"), f"{self.sampler.config()}")
+        writer = self.writer.check_state(m["writer"], f"{where}.writer")
+        directory = self.directory.check_state(m["directory"], f"{where}.directory")
+        schema, row_bytes = check_schema_state(m["schema"], self.schema, f"{where}.schema", capacity,
+                                               saved_row_bytes(m["storage"]))
+        if schema is not None:
+            clash = sorted({name.split(".")[0] for name in schema.names} & self.reserved_names)
+            if clash:
+                raise CheckpointError(f"{where}.schema.fields", clash, f"field names other than "
+                                                                       f"{sorted(self.reserved_names)}")
+        check_allocation(f"{where}.capacity", capacity, table_nbytes(capacity, row_bytes, self.sampler),
+                         f"a table of {capacity} slots of {row_bytes} bytes", error=CheckpointError)
+        saved_rows = None
+        if m["storage"] is not None or (schema is not None and rows is None):
+            if schema is None:
+                raise CheckpointError(f"{where}.storage", "saved rows", "None (the state has no schema)")
+            assert schema.fields is not None
+            saved_rows = PackedStorage.check_state(m["storage"], schema.fields, capacity, f"{where}.storage")
+        if schema is None and directory.count:
+            raise CheckpointError(f"{where}.directory.count", directory.count, "0 (the state has no schema, so no "
+                                                                               "item can be stored)")
+        counters = check_counters(f"{where}.counters", m["counters"], COUNTERS)
+        rng = check_rng_state(m["rng"], f"{where}.rng", self.rng)
+        # every value is good: build what needs memory (nothing of this table is touched yet)
+        sampler = self.sampler.check_state(m["sampler"], directory.live_mask, f"{where}.sampler")
+        storage = None
+        if schema is not None:
+            assert schema.fields is not None
+            if saved_rows is not None:
+                storage = PackedStorage.from_rows(schema.fields, capacity, saved_rows)
+            elif rows is not None:
+                if rows.shape != (capacity, row_layout(schema.fields)[1]):
+                    raise ConfigError("rows", f"shape {rows.shape}", f"({capacity}, {row_layout(schema.fields)[1]})")
+                storage = PackedStorage(schema.fields, capacity, rows=rows)
+        return TableState(schema, storage, writer, directory, sampler, counters, rng)
+
+    def restore(self, checked: TableState) -> None:
+        """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
+        self._add_fast = None
+        self._add_batch_fast = None
+        if checked.schema is not None:
+            self.schema = checked.schema
+        self.storage = checked.storage
+        self.writer.restore(checked.writer)
+        self.directory.restore(checked.directory)
+        self.sampler.restore(checked.sampler)
+        self.counters = dict(checked.counters)
+        self.rng.bit_generator.state = checked.rng
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).
 
         Everything is checked before anything is replaced, so a state that does not
         fit leaves the table as it was.
         """
-        if int(state["capacity"]) != self.capacity:
-            raise ConfigError("capacity", state["capacity"], f"{self.capacity} (the table's capacity)")
-        for part, component in (("writer", self.writer), ("sampler", self.sampler)):
-            if state[part]["name"] != component.name:
-                raise ConfigError(f"{part}.name", state[part]["name"], repr(component.name))
-        if state["sampler"].get("config", {}) != self.sampler.config():
-            raise ConfigError("sampler.config", state["sampler"].get("config"), f"{self.sampler.config()}")
-        storage = None
-        schema = self.schema
-        if state.get("schema") is not None and state.get("storage") is not None:
-            fields = [Field.from_json(f) for f in state["schema"]["fields"]]
-            schema = Schema.from_fields(state["schema"]["kind"], self.schema.structure, fields)
-            storage = PackedStorage(fields, self.capacity)
-            storage.load_state_dict(state["storage"])
-        slot_id = np.asarray(state["directory"]["slot_id"])
-        if slot_id.shape != (self.capacity,):
-            raise ConfigError("directory.slot_id", slot_id, f"an int64 array of shape ({self.capacity},)")
-        self._add_fast = None
-        self._add_batch_fast = None
-        self.schema = schema
-        self.storage = storage
-        self.writer.load_state_dict(state["writer"])
-        self.directory.load_state_dict(state["directory"])
-        self.sampler.load_state_dict(state["sampler"])
-        self.counters = {k: int(v) for k, v in state["counters"].items()}
-        _set_rng_state(self.rng, state["rng"])
+        self.restore(self.check_state(state))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """:meth:`state_dict` split into JSON-able metadata and named arrays."""
@@ -394,7 +509,7 @@ class Table:
         """Restore what :meth:`state` produced."""
         from ReplayTables.checkpoint import join_arrays
 
-        self.load_state_dict(join_arrays(meta, arrays))
+        self.load_state_dict(join_arrays(meta, arrays, "table"))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
+
 __all__ = ["FifoWriter", "ReservoirWriter", "Writer", "make_writer"]
 
 Index = slice | np.ndarray
@@ -32,8 +34,17 @@ class Writer:
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def check_state(self, state: Any, where: str = "writer") -> dict[str, int]:
+        """The checked values of a saved state (a ``name`` key is allowed); changes nothing."""
         raise NotImplementedError
+
+    def restore(self, checked: dict[str, int]) -> None:
+        """Put the values from :meth:`check_state` in place."""
+        for key, value in checked.items():
+            setattr(self, key, value)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restore(self.check_state(state))
 
 
 class FifoWriter(Writer):
@@ -68,8 +79,9 @@ class FifoWriter(Writer):
     def state_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.cursor = int(state["cursor"])
+    def check_state(self, state: Any, where: str = "writer") -> dict[str, int]:
+        m = mapping(where, state, ("cursor",), ("name",))
+        return {"cursor": integer(f"{where}.cursor", m["cursor"], 0, self.capacity - 1)}
 
 
 class ReservoirWriter(Writer):
@@ -110,8 +122,9 @@ class ReservoirWriter(Writer):
     def state_dict(self) -> dict[str, Any]:
         return {"seen": self.seen}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.seen = int(state["seen"])
+    def check_state(self, state: Any, where: str = "writer") -> dict[str, int]:
+        m = mapping(where, state, ("seen",), ("name",))
+        return {"seen": integer(f"{where}.seen", m["seen"], 0, MAX_INT)}
 
 
 WRITERS: dict[str, type[Writer]] = {"fifo": FifoWriter, "reservoir": ReservoirWriter}

@@ -4,6 +4,12 @@ A checkpoint is the engine's format (a directory of ``.npy`` arrays and a JSON
 manifest, written atomically, read without pickle): the manifest holds the
 class, its JSON-able constructor arguments and the nested state with every
 numpy array replaced by a reference to its file.
+
+Restoring a state (``set_state``, or loading a checkpoint) checks all of it
+first and only then puts it in place: ``_check_state_dict`` (no change) then
+``_restore_state`` (assignments only). A refused state is a
+:class:`~ReplayTables.errors.CheckpointError` naming the key, the value and what
+was expected, and the buffer is unchanged.
 """
 from __future__ import annotations
 
@@ -15,18 +21,37 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.checkpoint import class_name, join_arrays, register, split_arrays, write_checkpoint
+from ReplayTables.checkpoint import (
+    checking,
+    class_name,
+    join_arrays,
+    register,
+    split_arrays,
+    write_checkpoint,
+)
+from ReplayTables.engine.state_checks import mapping
 from ReplayTables.errors import CheckpointError
+from ReplayTables.rllib.config import constructor_params
 
-__all__ = ["Checkpointable"]
+__all__ = ["Checkpointable", "same_json"]
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Equal once written as JSON (tuples and lists alike); values JSON cannot hold are compared as they are."""
+    try:
+        return bool(json.loads(json.dumps(a)) == json.loads(json.dumps(b)))
+    except (TypeError, ValueError, RecursionError):
+        return bool(a == b)
 
 
 class Checkpointable:
     """save / ``ReplayTables.load`` / get_state / set_state for RLlib-style buffers.
 
-    A subclass gives ``_init_args()`` (JSON-able constructor arguments) and
-    ``_state_dict()`` / ``_load_state_dict(state)`` (nested dicts, numpy arrays
-    anywhere in them); classes register themselves for loading.
+    A subclass gives ``_init_args()`` (JSON-able constructor arguments),
+    ``_state_dict()`` (nested dicts, numpy arrays anywhere in them) and the pair
+    ``_check_state_dict(state, where)`` / ``_restore_state(checked)``; classes
+    register themselves for loading. Subclasses that save more override
+    ``_extra_state`` / ``_check_extra_state`` / ``_load_extra_state``.
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -39,14 +64,29 @@ class Checkpointable:
     def _state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _load_state_dict(self, state: dict[str, Any]) -> None:
+    def _check_state_dict(self, state: Any, where: str = "state") -> Any:
+        """Check (and build) everything a saved ``_state_dict`` needs; changes nothing."""
         raise NotImplementedError
+
+    def _restore_state(self, checked: Any) -> None:
+        """Put what :meth:`_check_state_dict` returned in place (assignments only)."""
+        raise NotImplementedError
+
+    def _load_state_dict(self, state: dict[str, Any]) -> None:
+        self._restore_state(self._check_state_dict(state))
 
     def _extra_state(self) -> dict[str, Any]:
         """Subclass additions to ``_state_dict`` (merged into it); none by default."""
         return {}
 
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
+    def _check_extra_state(self, state: dict[str, Any], policies: list[Any] | None = None) -> Any:
+        """Check what ``_extra_state`` added (``policies``: the policy ids the restored
+        multi-agent buffer will have); returns what ``_load_extra_state`` is given.
+        A subclass that saves extra state checks it here, so that ``_load_extra_state``
+        only assigns. By default the state is passed on as it is."""
+        return state
+
+    def _load_extra_state(self, state: Any) -> None:
         """Restore what ``_extra_state`` added; nothing by default."""
 
     def _full_state(self) -> dict[str, Any]:
@@ -60,23 +100,53 @@ class Checkpointable:
         return copy.deepcopy(self._full_state())
 
     def set_state(self, state: dict[str, Any]) -> None:
-        """Restore from :meth:`get_state` of a buffer of the same class and arguments."""
-        if state.get("class") != class_name(type(self)):
-            raise CheckpointError("class", state.get("class"), class_name(type(self)))
-        mine = json.loads(json.dumps(self._init_args()))
-        if json.loads(json.dumps(state.get("init"))) != mine:
-            raise CheckpointError("init", state.get("init"), f"{mine} (this buffer's arguments)")
-        self._load_state_dict(state["state"])
+        """Restore from :meth:`get_state` of a buffer of the same class and arguments.
+
+        The whole state is checked before anything changes; a refused one leaves
+        the buffer exactly as it was.
+        """
+        with checking():
+            m = mapping("state", state, ("class", "init", "state"))
+            if m["class"] != class_name(type(self)):
+                raise CheckpointError("class", m["class"], class_name(type(self)))
+            mine = self._init_args()
+            if not same_json(m["init"], mine):
+                raise CheckpointError("init", m["init"], f"{json.loads(json.dumps(mine))} (this buffer's arguments)")
+            checked = self._check_state_dict(m["state"])
+        self._restore_state(checked)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it."""
         manifest, arrays = split_arrays(self._full_state())
         return write_checkpoint(path, manifest, arrays)
 
+    # ------------------------------------------------------------ loading a checkpoint
+    @classmethod
+    def _check_init(cls, init: Any, where: str = "init") -> dict[str, Any]:
+        """Saved constructor arguments: a dict of this class's parameters (values are the constructor's to check)."""
+        m = dict(mapping(where, init, closed=False))
+        allowed = constructor_params(cls)
+        unknown = sorted(str(k) for k in m if k not in allowed)
+        if unknown:
+            raise CheckpointError(where, unknown, f"arguments of {cls.__name__}: {sorted(allowed)}")
+        return m
+
+    @classmethod
+    def _check_before_construction(cls, init: dict[str, Any], state: Any, where: str = "state",
+                                   init_where: str = "init") -> None:
+        """What can be checked before a buffer is built from ``init`` (its capacity against the
+        saved arrays, the memory it needs); nothing by default."""
+
     @classmethod
     def _from_checkpoint(cls, manifest: dict[str, Any], arrays: dict[str, np.ndarray], structure: Any) -> Any:
-        buffer = cls._from_init(dict(manifest["init"]))
-        buffer._load_state_dict(join_arrays(manifest["state"], arrays))
+        m = mapping("manifest", manifest, ("class", "init", "state"), ("format", "format_version", "arrays"))
+        init = cls._check_init(m["init"])
+        state = join_arrays(m["state"], arrays, "state")
+        cls._check_before_construction(init, state)
+        buffer = cls._from_init(init)
+        if not same_json(buffer._init_args(), init):  # a default filled in, or a value the constructor changed
+            raise CheckpointError("init", init, f"the arguments the buffer was built with: {buffer._init_args()}")
+        buffer._restore_state(buffer._check_state_dict(state))
         return buffer
 
     @classmethod

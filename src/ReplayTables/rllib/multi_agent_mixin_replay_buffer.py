@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
-from ReplayTables.engine.rng_state import set_rng_state as _set_rng_state
+from ReplayTables.engine.state_checks import MAX_INT, int_array, integer
 from ReplayTables.engine.table import check_count
-from ReplayTables.errors import EmptyBufferError
+from ReplayTables.errors import CheckpointError, EmptyBufferError
 from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch
 from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
 from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer, check_number
@@ -130,12 +131,30 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         return {"new": [[keys.index(k), v] for k, v in self._new.items() if k in keys],
                 "new_dropped": self._new_dropped, "rng": _rng_state(self._rng)}
 
-    def _load_extra_state(self, meta: dict[str, Any]) -> None:
-        keys = list(self.replay_buffers)
-        self._new = {keys[int(i)]: np.array(v, dtype=np.int64) for i, v in meta.get("new", [])}
-        self._new_dropped = int(meta.get("new_dropped", 0))
-        if "rng" in meta:
-            _set_rng_state(self._rng, meta["rng"])
+    def _check_extra_state(self, state: dict[str, Any], policies: list[Any] | None = None) -> dict[str, Any]:
+        """The pending new ids per policy (by index into ``policies``), the dropped count and the
+        mixing generator's state, checked."""
+        keys = list(self.replay_buffers) if policies is None else policies
+        entries = state.get("new", [])
+        if not isinstance(entries, list):
+            raise CheckpointError("state.new", entries, "a list of [policy index, new item ids] pairs")
+        new: dict[Any, np.ndarray] = {}
+        for j, entry in enumerate(entries):
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise CheckpointError(f"state.new[{j}]", entry, "a pair [policy index, new item ids]")
+            index = integer(f"state.new[{j}][0]", entry[0], 0, len(keys) - 1)
+            if keys[index] in new:
+                raise CheckpointError(f"state.new[{j}][0]", index, "a policy index no other pair has")
+            new[keys[index]] = int_array(f"state.new[{j}][1]", entry[1], lo=0, hi=MAX_INT, ndim=1)
+        dropped = integer("state.new_dropped", state.get("new_dropped", 0), 0, MAX_INT)
+        rng = check_rng_state(state["rng"], "state.rng", self._rng) if "rng" in state else None
+        return {"new": new, "new_dropped": dropped, "rng": rng}
+
+    def _load_extra_state(self, checked: dict[str, Any]) -> None:
+        self._new = dict(checked["new"])
+        self._new_dropped = checked["new_dropped"]
+        if checked["rng"] is not None:
+            self._rng.bit_generator.state = checked["rng"]
 
 
 def _concat(parts: list[SampleBatch]) -> SampleBatch:

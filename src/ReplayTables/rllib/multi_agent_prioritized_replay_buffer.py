@@ -41,6 +41,8 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
         self.prioritized_replay_alpha = check_number("prioritized_replay_alpha", prioritized_replay_alpha, 0.0)
         self.prioritized_replay_beta = check_number("prioritized_replay_beta", prioritized_replay_beta, 0.0)
         self.prioritized_replay_eps = check_number("prioritized_replay_eps", prioritized_replay_eps, 0.0)
+        if not isinstance(underlying_buffer_config or {}, Mapping):
+            raise ConfigError("underlying_buffer_config", underlying_buffer_config, "a dict (type and arguments)")
         cfg = dict(underlying_buffer_config or {})
         if "underlying_replay_buffer_config" in cfg:
             cfg["underlying_buffer_config"] = cfg.pop("underlying_replay_buffer_config")

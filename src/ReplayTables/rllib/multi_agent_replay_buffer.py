@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.checkpoint import class_name
-from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError
+from ReplayTables.checkpoint import class_name, resolve_class
+from ReplayTables.engine.memory import check_allocation
+from ReplayTables.engine.state_checks import MAX_INT, as_checkpoint_error, integer, mapping
+from ReplayTables.engine.table import MAX_COUNT
+from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, ReplayTablesError, SchemaError
 from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch, as_policy_batches
-from ReplayTables.rllib.checkpointable import Checkpointable
+from ReplayTables.rllib.checkpointable import Checkpointable, same_json
 from ReplayTables.rllib.config import (
     check_keys,
     constructor_params,
@@ -33,6 +36,8 @@ __all__ = ["ALL_POLICIES", "MultiAgentReplayBuffer", "ReplayMode"]
 
 ALL_POLICIES = "__all__"
 REPLAY_MODES = ("independent", "lockstep")
+#: More policies than this in one saved state is not a real run.
+MAX_POLICIES = 100_000
 ReplayMode = REPLAY_MODES
 
 
@@ -71,8 +76,8 @@ class MultiAgentReplayBuffer(Checkpointable):
         self.replay_sequence_length = replay_sequence_length
         self.replay_burn_in = replay_burn_in
         self.replay_zero_init_states = replay_zero_init_states
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ConfigError("seed", seed, "None or an integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = seed
         cfg = normalise(underlying_buffer_config or {}, "underlying_buffer_config")
         underlying = resolve_type(cfg.pop("type", self._default_type), "underlying_buffer_config.type")
@@ -198,14 +203,75 @@ class MultiAgentReplayBuffer(Checkpointable):
                     for key, buf in self.replay_buffers.items()]
         return {"policies": policies, **self._extra_state()}
 
-    def _load_state_dict(self, state: dict[str, Any]) -> None:
-        buffers = {}
-        for entry in state["policies"]:
-            buf = self._underlying_type._from_init(dict(entry["init"]))
-            buf._load_state_dict(entry["state"])
-            buffers[entry["policy_id"]] = buf
+    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], Any]:
+        """Every policy's saved buffer checked and built into a new buffer (this one is not touched),
+        then the extra state against the new policy ids."""
+        m = mapping(where, state, ("policies",), tuple(self._extra_state()))
+        entries = m["policies"]
+        if not isinstance(entries, list) or len(entries) > MAX_POLICIES:
+            raise CheckpointError(f"{where}.policies", entries, f"a list of at most {MAX_POLICIES} policy states")
+        capacity = integer("capacity", self.underlying_ctor_args.get("capacity"), 1, MAX_COUNT)
+        check_allocation(f"{where}.policies", f"{len(entries)} policies",
+                         len(entries) * self._underlying_type.nbytes_for(capacity),
+                         f"{len(entries)} buffers of {capacity} timesteps", error=CheckpointError)
+        buffers: dict[Any, ReplayBuffer] = {}
+        for i, entry in enumerate(entries):
+            here = f"{where}.policies[{i}]"
+            e = mapping(here, entry, ("policy_id", "init", "state"))
+            pid = e["policy_id"]
+            if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and len(pid) > 1000) \
+                    or (isinstance(pid, int) and not -MAX_INT <= pid <= MAX_INT):
+                raise CheckpointError(f"{here}.policy_id", pid, "a str or int policy id")
+            if self.replay_mode == "lockstep" and pid != ALL_POLICIES:
+                raise CheckpointError(f"{here}.policy_id", pid, f"{ALL_POLICIES!r} (lockstep mode keeps one buffer)")
+            if pid in buffers:
+                raise CheckpointError(f"{here}.policy_id", pid, "a policy id no other entry has")
+            init = self._check_underlying_init(e["init"], f"{here}.init")
+            self._underlying_type._check_before_construction(init, e["state"], f"{here}.state", f"{here}.init")
+            try:
+                buf = self._underlying_type._from_init(init)
+            except ReplayTablesError as exc:  # a saved argument the constructor refuses
+                raise as_checkpoint_error(exc, f"{here}.init") from None
+            buf._restore_state(buf._check_state_dict(e["state"], f"{here}.state"))  # a new buffer: nothing shared
+            buffers[pid] = buf
+        return buffers, self._check_extra_state(dict(m), list(buffers))
+
+    def _check_underlying_init(self, init: Any, where: str) -> dict[str, Any]:
+        """An underlying buffer's saved arguments: its class's parameters, with every argument this
+        buffer gives its underlying buffers equal to what it gives (only ``seed`` differs per policy)."""
+        m = self._underlying_type._check_init(init, where)
+        for key, value in self.underlying_ctor_args.items():
+            if key != "seed" and not same_json(m.get(key), value):
+                raise CheckpointError(f"{where}.{key}", m.get(key), f"{value!r} (what this buffer gives its "
+                                                                   "underlying buffers)")
+        seed = m.get("seed")
+        if seed is not None:
+            integer(f"{where}.seed", seed, 0, MAX_INT)
+        return m
+
+    def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], Any]) -> None:
+        buffers, extra = checked
         self.replay_buffers = buffers
-        self._load_extra_state(state)
+        self._load_extra_state(extra)
+
+    @classmethod
+    def _from_init(cls, init: dict[str, Any]) -> Any:
+        """A buffer from saved arguments; the underlying ``type`` named in them comes from the registry
+        of buffer classes (never from an import of the name)."""
+        args = dict(init)
+        cfg = args.get("underlying_buffer_config")
+        if isinstance(cfg, Mapping) and isinstance(cfg.get("type"), str):
+            args["underlying_buffer_config"] = {**cfg, "type": resolve_class(cfg["type"],
+                                                                             "init.underlying_buffer_config.type")}
+        return cls(**args)
+
+    @classmethod
+    def _check_before_construction(cls, init: dict[str, Any], state: Any, where: str = "state",
+                                   init_where: str = "init") -> None:
+        """The buffer built from ``init`` holds one underlying buffer from the start: its memory first."""
+        capacity = integer(f"{init_where}.capacity", init.get("capacity", 10000), 1, MAX_COUNT)
+        check_allocation(f"{init_where}.capacity", capacity, ReplayBuffer.nbytes_for(capacity),
+                         f"a buffer of {capacity} timesteps", error=CheckpointError)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(replay_mode={self.replay_mode!r}, storage_unit={self.storage_unit.value!r}, "

@@ -50,6 +50,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return PrioritizedSampler(self.capacity, priority_exponent=self.alpha, uniform_probability=0.0,
                                   new_priority_mode="max")
 
+    @classmethod
+    def _sampler_class(cls) -> type[Sampler]:
+        return PrioritizedSampler
+
     @property
     def _sampler(self) -> PrioritizedSampler:
         sampler = self._table.sampler

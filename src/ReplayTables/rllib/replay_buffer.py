@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.segment_table import SegmentTable
-from ReplayTables.engine.table import check_capacity
-from ReplayTables.errors import ConfigError, SchemaError
+from ReplayTables.engine.state_checks import MAX_INT, array, integer, mapping
+from ReplayTables.engine.table import MAX_COUNT, check_capacity
+from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 from ReplayTables.rllib.batches import SampleBatch, as_columns
 from ReplayTables.rllib.checkpointable import Checkpointable
 from ReplayTables.rllib.storage_unit import StorageUnit, split_items
@@ -63,8 +65,8 @@ class ReplayBuffer(Checkpointable):
         if not isinstance(replay_zero_init_states, (bool, np.bool_)):
             raise ConfigError("replay_zero_init_states", replay_zero_init_states, "True or False")
         self.replay_zero_init_states = bool(replay_zero_init_states)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise ConfigError("seed", seed, "None or an integer")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
         self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
@@ -215,10 +217,38 @@ class ReplayBuffer(Checkpointable):
         return {"table": self._table.state_dict(), "dropped_episodes": self._dropped_episodes,
                 **self._extra_state()}
 
-    def _load_state_dict(self, state: dict[str, Any]) -> None:
-        self._table.load_state_dict(state["table"])
-        self._dropped_episodes = int(state.get("dropped_episodes", 0))
-        self._load_extra_state(state)
+    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[Any, int, Any]:
+        m = mapping(where, state, ("table",), ("dropped_episodes", *self._extra_state()))
+        table = self._table.check_state(m["table"], f"{where}.table")
+        dropped = integer(f"{where}.dropped_episodes", m.get("dropped_episodes", 0), 0, MAX_INT)
+        return table, dropped, self._check_extra_state(dict(m))
+
+    def _restore_state(self, checked: tuple[Any, int, Any]) -> None:
+        table, dropped, extra = checked
+        self._table.restore(table)
+        self._dropped_episodes = dropped
+        self._load_extra_state(extra)
+
+    @classmethod
+    def _check_before_construction(cls, init: dict[str, Any], state: Any, where: str = "state",
+                                   init_where: str = "init") -> None:
+        """The saved capacity against the saved step index (real arrays), and the memory it needs."""
+        capacity = integer(f"{init_where}.capacity", init.get("capacity", 10000), 1, MAX_COUNT)
+        table = mapping(f"{where}.table", mapping(where, state, ("table",), closed=False)["table"], ("index",),
+                        closed=False)
+        index = mapping(f"{where}.table.index", table["index"], ("start",), closed=False)
+        array(f"{where}.table.index.start", index["start"], (capacity,), "iu")
+        check_allocation(f"{init_where}.capacity", capacity, cls.nbytes_for(capacity),
+                         f"a buffer of {capacity} timesteps", error=CheckpointError)
+
+    @classmethod
+    def nbytes_for(cls, capacity: int) -> int:
+        """Bytes a buffer of ``capacity`` timesteps holds before any row is stored."""
+        return SegmentTable.nbytes_for(capacity, cls._sampler_class())
+
+    @classmethod
+    def _sampler_class(cls) -> type[Sampler]:
+        return UniformSampler
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(capacity={self.capacity}, storage_unit={self.storage_unit.value!r}, "
