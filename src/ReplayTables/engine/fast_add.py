@@ -117,6 +117,7 @@ def compile_add_one(table: Table) -> Any:
         lines.append("        new_id = slot")  # a never-used slot at the end of the dense prefix
         lines.append("        SID[slot] = slot")
         lines.append("        directory.count = slot + 1")
+        lines.append("        if slot + 1 >= directory.filled: directory.reach(slot + 1)")  # a lazy directory
         lines.append("    else:")
         lines.append("        new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
     else:
@@ -125,6 +126,7 @@ def compile_add_one(table: Table) -> Any:
         lines.append("    if slot < 0:")
         lines.append("        counters['not_stored'] += 1")
         lines.append("        return NOT_STORED")
+        lines.append("    if slot >= directory.filled: directory.reach(slot)")
         lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
         lines.append("    new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
@@ -177,6 +179,7 @@ def compile_add_batch(table: Table) -> Any:
     lines.append("        ids = directory.slot_id[start:stop] + CAP")
     lines.append("        counters['evicted'] += m")
     lines.append("    elif start == count:")
+    lines.append("        if stop >= directory.filled: directory.reach(stop)")  # a lazy directory
     lines.append("        ids = np.arange(start, stop, dtype=np.int64)")
     lines.append("        directory.count = stop")
     lines.append("    else: return slow(items)")

@@ -186,7 +186,7 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity") -> None:
+                 capacity_name: str = "capacity", lazy_ids: bool = False) -> None:
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
@@ -200,7 +200,9 @@ class Table:
             raise ConfigError("rng", rng, "a numpy.random.Generator or a non-negative int seed")
         self.rng = rng
         self._check_bytes(0)
-        self.directory = SlotDirectory(self.capacity)
+        # lazy_ids: only items added through this table take slots (in the writer's order), so the
+        # directory may write its never-written markers as the slots fill (see engine.ids)
+        self.directory = SlotDirectory(self.capacity, lazy=lazy_ids)
         self.storage: PackedStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
         self.reserved_names: frozenset[str] = frozenset()
@@ -321,6 +323,7 @@ class Table:
         self.counters["added"] += m
         if isinstance(slots, slice):
             start, stop = slots.start, slots.stop
+            directory.reach(stop)
             if directory.identity:
                 self.counters["evicted"] += max(0, min(stop, directory.count) - start)
             else:
@@ -328,6 +331,8 @@ class Table:
             ids = directory.assign_range(start, stop)
             slot_arr = None
         else:
+            if slots.size:
+                directory.reach(int(slots.max()) + 1)
             self.counters["evicted"] += int((directory.slot_id[slots] >= 0).sum())
             ids = directory.assign(slots)
             slot_arr = slots
