@@ -265,10 +265,34 @@ def test_bad_capacity_is_refused(capacity: Any) -> None:
     check_message(info.value, "capacity", None)
 
 
-def hostile_rllib_input_count() -> int:
-    """Distinct bad inputs in this module (the checklist counts them)."""
-    return (len(NOT_BUFFERS) + 3 + 7 + 6 + 9 + 1 + 9 + 3 + 7 + 1 + 2 + 9 + 7)
+# ---------------------------------------------------------------- multi-agent: all or nothing
+def multi_agent(cls: type) -> Any:
+    b = cls(capacity=20, seed=5)
+    b.add({"p1": steps(0, 3), "p2": steps(10, 3)})
+    return b
 
 
-def test_this_module_covers_many_distinct_bad_inputs() -> None:
-    assert hostile_rllib_input_count() >= 60
+MULTI_AGENT = [MultiAgentReplayBuffer, MultiAgentPrioritizedReplayBuffer, MultiAgentMixInReplayBuffer]
+
+
+@pytest.mark.parametrize("cls", MULTI_AGENT, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("batch, field", [
+    ({"p1": steps(20, 3), "p2": {"obs": np.zeros(3)}}, "rewards"),
+    ({"p1": steps(20, 3), "p3": {"obs": np.array(["x"]), "rewards": np.zeros(1)}}, "obs"),
+    ({"p1": steps(20, 3), True: steps(0, 1)}, "policy_id"),
+], ids=["second-policy-bad", "new-policy-bad", "bool-policy-id"])
+def test_a_multi_agent_add_is_whole_or_nothing(cls: type, batch: dict[Any, Any], field: str) -> None:
+    """A bad batch for one policy stores nothing for the others (and creates no buffer)."""
+    refused(multi_agent(cls), lambda b: b.add(batch), SchemaError, field)
+
+
+@pytest.mark.parametrize("cls", MULTI_AGENT[1:], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("second, field", [
+    (("p2", (np.array([0]), np.array([np.nan]))), "td_errors"),
+    (("zz", (np.array([0]), np.array([1.0]))), "policy_id"),
+], ids=["nan-td-error", "unknown-policy"])
+def test_a_multi_agent_priority_update_is_whole_or_nothing(cls: type, second: tuple[str, Any], field: str) -> None:
+    b = multi_agent(cls)
+    good = b.sample(2, policy_id="p1")["p1"]["batch_indexes"]
+    update = {"p1": (good, np.full(good.shape[0], 3.0)), second[0]: second[1]}
+    refused(b, lambda x: x.update_priorities(update), ReplayTablesError, field)
