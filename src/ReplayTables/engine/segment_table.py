@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.ids import NOT_STORED
 from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.memory import check_allocation
@@ -34,6 +35,7 @@ from ReplayTables.engine.table import (
     check_capacity,
     check_count,
     check_ids,
+    check_points,
     check_sample_bytes,
     check_schema_state,
     saved_row_bytes,
@@ -170,15 +172,34 @@ class SegmentTable:
                 raise EmptyBufferError("size", 0, "at least one stored item to sample from")
             if n > LARGE_SAMPLE:  # every item has at least one row
                 check_sample_bytes("num_items", n, self.storage.row_bytes if self.storage is not None else 0)
-            directory = self.index.directory
-            mass = self.sampler.mass(directory)
-            draws, order = self.sampler.split(n, self.rng, directory)
-            slots, ids, _, probabilities = self.sampler.select(draws, order, directory, mass)
-            weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
-            self.index.record_hits(slots)
-            self.counters["sampled"] += n
-            data = None if read is None else read(slots)
-            return SegmentSample(ids, slots, probabilities, weights, mass.size, mass, data)
+            draws, order = self.sampler.split(n, self.rng, self.index.directory)
+            return self._sample_locked(draws, order, beta, None, read)
+
+    def sample_from(self, draws: Draws, beta: float | None = None, totals: Mass | None = None,
+                    read: Reader | None = None) -> SegmentSample:
+        """The items given points select, read in the same call (see :meth:`Table.sample_from
+        <ReplayTables.engine.table.Table.sample_from>`: prioritized points first, probabilities
+        and weights against ``totals`` or the table's own mass)."""
+        with self.lock:
+            checked = Draws(check_points("draws.prioritized", draws.prioritized),
+                            check_points("draws.uniform", draws.uniform))
+            if self.size == 0:
+                raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+            if totals is not None and not isinstance(totals, Mass):
+                raise ConfigError("totals", totals, "a Mass or None")
+            return self._sample_locked(checked, None, beta, totals, read)
+
+    def _sample_locked(self, draws: Draws, order: np.ndarray | None, beta: float | None, totals: Mass | None,
+                       read: Reader | None) -> SegmentSample:
+        directory = self.index.directory
+        own = self.sampler.mass(directory)
+        mass = own if totals is None else totals
+        slots, ids, _, probabilities = self.sampler.select(draws, order, directory, mass)
+        weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
+        self.index.record_hits(slots)
+        self.counters["sampled"] += int(slots.shape[0])
+        data = None if read is None else read(slots)
+        return SegmentSample(ids, slots, probabilities, weights, own.size, mass, data)
 
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """Ids of the live items in ``slots``."""
