@@ -18,7 +18,7 @@ import numpy as np
 
 from ReplayTables.engine.draws import Draws, split_draws
 from ReplayTables.engine.ids import SlotDirectory, foreign_id_error, uniform_positions_of
-from ReplayTables.engine.mass import Mass, probabilities_against
+from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.state_checks import mapping, number
 from ReplayTables.engine.sumtree import SumTree
 from ReplayTables.engine.weights import MIN_WEIGHT
@@ -85,8 +85,9 @@ class Sampler:
         return Mass(count, float(count), 1.0 if count else math.inf, 1.0)
 
     def split(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[Draws, np.ndarray | None]:
-        """``n`` draws from ``rng`` against this sampler's own mass (see :func:`split_draws`)."""
-        return split_draws(rng, n, 1.0)
+        """``n`` draws from ``rng`` against this sampler's own mass (see :func:`split_draws`):
+        here all uniform."""
+        return Draws(_NO_POINTS, rng.random(n)), None
 
     def select(self, draws: Draws, order: np.ndarray | None, directory: SlotDirectory,
                totals: Mass) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -97,14 +98,14 @@ class Sampler:
         of the uniform points among all (``None``: prioritized ones first).
         """
         points = _in_order(draws, order)
+        n = points.shape[0]
         slots = directory.slots_at(uniform_positions_of(points, directory.count))
         ids: np.ndarray = directory.slot_id[slots]
-        q = np.ones(points.shape[0], dtype=np.float64)
-        return slots, ids, q, probabilities_against(q, totals)
+        return slots, ids, ones(n), np.full(n, 1.0 / max(totals.size, 1))
 
     def stored(self, slots: np.ndarray) -> np.ndarray:
         """Stored priorities ``q`` of live ``slots`` (1 for a sampler without priorities)."""
-        return np.ones(slots.shape[0], dtype=np.float64)
+        return ones(slots.shape[0])
 
     def config(self) -> dict[str, Any]:
         return {}
@@ -337,6 +338,19 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
 
 
 _NO_ORDER = np.empty(0, dtype=np.bool_)
+_NO_POINTS = np.empty(0, dtype=np.float64)
+_NO_POINTS.flags.writeable = False
+_ONES = np.ones(0)
+
+
+def ones(n: int) -> np.ndarray:
+    """A read-only float64 array of ``n`` ones (a view of one shared array: the ``q`` of
+    items of a sampler without priorities, in every sample)."""
+    global _ONES
+    if _ONES.shape[0] < n:
+        _ONES = np.ones(max(n, 2 * _ONES.shape[0], 1024))
+        _ONES.flags.writeable = False
+    return _ONES[:n]
 
 
 def _in_order(draws: Draws, order: np.ndarray | None) -> np.ndarray:

@@ -29,10 +29,9 @@ def importance_weights(probabilities: np.ndarray, min_probability: float, beta: 
     ``beta == 0`` gives ones without a power; so does ``min_probability <= 0``,
     which only an empty mass has.
     """
-    p = np.asarray(probabilities, dtype=np.float64)
     if beta == 0.0 or not min_probability > 0.0:
-        return np.ones(p.shape, dtype=np.float64)
-    weights: np.ndarray = np.divide(p, min_probability)
+        return np.ones(len(probabilities), dtype=np.float64)
+    weights: np.ndarray = np.divide(probabilities, min_probability, dtype=np.float64)
     with np.errstate(divide="ignore", over="ignore"):
         np.power(weights, -beta, out=weights)
     np.clip(weights, MIN_WEIGHT, 1.0, out=weights)
