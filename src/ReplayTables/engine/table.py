@@ -29,7 +29,7 @@ from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.state_checks import check_counters, check_fields, integer, mapping, nbytes, string
-from ReplayTables.engine.storage import PackedStorage, row_layout
+from ReplayTables.engine.storage import PackedStorage, RowStorage, row_layout
 from ReplayTables.engine.writers import Writer, make_writer
 from ReplayTables.errors import (
     CheckpointError,
@@ -88,7 +88,9 @@ class TableState(NamedTuple):
     """A checked table state, every part ready to be put in place (see :meth:`Table.check_state`)."""
 
     schema: Schema | None
-    storage: PackedStorage | None
+    storage: RowStorage | None
+    #: checked saved rows to copy into ``storage`` (``None``: ``storage`` holds them already)
+    rows: np.ndarray | None
     writer: dict[str, int]
     directory: DirectoryState
     sampler: Any
@@ -186,7 +188,7 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity") -> None:
+                 capacity_name: str = "capacity", storage: RowStorage | None = None) -> None:
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
@@ -201,7 +203,10 @@ class Table:
         self.rng = rng
         self._check_bytes(0)
         self.directory = SlotDirectory(self.capacity)
-        self.storage: PackedStorage | None = None
+        #: where rows go once the fields are known (allocated then, or already allocated by the caller:
+        #: a reopened memory-mapped file); ``storage`` is ``None`` until then
+        self._storage = storage if storage is not None else PackedStorage()
+        self.storage: RowStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
         self.reserved_names: frozenset[str] = frozenset()
         self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
@@ -226,8 +231,16 @@ class Table:
     def _allocate(self) -> None:
         assert self.schema.fields is not None
         row_bytes = sum(f.nbytes for f in self.schema.fields)
-        self._check_bytes(row_bytes)
-        self.storage = PackedStorage(self.schema.fields, self.capacity)
+        storage = self._storage
+        if storage.allocated:
+            if storage.fields != self.schema.fields or storage.capacity != self.capacity:
+                raise ConfigError("storage", f"{storage.capacity} slots of {storage.fields}",
+                                  f"{self.capacity} slots of the table's fields {self.schema.fields}")
+        else:
+            if storage.kind == PackedStorage.kind:  # a file may exceed RAM; memory must fit
+                self._check_bytes(row_bytes)
+            storage.allocate(self.schema.fields, self.capacity)
+        self.storage = storage
         self._add_fast = None
         self._add_batch_fast = None
 
@@ -242,7 +255,7 @@ class Table:
         check_reserved(schema, self.reserved_names)
         return schema
 
-    def _ensure_storage(self, schema: Schema) -> PackedStorage:
+    def _ensure_storage(self, schema: Schema) -> RowStorage:
         if self.storage is None:
             self.schema = schema
             self._allocate()
@@ -273,7 +286,7 @@ class Table:
         slot = self.writer.place_one(self.rng)
         return self._commit_one(storage, slot, arrays, prio)
 
-    def _commit_one(self, storage: PackedStorage, slot: int, arrays: list[np.ndarray],
+    def _commit_one(self, storage: RowStorage, slot: int, arrays: list[np.ndarray],
                     prio: np.ndarray | None) -> int:
         self.counters["added"] += 1
         if slot < 0:
@@ -332,10 +345,10 @@ class Table:
             ids = directory.assign(slots)
             slot_arr = slots
         if isinstance(items_idx, slice) and items_idx == slice(0, m):
-            storage.write_batch(slots, arrays)
+            storage.write(slots, arrays)
             out = ids
         else:
-            storage.write_batch(slots, [a[items_idx] for a in arrays])
+            storage.write(slots, [a[items_idx] for a in arrays])
             out = np.full(m, NOT_STORED, dtype=np.int64)
             out[items_idx] = ids
             self.counters["not_stored"] += m - len(ids)
@@ -420,7 +433,7 @@ class Table:
             "rng": _rng_state(self.rng),
         }
 
-    def check_state(self, state: Any, where: str = "table", rows: np.ndarray | None = None) -> TableState:
+    def check_state(self, state: Any, where: str = "table", rows_in_storage: bool = False) -> TableState:
         """Check a saved :meth:`state_dict` completely; changes nothing.
 
         Every component checks its own part (the writer, directory, sampler,
@@ -429,7 +442,8 @@ class Table:
         memory is checked against the machine before it is built. A value that
         cannot be right is a :class:`CheckpointError`; a state of another kind of
         table (capacity, writer, sampler settings, fields) a :class:`ConfigError`.
-        ``rows``: the step rows live in that (memory-mapped) array, not in the state.
+        ``rows_in_storage``: the state has no rows because the table's storage holds
+        them (a reopened memory-mapped file).
         """
         m = mapping(where, state, ("capacity", "schema", "writer", "sampler", "directory", "storage", "counters",
                                    "rng"))
@@ -454,7 +468,7 @@ class Table:
         check_allocation(f"{where}.capacity", capacity, table_nbytes(capacity, row_bytes, self.sampler),
                          f"a table of {capacity} slots of {row_bytes} bytes", error=CheckpointError)
         saved_rows = None
-        if m["storage"] is not None or (schema is not None and rows is None):
+        if m["storage"] is not None or (schema is not None and not rows_in_storage):
             if schema is None:
                 raise CheckpointError(f"{where}.storage", "saved rows", "None (the state has no schema)")
             assert schema.fields is not None
@@ -466,16 +480,18 @@ class Table:
         rng = check_rng_state(m["rng"], f"{where}.rng", self.rng)
         # every value is good: build what needs memory (nothing of this table is touched yet)
         sampler = self.sampler.check_state(m["sampler"], directory.live_mask, f"{where}.sampler")
-        storage = None
+        storage: RowStorage | None = None
         if schema is not None:
             assert schema.fields is not None
-            if saved_rows is not None:
+            if self.storage is not None and self.storage.fields == schema.fields:
+                storage = self.storage  # saved rows are copied into it by restore()
+            elif saved_rows is not None:
                 storage = PackedStorage.from_rows(schema.fields, capacity, saved_rows)
-            elif rows is not None:
-                if rows.shape != (capacity, row_layout(schema.fields)[1]):
-                    raise ConfigError("rows", f"shape {rows.shape}", f"({capacity}, {row_layout(schema.fields)[1]})")
-                storage = PackedStorage(schema.fields, capacity, rows=rows)
-        return TableState(schema, storage, writer, directory, sampler, counters, rng)
+                saved_rows = None
+            else:
+                raise ConfigError("storage", "no saved rows", f"a storage holding the rows of {capacity} slots of "
+                                                              f"{schema.fields} (a reopened file)")
+        return TableState(schema, storage, saved_rows, writer, directory, sampler, counters, rng)
 
     def restore(self, checked: TableState) -> None:
         """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
@@ -484,6 +500,8 @@ class Table:
         if checked.schema is not None:
             self.schema = checked.schema
         self.storage = checked.storage
+        if checked.storage is not None and checked.rows is not None:
+            checked.storage.restore_arrays(checked.rows)
         self.writer.restore(checked.writer)
         self.directory.restore(checked.directory)
         self.sampler.restore(checked.sampler)
@@ -516,9 +534,3 @@ class Table:
         state["_add_fast"] = None  # generated code is rebuilt on first add
         state["_add_batch_fast"] = None
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.storage is not None:
-            # views share memory with rows after unpickling only if rebuilt from rows
-            self.storage = PackedStorage(self.storage.fields, self.capacity, rows=self.storage.rows)
