@@ -86,8 +86,8 @@ def compile_add_one(table: Table) -> Any:
     if not _flat(schema):
         return table._add_general  # nested dicts: extra nested keys need the general check
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
-                           "writer": table.writer, "rng": table.rng, "counters": table.counters,
-                           "slow": table._add_general, "NOT_STORED": NOT_STORED}
+                           "writer": table.writer, "rng": table.rng, "slow": table._add_general,
+                           "NOT_STORED": NOT_STORED, **_scalar_env(table)}
     lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -105,27 +105,27 @@ def compile_add_one(table: Table) -> Any:
         # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
         env["CAP"] = table.capacity
         lines.append("    SID = directory.slot_id")  # looked up per call: a load replaces the array
-        lines.append("    slot = writer.cursor")
-        lines.append("    writer.cursor = slot + 1 if slot + 1 < CAP else 0")
-        lines.append("    counters['added'] += 1")
+        lines.append("    slot = W[0]")
+        lines.append("    W[0] = slot + 1 if slot + 1 < CAP else 0")
+        lines.append("    N[ADDED] += 1")
         lines.append("    old = SID.item(slot)")
         lines.append("    if old >= 0:")
         lines.append("        new_id = old + CAP")
         lines.append("        SID[slot] = new_id")
-        lines.append("        counters['evicted'] += 1")
-        lines.append("    elif old == -1 and directory.identity and slot == directory.count:")
+        lines.append("        N[EVICTED] += 1")
+        lines.append("    elif old == -1 and D[1] and slot == D[0]:")
         lines.append("        new_id = slot")  # a never-used slot at the end of the dense prefix
         lines.append("        SID[slot] = slot")
-        lines.append("        directory.count = slot + 1")
+        lines.append("        D[0] = slot + 1")
         lines.append("    else:")
         lines.append("        new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
     else:
         lines.append("    slot = writer.place_one(rng)")
-        lines.append("    counters['added'] += 1")
+        lines.append("    N[ADDED] += 1")
         lines.append("    if slot < 0:")
-        lines.append("        counters['not_stored'] += 1")
+        lines.append("        N[NOT_STORED_N] += 1")
         lines.append("        return NOT_STORED")
-        lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
+        lines.append("    if directory.slot_id[slot] >= 0: N[EVICTED] += 1")
         lines.append("    new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
         lines.append(f"    C{i}[slot] = v{i}")
@@ -154,8 +154,8 @@ def compile_add_batch(table: Table) -> Any:
         return None
     nf = len(schema.fields)
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
-                           "counters": table.counters, "slow": table._add_batch_general,
-                           "CAP": table.capacity, "sampler": table.sampler, "np": np}
+                           "slow": table._add_batch_general, "CAP": table.capacity, "sampler": table.sampler,
+                           "np": np, **_scalar_env(table)}
     lines = ["def add_batch_fast(items):", *_unpack_lines(schema, "items", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -169,26 +169,37 @@ def compile_add_batch(table: Table) -> Any:
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
-    lines.append("    start = writer.cursor")
+    lines.append("    start = W[0]")
     lines.append("    stop = start + m")
-    lines.append("    if m == 0 or stop > CAP or not directory.identity: return slow(items)")
-    lines.append("    count = directory.count")
+    lines.append("    if m == 0 or stop > CAP or not D[1]: return slow(items)")
+    lines.append("    count = D[0]")
     lines.append("    if stop <= count:")
     lines.append("        ids = directory.slot_id[start:stop] + CAP")
-    lines.append("        counters['evicted'] += m")
+    lines.append("        N[EVICTED] += m")
     lines.append("    elif start == count:")
     lines.append("        ids = np.arange(start, stop, dtype=np.int64)")
-    lines.append("        directory.count = stop")
+    lines.append("        D[0] = stop")
     lines.append("    else: return slow(items)")
     lines.append("    directory.slot_id[start:stop] = ids")
-    lines.append("    writer.cursor = stop if stop < CAP else 0")
-    lines.append("    counters['added'] += m")
+    lines.append("    W[0] = stop if stop < CAP else 0")
+    lines.append("    N[ADDED] += m")
     for i in range(nf):
         lines.append(f"    C{i}[start:stop] = v{i}")
     if table.sampler.prioritized:
         lines.append("    sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
     lines.append("    return ids")
     return _build("add_batch_fast", lines, env, schema)
+
+
+def _scalar_env(table: Table) -> dict[str, Any]:
+    """The arena scalars the lanes read and write as Python numbers (see ``state.py``):
+    ``W[0]`` the writer's position, ``D[0]``/``D[1]`` the directory's count and identity
+    flag, ``N[...]`` the table's counters. Looked up per call through the components'
+    ``scalars`` would cost an attribute chain; a rebinding (attaching shared memory)
+    recompiles the lanes."""
+    index = table.counters.index
+    return {"W": table.writer.scalars.view, "D": table.directory.scalars.view, "N": table.counters.view,
+            "ADDED": index["added"], "EVICTED": index["evicted"], "NOT_STORED_N": index["not_stored"]}
 
 
 def _flat(schema: Schema) -> bool:

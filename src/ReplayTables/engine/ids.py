@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
 from ReplayTables.errors import CheckpointError
 
@@ -78,14 +79,38 @@ class DirectoryState:
 
 
 class SlotDirectory:
+    """Slot ids and the dense live list; its two scalars (``count``, ``identity``) live in
+    ``scalars``, an arena array once the table binds it (see ``state.py``)."""
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.slot_id = np.full(capacity, -1, dtype=np.int64)
         self._live = np.empty(capacity, dtype=np.int64)
         self._position = np.empty(capacity, dtype=np.int64)
-        self.count = 0
-        # True while live slots are exactly 0..count-1 and _live/_position are not kept
-        self.identity = True
+        # [count, identity]; identity is 1 while live slots are exactly 0..count-1 and _live/_position are not kept
+        self.scalars = Scalars("directory.count", [0, 1], np.int64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep ``count`` and ``identity`` in ``arena``."""
+        self.scalars.bind(arena)
+
+    @property
+    def count(self) -> int:
+        """Live items."""
+        return int(self.scalars.view[0])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    @property
+    def identity(self) -> bool:
+        """True while the live slots are exactly ``0 .. count-1`` (no deletions yet)."""
+        return bool(self.scalars.view[1])
+
+    @identity.setter
+    def identity(self, value: bool) -> None:
+        self.scalars.view[1] = 1 if value else 0
 
     # ------------------------------------------------------------ assignment
     def assign_one(self, slot: int) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import SlotDirectory
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import mapping, number
 from ReplayTables.engine.sumtree import SumTree
 from ReplayTables.errors import ConfigError, PriorityError
@@ -56,6 +57,9 @@ class Sampler:
     prioritized = False
     #: must every insert come with a priority?
     requires_priority = False
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the sampler's scalars in ``arena`` (see ``state.py``); a uniform sampler has none."""
 
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
         """Refuse checked raw priorities this sampler cannot store (called before any change)."""
@@ -179,7 +183,20 @@ class PrioritizedSampler(Sampler):
         self.stratified = bool(stratified)
         self.requires_priority = new_priority_mode == "given"
         self.tree = SumTree(capacity)
-        self.max_q = 1.0
+        self.scalars = Scalars("sampler.max_q", [1.0], np.float64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the running maximum ``max_q`` in ``arena``."""
+        self.scalars.bind(arena)
+
+    @property
+    def max_q(self) -> float:
+        """The running maximum of stored priorities (new items get it in ``'max'`` mode)."""
+        return float(self.scalars.view[0])
+
+    @max_q.setter
+    def max_q(self, value: float) -> None:
+        self.scalars.array[0] = value
 
     def _q(self, p: np.ndarray) -> np.ndarray:
         """Raw stored priorities ``p ** priority_exponent`` (not yet bounded, see :meth:`_stored`);

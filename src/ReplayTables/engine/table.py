@@ -28,6 +28,7 @@ from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
+from ReplayTables.engine.state import Arena, Counters, LocalArena
 from ReplayTables.engine.state_checks import check_counters, check_fields, integer, mapping, nbytes, string
 from ReplayTables.engine.storage import PackedStorage, RowStorage, row_layout
 from ReplayTables.engine.writers import Writer, make_writer
@@ -188,7 +189,8 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity", storage: RowStorage | None = None) -> None:
+                 capacity_name: str = "capacity", storage: RowStorage | None = None,
+                 arena: Arena | None = None) -> None:
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
@@ -209,8 +211,11 @@ class Table:
         self.storage: RowStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
         self.reserved_names: frozenset[str] = frozenset()
-        self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
-                         "stale_updates": 0}
+        self.counters = Counters("table.counters", COUNTERS)
+        #: where the scalars of the table and its components live (see ``state.py``)
+        self.arena = arena if arena is not None else LocalArena()
+        for component in (self.counters, self.writer, self.directory, self.sampler):
+            component.bind(self.arena)
         self._add_fast: Any = None
         self._add_batch_fast: Any = None
         if self.schema.resolved:
@@ -505,8 +510,13 @@ class Table:
         self.writer.restore(checked.writer)
         self.directory.restore(checked.directory)
         self.sampler.restore(checked.sampler)
-        self.counters = dict(checked.counters)
+        self.counters.update(checked.counters)
         self.rng.bit_generator.state = checked.rng
+
+    def bind_rate_limiter(self, limiter: Any) -> None:
+        """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena
+        (its current counts are carried over; an arena that holds them already wins)."""
+        limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).
