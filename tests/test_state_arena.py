@@ -237,3 +237,45 @@ def test_a_directory_unbound_keeps_its_scalars_in_its_own_array() -> None:
     directory.assign_one(0)
     assert directory.scalars.array.tolist() == [1, 1]
     assert isinstance(directory.scalars, Scalars) and "directory.count" in repr(directory.scalars)
+
+
+# ---------------------------------------------------------------- an arena in shared memory
+def test_a_table_moves_its_scalars_into_shared_memory_and_a_second_binding_adopts_them() -> None:
+    from ReplayTables.engine.shared_memory import SharedArrays
+    from ReplayTables.engine.state import FixedArena
+
+    sampler = PrioritizedSampler(8, priority_exponent=1.0, uniform_probability=0.0)
+    table = Table(8, Transition, sampler=sampler, rng=0)
+    table.add_batch(items(range(3)))
+    table.add(item(3), priority=5.0)
+    with SharedArrays.create(table.arena.layout()) as shared:
+        before = arena_values(table.arena)
+        table.bind(FixedArena(shared.arrays), carry=True)
+        assert arena_values(table.arena) == before  # carried over into shared memory
+        table.add(item(4))  # the lanes are rebuilt over the shared arrays
+        assert shared.arrays["table.counters"][0] == 5 and shared.arrays["writer.position"][0] == 5
+        # a second set of components bound without carrying adopts the shared values (as an attacher would)
+        writer, directory = FifoWriter(8), SlotDirectory(8)
+        writer.bind(FixedArena(shared.arrays))
+        directory.bind(FixedArena(shared.arrays))
+        assert writer.cursor == 5 and directory.count == 5
+        writer.place_one(np.random.default_rng(0))
+        assert table.writer.cursor == 6  # one cursor, two views
+        del writer, directory
+        table.bind(LocalArena(), carry=True)  # back to private memory before the segment goes
+    assert table.writer.cursor == 6 and table.counters["added"] == 5
+
+
+def test_an_arena_of_a_fixed_layout_refuses_what_it_lacks_and_binding_changes_nothing() -> None:
+    from ReplayTables.engine.state import FixedArena
+
+    table = Table(8, Transition, rng=0)
+    table.add_batch(items(range(3)))
+    partial = FixedArena({"table.counters": np.zeros(len(COUNTERS), np.int64)})
+    before = arena_values(table.arena)
+    with pytest.raises(ConfigError) as info:
+        table.bind(partial)
+    assert "writer.position" in str(info.value)
+    assert arena_values(table.arena) == before and partial.arrays()["table.counters"].tolist() == [0] * 6
+    table.add(item(3))
+    assert table.counters["added"] == 4

@@ -30,7 +30,7 @@ from numpy.typing import DTypeLike
 
 from ReplayTables.errors import ConfigError
 
-__all__ = ["Arena", "Counters", "LocalArena", "Scalars"]
+__all__ = ["Arena", "Counters", "FixedArena", "LocalArena", "Scalars"]
 
 Shape = tuple[int, ...]
 
@@ -99,6 +99,23 @@ class LocalArena(Arena):
 
     def __repr__(self) -> str:
         return f"LocalArena({', '.join(f'{k}={v.tolist()}' for k, v in self._arrays.items())})"
+
+
+class FixedArena(Arena):
+    """An arena over arrays laid out elsewhere (e.g. ``SharedArrays(...).arrays``): it hands out
+    only those, so a component asking for an array the layout lacks is a clear error."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._arrays = dict(arrays)
+
+    def array(self, name: str, shape: Shape, dtype: DTypeLike, initial: Any = None) -> np.ndarray:
+        existing = self._arrays.get(name)
+        if existing is None:
+            raise ConfigError("arena", name, f"one of the arrays of this arena's layout {sorted(self._arrays)}")
+        return self._check(name, existing, tuple(int(s) for s in shape), np.dtype(dtype))
+
+    def arrays(self) -> Mapping[str, np.ndarray]:
+        return self._arrays
 
 
 class Scalars:

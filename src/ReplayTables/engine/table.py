@@ -513,6 +513,26 @@ class Table:
         self.counters.update(checked.counters)
         self.rng.bit_generator.state = checked.rng
 
+    def bind(self, arena: Arena, carry: bool = True) -> None:
+        """Keep the table's scalars in ``arena`` from now on.
+
+        ``carry=True`` copies the current values in first (a creator moving its
+        state into shared memory); ``carry=False`` adopts what ``arena`` holds (a
+        process attaching to state someone else keeps). The arena must hold every
+        array of the current arena's layout. A bound rate limiter is not moved:
+        bind it again with :meth:`bind_rate_limiter`.
+        """
+        layout = self.arena.layout()
+        for name, (shape, dtype) in layout.items():
+            arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
+        if carry:
+            arena.copy_from(self.arena)
+        for component in (self.counters, self.writer, self.directory, self.sampler):
+            component.bind(arena)
+        self.arena = arena
+        self._add_fast = None  # the generated lanes hold views of the old arrays
+        self._add_batch_fast = None
+
     def bind_rate_limiter(self, limiter: Any) -> None:
         """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena
         (its current counts are carried over; an arena that holds them already wins)."""
