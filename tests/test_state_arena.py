@@ -104,7 +104,7 @@ def test_every_scalar_of_a_table_lives_in_its_arena() -> None:
     sampler = PrioritizedSampler(8, priority_exponent=1.0, uniform_probability=0.0)
     table = Table(8, Transition, sampler=sampler, rng=0)
     arrays = table.arena.arrays()
-    assert set(arrays) == {"table.counters", "writer.position", "directory.count", "sampler.max_q"}
+    assert set(arrays) == {"table.counters", "writer.position", "directory.count", "sampler.max_q", "tree.zero_count"}
     table.add_batch(items(range(5)))
     table.add(item(5))  # the generated single-add lane
     table.add(item(6), priority=4.0)  # the checked path

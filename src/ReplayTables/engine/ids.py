@@ -261,12 +261,34 @@ class SlotDirectory:
         return DirectoryState(slot_id, dense, position, count, identity, live_mask)
 
     def restore(self, checked: DirectoryState) -> None:
-        """Put a state from :meth:`check_state` in place (assignments only: cannot fail)."""
-        self.slot_id = checked.slot_id
-        self._live = checked.live
-        self._position = checked.position
+        """Put a state from :meth:`check_state` in place (copies into the directory's own arrays, which
+        may be views into shared memory; same shapes, so it cannot fail)."""
+        self.slot_id[...] = checked.slot_id
+        self._live[...] = checked.live
+        self._position[...] = checked.position
         self.count = checked.count
         self.identity = checked.identity
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.restore(self.check_state(state))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The directory's arrays by name (what a shared segment must hold besides its scalars)."""
+        return {"slot_id": self.slot_id, "live": self._live, "position": self._position}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        for name, a in arrays.items():
+            if a.shape != (self.capacity,) or a.dtype != np.int64:
+                raise ValueError(f"directory array {name}: {a.dtype}{a.shape}, expected int64({self.capacity},)")
+        self.slot_id, self._live, self._position = arrays["slot_id"], arrays["live"], arrays["position"]
+
+    def rebuild_live(self) -> None:
+        """Recompute the dense live list, ``count`` and ``identity`` from ``slot_id`` alone (after a
+        process died half-way through changing them; the live list's order may change)."""
+        live = np.flatnonzero(self.slot_id >= 0)
+        n = live.size
+        self._live[:n] = live
+        self._position[live] = np.arange(n, dtype=np.int64)
+        self.count = n
+        self.identity = bool(n == 0 or live[-1] == n - 1)

@@ -186,8 +186,9 @@ class PrioritizedSampler(Sampler):
         self.scalars = Scalars("sampler.max_q", [1.0], np.float64)
 
     def bind(self, arena: Arena) -> None:
-        """Keep the running maximum ``max_q`` in ``arena``."""
+        """Keep the running maximum ``max_q`` and the tree's zero count in ``arena``."""
         self.scalars.bind(arena)
+        self.tree.bind(arena)
 
     @property
     def max_q(self) -> float:
@@ -368,7 +369,9 @@ class PrioritizedSampler(Sampler):
         return max_q, tree
 
     def restore(self, checked: tuple[float, SumTree]) -> None:
-        self.max_q, self.tree = checked
+        max_q, tree = checked
+        self.max_q = max_q
+        self.tree.copy_from(tree)  # in place: the tree's arrays may be views into shared memory
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
