@@ -54,6 +54,16 @@ class TableBuffer:
 
     # ------------------------------------------------------------ threads and rate limiting
     @property
+    def lock(self) -> TableLockProtocol:
+        """The buffer's re-entrant lock, held by every public call.
+
+        Hold it yourself to make several calls one atomic step, e.g.
+        ``with buffer.lock: batch = buffer.sample(n); buffer.update_priorities(...)``.
+        Do not wait for other threads while holding it.
+        """
+        return self._lock
+
+    @property
     def rate_limiter(self) -> RateLimiter | None:
         """The :class:`~ReplayTables.rate_limiters.RateLimiter` this buffer's adds and samples wait for."""
         return self._admission.limiter

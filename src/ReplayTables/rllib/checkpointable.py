@@ -66,6 +66,12 @@ class Checkpointable:
         super().__init_subclass__(**kwargs)
         register(cls)
 
+    @property
+    def lock(self) -> TableLockProtocol:
+        """The buffer's re-entrant lock, held by every public call; hold it yourself
+        (``with buffer.lock:``) to make several calls one atomic step."""
+        return self._lock
+
     def _init_args(self) -> dict[str, Any]:
         raise NotImplementedError
 
