@@ -150,14 +150,10 @@ class PrioritizedReplay(ReplayBuffer):
 
         ``timeout``: as for :meth:`ReplayBuffer.add <ReplayTables.ReplayBuffer.ReplayBuffer.add>`.
         """
-        with self._lock:
-            admission = self._admission
-            if admission.limiter is None and timeout is None and not self._lock.closed:
+        if self._plain and timeout is None:
+            with self._lock:
                 return self._table.add(item, priority)
-            admission.insert(1, timeout)
-            new_id = self._table.add(item, priority)
-            admission.inserted(1)
-            return new_id
+        return self._add_admitted(item, priority, timeout)
 
     def add_batch(self, items: Any, priorities: Any = None, *, timeout: float | None = None) -> np.ndarray:
         """Store a batch; ``priorities`` is one raw priority per item (or ``None``)."""

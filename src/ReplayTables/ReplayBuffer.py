@@ -73,14 +73,10 @@ class ReplayBuffer(TableBuffer):
         seconds (``None``: no limit), then raises ``RateLimitTimeout`` having stored
         nothing.
         """
-        with self._lock:
-            admission = self._admission
-            if admission.limiter is None and timeout is None and not self._lock.closed:
+        if self._plain and timeout is None:  # no limiter, not closed: nothing to wait for or count
+            with self._lock:
                 return self._table.add(item)
-            admission.insert(1, timeout)
-            new_id = self._table.add(item)
-            admission.inserted(1)
-            return new_id
+        return self._add_admitted(item, None, timeout)
 
     def add_batch(self, items: Any, *, timeout: float | None = None) -> np.ndarray:
         """Store many items at once: a structure whose fields have a leading batch axis.

@@ -51,6 +51,16 @@ class TableBuffer:
         """The table's lock for every public call, and the rate limiter (if any) they wait for."""
         self._lock = table_lock(self._table)
         self._admission = Admission(self._lock, check_limiter(rate_limiter), self._table)
+        #: no limiter and not closed: an add has nothing to wait for or count (the hot path tests only this)
+        self._plain = rate_limiter is None
+
+    def _add_admitted(self, item: Any, priority: Any, timeout: float | None) -> int:
+        """One add that waits for the limiter first and counts itself after (or refuses: closed)."""
+        with self._lock:
+            self._admission.insert(1, timeout)
+            new_id = self._table.add(item, priority)
+            self._admission.inserted(1)
+            return new_id
 
     # ------------------------------------------------------------ threads and rate limiting
     @property
@@ -95,6 +105,8 @@ class TableBuffer:
         Reading (``get``, ``size``, ``stats``, ``state_dict``, ``save``) still works, so a
         closed buffer can be checkpointed. Closing twice is harmless.
         """
+        with self._lock:
+            self._plain = False
         self._lock.close()
 
     def prefetch(self, n: int, depth: int = 2) -> Prefetcher[Any]:
