@@ -22,21 +22,26 @@ class FifoReplayBuffer(ReplayBuffer):
     (as RLlib's does), so it can stand in for "no replay".
     """
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "fragments", **kwargs: Any) -> None:
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "fragments",
+                 **kwargs: Any) -> None:
         super().__init__(capacity, storage_unit, **kwargs)
 
-    def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
+    def sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
+        return super().sample(num_items, **kwargs)
+
+    def _sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items")
         ids = self._table.oldest(check_count("num_items", num_items))
         if ids.size == 0:
             return SampleBatch()
-        batch = self.get(ids)
+        _, slots = self._table.locate(ids)
+        batch, _ = self._read(slots)
         self.delete(ids)
         self._table.counters["sampled"] += int(ids.size)
         batch["weights"] = np.ones(batch.count, dtype=np.float64)
-        return batch
+        return self._finish(batch)
 
     def update_priorities(self, *args: Any, **kwargs: Any) -> int:
         """No-op (a queue has no priorities)."""

@@ -44,6 +44,10 @@ class ItemPlan:
     rows: np.ndarray | None
     lengths: np.ndarray
     dropped_episodes: int = 0
+    #: RLlib's count of each item (its rows; env steps for a multi-agent item)
+    counts: np.ndarray | None = None
+    #: the buffer's policy ids once multi-agent items of this batch are stored
+    policy_ids: list[Any] | None = None
 
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
