@@ -88,7 +88,7 @@ def test_lockstep_stores_whole_steps() -> None:
 # ---------------------------------------------------------------- sequences
 def seq_buffer(**kw: object) -> MultiAgentReplayBuffer:
     args = {"capacity": 100, "storage_unit": "sequences", "replay_sequence_length": 6, "replay_burn_in": 2,
-            "seed": 0}
+            "seed": 0, "underlying_buffer_config": {"zero_pad": True}}     # fixed-length windows with a mask
     args.update(kw)
     return MultiAgentReplayBuffer(**args)  # type: ignore[arg-type]
 
@@ -348,7 +348,7 @@ def test_sequence_windows_match_a_slicing_model(episode_lengths: list[int], add_
     L = chunk + burn_in
     assume(L > 1)                                  # replay_sequence_length=1 means "as seq_lens says"
     ma = MultiAgentReplayBuffer(capacity=1000, storage_unit="sequences", replay_sequence_length=L,
-                                replay_burn_in=burn_in, seed=0)
+                                replay_burn_in=burn_in, seed=0, underlying_buffer_config={"zero_pad": True})
     expected = []
     start = 0
     sizes = list(add_sizes)

@@ -250,12 +250,13 @@ class MultiAgentReplayBuffer(Checkpointable):
     def _state_dict(self) -> dict[str, Any]:
         policies = [{"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()}
                     for key, buf in self.replay_buffers.items()]
-        return {"policies": policies, **self._extra_state()}
+        return {"policies": policies, "num_added": self._num_added, **self._extra_state()}
 
-    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], Any]:
+    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], int, Any]:
         """Every policy's saved buffer checked and built into a new buffer (this one is not touched),
         then the extra state against the new policy ids."""
-        m = mapping(where, state, ("policies",), tuple(self._extra_state()))
+        m = mapping(where, state, ("policies",), ("num_added", *self._extra_state()))
+        num_added = integer(f"{where}.num_added", m.get("num_added", 0), 0, MAX_INT)
         entries = m["policies"]
         if not isinstance(entries, list) or len(entries) > MAX_POLICIES:
             raise CheckpointError(f"{where}.policies", entries, f"a list of at most {MAX_POLICIES} policy states")
@@ -283,7 +284,7 @@ class MultiAgentReplayBuffer(Checkpointable):
                 raise as_checkpoint_error(exc, f"{here}.init") from None
             buf._restore_state(buf._check_state_dict(e["state"], f"{here}.state"))  # a new buffer: nothing shared
             buffers[pid] = buf
-        return buffers, self._check_extra_state(dict(m), list(buffers))
+        return buffers, num_added, self._check_extra_state(dict(m), list(buffers))
 
     def _check_underlying_init(self, init: Any, where: str) -> dict[str, Any]:
         """An underlying buffer's saved arguments: its class's parameters, with every argument this
@@ -301,9 +302,10 @@ class MultiAgentReplayBuffer(Checkpointable):
             integer(f"{where}.seed", seed, 0, MAX_INT)
         return m
 
-    def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], Any]) -> None:
-        buffers, extra = checked
+    def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], int, Any]) -> None:
+        buffers, num_added, extra = checked
         self.replay_buffers = buffers
+        self._num_added = num_added
         self._load_extra_state(extra)
 
     @classmethod

@@ -50,14 +50,19 @@ class ReplayBuffer(RLlibViews, Checkpointable):
             evicted until a new one fits.
         storage_unit: a :class:`StorageUnit` or its name; ``sample(num_items)``
             counts items of this unit.
-        replay_sequence_length: sequences only: every sampled sequence is this
-            many rows (burn-in included), zero padded with a ``mask`` column.
-            Added batches without ``seq_lens`` are cut into chunks of
-            ``replay_sequence_length - replay_burn_in`` steps per episode.
+        replay_sequence_length: sequences only: a sampled sequence is at most
+            this many rows (burn-in included); its rows are ``seq_lens`` long,
+            as RLlib returns them. Added batches without ``seq_lens`` are cut
+            into chunks of ``replay_sequence_length - replay_burn_in`` steps per
+            episode.
         replay_burn_in: steps read from just before each sequence (the same
             episode; zeros where that would cross the episode start).
         replay_zero_init_states: ``state_in_*`` columns come out as zeros
             (otherwise the stored state at each sequence's first real step).
+        zero_pad: with ``replay_sequence_length``: every sampled sequence is
+            exactly that many rows, zero padded, with a ``mask`` column saying
+            which rows are real (static shapes for a recurrent learner of your
+            own; RLlib's learners pad themselves, so the default is ``False``).
         seed: seed of the buffer's random generator (sampling, reservoir).
         rllib_config: the other keys of RLlib's ``replay_buffer_config``, which
             RLlib passes to every buffer (see :mod:`ReplayTables.rllib.rllib_keys`);
@@ -69,11 +74,12 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
     _placement = "ring"
     _prioritized = False
-    _state_portable_args = ("storage_unit",)
+    _state_portable_args = ("storage_unit", "seed")   # later adds split by ours; the state brings its generator
 
     def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps", *,
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
-                 replay_zero_init_states: bool = True, seed: int | None = None, **rllib_config: Any) -> None:
+                 replay_zero_init_states: bool = True, seed: int | None = None, zero_pad: bool = False,
+                 **rllib_config: Any) -> None:
         capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
         self.capacity = check_capacity("capacity", 10000 if capacity is None else capacity)
         self.storage_unit = StorageUnit.of(storage_unit)
@@ -83,6 +89,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         if not isinstance(replay_zero_init_states, (bool, np.bool_)):
             raise ConfigError("replay_zero_init_states", replay_zero_init_states, "True or False")
         self.replay_zero_init_states = bool(replay_zero_init_states)
+        if not isinstance(zero_pad, (bool, np.bool_)):
+            raise ConfigError("zero_pad", zero_pad, "True or False")
+        self.zero_pad = bool(zero_pad)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
@@ -107,7 +116,8 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     def _init_args(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "storage_unit": self.storage_unit.value,
                 "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
-                "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed}
+                "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed,
+                **({"zero_pad": True} if self.zero_pad else {})}   # absent when off: older checkpoints load
 
     # ------------------------------------------------------------ size
     def __len__(self) -> int:
@@ -259,7 +269,15 @@ class ReplayBuffer(RLlibViews, Checkpointable):
                 else:
                     first = np.argmax(valid, axis=1)
                     out[key] = per_row[np.arange(n), first]
-            return out, np.full(n, L, dtype=np.int64)
+            if self.zero_pad:
+                return out, np.full(n, L, dtype=np.int64)
+            real = valid.reshape(-1)           # RLlib's layout: the real rows only, seq_lens of them
+            del out["mask"]
+            for key in [k for k in out if k != "seq_lens" and not k.startswith("state_in_")]:
+                out[key] = _take_rows(out[key], real) if isinstance(out[key], dict) else out[key][real]
+            rows = valid.sum(axis=1).astype(np.int64)
+            out["seq_lens"] = rows.astype(np.int32)
+            return out, rows
         arrays, lengths = table.read(slots)
         out = SampleBatch(table.schema.build(arrays))
         if self.storage_unit in (StorageUnit.SEQUENCES, StorageUnit.EPISODES) \
