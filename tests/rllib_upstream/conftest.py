@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 
-
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     """RLlib's tests draw their data with numpy's and Python's global generators."""

@@ -67,7 +67,7 @@ def test_policy_id_of_multi_agent_batches_independent() -> None:
                                                num_shards=1, seed=0)
     data.add_multi_agent_batches(buffer, num_policies=1, num_batches=1)
     mabatch = buffer.sample(1)
-    assert list(mabatch.policy_batches.keys())[0] == 0
+    assert next(iter(mabatch.policy_batches.keys())) == 0
 
 
 def test_lockstep_mode() -> None:

@@ -212,7 +212,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
-        return to_rllib(self._finish(batch))
+        return to_rllib(self._finish(batch, sampled=False))
 
     def hit_counts(self, ids: Any) -> np.ndarray:
         """How many times each item was drawn since it was stored."""
@@ -242,14 +242,14 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         slots, _, _ = self._table.sample(num_items)
         return self._finish(self._read(slots)[0])
 
-    def _finish(self, batch: SampleBatch) -> Any:
-        """Count what was read (RLlib's ``_num_timesteps_sampled``) and rebuild multi-agent items."""
+    def _finish(self, batch: SampleBatch, sampled: bool = True) -> Any:
+        """Rebuild multi-agent items; a sample counts its timesteps (RLlib's ``_num_timesteps_sampled``)."""
+        out: Any = batch
         if policy_rows.POLICY_COLUMN in batch:
             out = policy_rows.unflatten(batch, self._policy_ids)
+        if sampled:
             self._rllib.sampled += out.count
-            return out
-        self._rllib.sampled += batch.count
-        return batch
+        return out
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
