@@ -1,0 +1,1 @@
+"""RLlib's own buffer tests, restated against ReplayTables.rllib (a package so that its conftest does not shadow tests/conftest.py)."""
