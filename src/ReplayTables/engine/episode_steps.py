@@ -201,29 +201,26 @@ class EpisodeSteps:
             self.ep_ranges[slot] = merged
         self.end = k
 
-    def _resolve_fields(self, obs: list[tuple[tuple[str, ...], np.ndarray]],
-                        steps: list[tuple[tuple[str, ...], np.ndarray]]) -> None:
-        fields = [Field(path, tuple(a.shape[1:]), a.dtype) for path, a in obs + steps]
-        self.fields = fields
-        self.field_names = [f.path for f in fields]
-        self.storage = PackedStorage(fields, self.rows)
+    @staticmethod
+    def describe(obs: list[tuple[tuple[str, ...], np.ndarray]],
+                 steps: list[tuple[tuple[str, ...], np.ndarray]]) -> list[Field]:
+        """The fields a first chunk fixes: path, per-step shape and dtype of every column."""
+        return [Field(path, tuple(a.shape[1:]), a.dtype) for path, a in obs + steps]
 
-    def _check_fields(self, obs: list[tuple[tuple[str, ...], np.ndarray]],
-                      steps: list[tuple[tuple[str, ...], np.ndarray]]) -> list[np.ndarray]:
-        assert self.fields is not None
+    @staticmethod
+    def check_fields(fields: list[Field], obs: list[tuple[tuple[str, ...], np.ndarray]],
+                     steps: list[tuple[tuple[str, ...], np.ndarray]]) -> None:
+        """A :class:`SchemaError` unless a chunk's columns fit ``fields`` (names, shapes, dtypes)."""
         given = obs + steps
         names = [p for p, _ in given]
-        if names != self.field_names:
-            raise SchemaError("episode", [".".join(map(str, p)) for p in names],
-                              f"the fields of the stored episodes: {['.'.join(map(str, p)) for p in self.field_names]}")
-        out = []
-        for f, (_, a) in zip(self.fields, given):
+        if names != [f.path for f in fields]:
+            raise SchemaError("episode", [".".join(p) for p in names],
+                              f"the fields of the stored episodes: {['.'.join(f.path) for f in fields]}")
+        for f, (_, a) in zip(fields, given):
             if tuple(a.shape[1:]) != f.shape:
                 raise SchemaError(".".join(f.path), f"shape {a.shape[1:]}", f"shape {f.shape} per step")
             if not np.can_cast(a.dtype, f.dtype, "same_kind"):
                 raise SchemaError(".".join(f.path), f"dtype {a.dtype}", f"values that fit {f.dtype}")
-            out.append(a)
-        return out
 
     # ------------------------------------------------------------ add
     def check_chunk(self, id_: Any, length: int, t_started: int) -> bool:
@@ -246,13 +243,15 @@ class EpisodeSteps:
         """Store a chunk of ``L`` steps (``L + 1`` observations, ``L`` of every step field).
 
         Returns whether it started a new episode. Inputs must have been checked with
-        :meth:`check_chunk`; field shapes and dtypes are checked here before any change.
+        :meth:`check_chunk` (and :meth:`check_fields`, which is repeated here before any change).
         """
-        L = int(steps[0][1].shape[0]) if steps else int(obs[0][1].shape[0]) - 1
+        L = int(steps[0][1].shape[0])
         if self.fields is None:
-            self._resolve_fields(obs, steps)
+            self.fields = self.describe(obs, steps)
+            self.field_names = [f.path for f in self.fields]
+            self.storage = PackedStorage(self.fields, self.rows)
         else:
-            self._check_fields(obs, steps)
+            self.check_fields(self.fields, obs, steps)
         cont = id_ in self.slot_of
         # rows to write: a new episode writes L + 1 rows; a continuation L (its first step
         # goes into the stored last row, which already holds that observation)

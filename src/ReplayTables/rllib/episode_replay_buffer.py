@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.episode_steps import EpisodeSteps, flatten_fields
-from ReplayTables.errors import ConfigError, EmptyBufferError, SchemaError
+from ReplayTables.errors import ConfigError, EmptyBufferError, EpisodeError, SchemaError
 from ReplayTables.rllib.episode_compat import (
     DEFAULT_AGENT_ID,
     DEFAULT_MODULE_ID,
@@ -38,7 +38,7 @@ from ReplayTables.rllib.episode_compat import (
     MetricsLogger,
     build_episode,
     lookback_buffer,
-    make_episode,
+    make_episodes,
 )
 
 __all__ = ["EpisodeReplayBuffer"]
@@ -46,6 +46,13 @@ __all__ = ["EpisodeReplayBuffer"]
 #: Constructor keys RLlib's configs pass besides ``capacity`` (``type`` is RLlib's).
 KNOWN_KEYS = frozenset({"type", "batch_size_B", "batch_length_T", "metrics_num_episodes_for_smoothing", "seed",
                         "alpha", "beta"})
+
+
+def _batch(values: list[Any]) -> Any:
+    """A list of nested per-step values as nested arrays (RLlib's ``batch``)."""
+    from ray.rllib.utils.spaces.space_utils import batch
+
+    return batch(values)
 
 
 def _int(name: str, value: Any, lo: int = 0) -> int:
@@ -120,50 +127,76 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         return [self._stored_episode(slot) for slot in self.store.order]
 
     # ------------------------------------------------------------ add
-    def _columns(self, eps: Any) -> tuple[list[Any], list[Any], list[Any]]:
-        """Observation and step fields of an episode chunk as flattened arrays, and its infos."""
+    def _columns(self, eps: Any, extra_keys: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
+        """Observation and step fields of an episode chunk as flattened arrays, and its infos
+        (an empty list when every info is empty, the common case: nothing to store)."""
         L = len(eps)
         obs = eps.get_observations()
         if isinstance(obs, list) and obs and isinstance(obs[0], dict):
-            from ray.rllib.utils.spaces.space_utils import batch
-
-            obs = batch(obs)
+            obs = _batch(obs)
         obs_fields = flatten_fields("obs", obs, L + 1)
         actions = eps.get_actions()
         if isinstance(actions, list) and actions and isinstance(actions[0], dict):
-            from ray.rllib.utils.spaces.space_utils import batch
-
-            actions = batch(actions)
-        if L == 0:
-            step_fields: list[Any] = []
-        else:
-            step_fields = flatten_fields("actions", actions, L)
-            step_fields += flatten_fields("rewards", np.asarray(eps.get_rewards(), dtype=np.float64), L)
+            actions = _batch(actions)
+        step_fields = flatten_fields("actions", actions, L)
+        step_fields += flatten_fields("rewards", np.asarray(eps.get_rewards(), dtype=np.float64), L)
         keys = list(eps.extra_model_outputs.keys())
-        if self._extra_keys is None and L:
-            self._extra_keys = keys
-        if L:
-            if set(keys) != set(self._extra_keys or []):
-                raise SchemaError("episode.extra_model_outputs", sorted(map(str, keys)),
-                                  f"the keys of the stored episodes: {sorted(map(str, self._extra_keys or []))}")
-            for i, k in enumerate(self._extra_keys or []):
-                step_fields += flatten_fields(f"extra{i}", np.asarray(eps.get_extra_model_outputs(k)), L)
+        if set(keys) != set(extra_keys):
+            raise SchemaError("episode.extra_model_outputs", sorted(map(str, keys)),
+                              f"the keys of the stored episodes: {sorted(map(str, extra_keys))}")
+        for i, k in enumerate(extra_keys):
+            step_fields += flatten_fields(f"extra{i}", np.asarray(eps.get_extra_model_outputs(k)), L)
         infos = eps.get_infos()
         return obs_fields, step_fields, (list(infos) if any(infos) else [])
+
+    def _prepare(self, episodes: list[Any]) -> tuple[list[tuple[Any, Any]], list[Any]]:
+        """Every chunk converted and checked (fields, continuity) before anything changes.
+
+        Returns the chunks with steps and their columns, and the extra-model-output keys.
+        """
+        store = self.store
+        extra_keys = self._extra_keys
+        fields = store.fields
+        ends: dict[Any, tuple[int, bool]] = {}  # chunks of this call: where each episode ends now
+        out = []
+        for eps in episodes:
+            if len(eps) == 0:
+                continue  # a chunk without steps adds nothing (see the module docstring)
+            if extra_keys is None:
+                extra_keys = list(eps.extra_model_outputs.keys())
+            cols = self._columns(eps, extra_keys)
+            if fields is None:
+                fields = store.describe(cols[0], cols[1])
+            else:
+                store.check_fields(fields, cols[0], cols[1])
+            t_started = int(eps.t_started)
+            if eps.id_ in ends:
+                end, done = ends[eps.id_]
+                if done or t_started != end:
+                    raise EpisodeError("episode.t_started", t_started,
+                                       f"{end} (where the earlier chunk of episode {eps.id_!r} in this add ends)"
+                                       if not done else "no chunk after the episode's end in this add")
+            else:
+                store.check_chunk(eps.id_, len(eps), t_started)
+            ends[eps.id_] = (t_started + len(eps), bool(eps.is_terminated or eps.is_truncated))
+            out.append((eps, cols))
+        return out, list(extra_keys or [])
 
     def add(self, episodes: Any, weight: float | None = None) -> None:
         """Store episode chunks; a chunk whose id is stored continues that episode.
 
         After each chunk, the oldest episodes are evicted whole while more than
         ``capacity`` timesteps are stored and more than one episode is (RLlib's rule).
+        Every chunk is checked first: a refused add changes nothing.
         """
         episodes = list(episodes) if isinstance(episodes, (list, tuple)) else [episodes]
-        store = self.store
         priority = self._insert_priority(weight)
+        prepared, extra_keys = self._prepare(episodes)
+        if prepared:
+            self._extra_keys = extra_keys
+        store = self.store
         steps_added = episodes_added = episodes_evicted = steps_evicted = 0
-        for eps in episodes:
-            cols = self._columns(eps)
-            store.check_chunk(eps.id_, len(eps), int(eps.t_started))
+        for eps, cols in prepared:
             meta = {"agent_id": eps.agent_id, "module_id": eps.module_id,
                     "observation_space": eps.observation_space, "action_space": eps.action_space,
                     "multi_agent_episode_id": getattr(eps, "multi_agent_episode_id", None)}
@@ -383,21 +416,13 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         reached_end = ts + m == store.ep_len[ep]
         term = reached_end & store.ep_terminated[ep]
         trunc = reached_end & store.ep_truncated[ep] & ~term
-        infos0 = store.infos[rows] if include_infos else None
-        infos1 = store.infos[nxt] if include_infos else None
-        out = []
-        meta = store.ep_meta
+        infos = (store.infos[rows], store.infos[nxt]) if include_infos else None
         ids = store.ep_id
-        for i in range(rows.shape[0]):
-            e = int(ep[i])
-            info = None if infos0 is None else [infos0[i] or {}, infos1[i] or {}]  # type: ignore[index]
-            out.append(make_episode(
-                id_=ids[e], meta=meta[e], obs=(_pick(obs0, i), _pick(obs1, i)), action=_pick(actions, i),
-                reward=float(returns[i]), infos=info, terminated=bool(term[i]), truncated=bool(trunc[i]),
-                weight=float(weights[i]), n_step=int(n[i]),
-                extras=None if extras is None else {key: _pick(v, i) for key, v in extras.items()},
-                t_started=int(ts[i]), to_numpy=to_numpy))
-        return out
+        metas = store.ep_meta
+        ep_list = ep.tolist()
+        return make_episodes(ids=[ids[e] for e in ep_list], metas=[metas[e] for e in ep_list], obs=(obs0, obs1),
+                             actions=actions, rewards=returns, infos=infos, terminated=term, truncated=trunc,
+                             weights=weights, n_steps=n, extras=extras, t_started=ts, to_numpy=to_numpy)
 
     def _sample_sequences(self, B: int, T: int, include_infos: bool, include_extra_model_outputs: bool,
                           to_numpy: bool, lookback: int, min_batch_length_T: int) -> list[Any]:
@@ -513,8 +538,3 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         self._num_timesteps = self.store.num_steps
         self.sampled_timesteps = int(state.get("sampled_timesteps", 0))
 
-
-def _pick(value: Any, i: int) -> Any:
-    if isinstance(value, dict):
-        return {k: _pick(v, i) for k, v in value.items()}
-    return value[i]
