@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from rllib_upstream.episode_helpers import IMPLEMENTATIONS, episode, make_buffer
 
 NAME = "EpisodeReplayBuffer"

@@ -12,6 +12,7 @@ import copy
 
 import numpy as np
 import pytest
+
 from rllib_upstream.episode_helpers import IMPLEMENTATIONS, episode, make_buffer
 
 NAME = "PrioritizedEpisodeReplayBuffer"
