@@ -32,6 +32,7 @@ from ReplayTables.checkpoint import (
 from ReplayTables.engine.state_checks import mapping
 from ReplayTables.errors import CheckpointError
 from ReplayTables.rllib.config import constructor_params
+from ReplayTables.rllib.issue_60491 import NamedByText
 
 __all__ = ["BufferState", "Checkpointable", "same_json"]
 
@@ -68,7 +69,7 @@ def same_json(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-class Checkpointable:
+class Checkpointable(metaclass=NamedByText):
     """save / ``ReplayTables.load`` / get_state / set_state for RLlib-style buffers.
 
     A subclass gives ``_init_args()`` (JSON-able constructor arguments),
