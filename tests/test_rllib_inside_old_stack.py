@@ -10,6 +10,7 @@ needs the ``rllib`` extra; it fails, never skips, without it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
@@ -37,11 +38,28 @@ def old_stack_dqn(buffer_type: object, **replay: object) -> DQNConfig:
             .debugging(seed=0))
 
 
+def docs_config() -> DQNConfig:
+    """The old-stack configuration of docs/rllib-inside.md, as the page writes it (without its build)."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "rllib-inside.md").read_text()
+    block = page.split("## Old API stack", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "algo = config.build_algo()" in block
+    namespace: dict[str, object] = {}
+    exec(block.replace("algo = config.build_algo()", ""), namespace)
+    config = namespace["config"]
+    assert isinstance(config, DQNConfig)
+    return config
+
+
 def test_dqn_trains_with_our_prioritized_buffer_and_updates_its_priorities() -> None:
-    algo = old_stack_dqn("ReplayTables.rllib.MultiAgentPrioritizedReplayBuffer").build_algo()
+    config = docs_config()            # the page's config line, with this test's small budget
+    assert config.replay_buffer_config["type"] == "ReplayTables.rllib.MultiAgentPrioritizedReplayBuffer"
+    algo = (config.env_runners(num_env_runners=0, rollout_fragment_length=4)
+            .training(num_steps_sampled_before_learning_starts=64, train_batch_size=32)
+            .reporting(min_sample_timesteps_per_iteration=100)
+            .debugging(seed=0)).build_algo()
     try:
         buffer = algo.local_replay_buffer
-        assert type(buffer) is ours.MultiAgentPrioritizedReplayBuffer
+        assert type(buffer) is ours.MultiAgentPrioritizedReplayBuffer and buffer.prioritized_replay_eps == 1e-6
         assert isinstance(buffer, RLlibMultiAgentPrioritizedReplayBuffer)   # what gates RLlib's update call
         for _ in range(2):
             result = algo.train()
