@@ -50,8 +50,9 @@ class ItemPlan:
     dropped_episodes: int = 0
     #: RLlib's count of each item (its rows; env steps for a multi-agent item)
     counts: np.ndarray | None = None
-    #: the buffer's policy ids once multi-agent items of this batch are stored
+    #: the buffer's policy ids (and their columns) once multi-agent items of this batch are stored
     policy_ids: list[Any] | None = None
+    policy_columns: list[list[str]] | None = None
 
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
