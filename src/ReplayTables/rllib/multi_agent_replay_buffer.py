@@ -343,6 +343,6 @@ def _count(batch: Any) -> int:
 def _sample_of(buffer: Any, num_items: int, args: dict[str, Any]) -> Any:
     """An underlying buffer's sample: through its ``sample`` if a subclass overrides it (the hook
     users write), else straight from ``_sample`` (our own batch types, converted once by the caller)."""
-    if getattr(type(buffer).sample, "__module__", "").startswith("ReplayTables.rllib."):
+    if (getattr(type(buffer).sample, "__module__", None) or "").startswith("ReplayTables.rllib."):
         return buffer._sample(num_items, **args)
     return buffer.sample(num_items, **args)
