@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 from ray.rllib.policy.sample_batch import SampleBatch
-from upstream_support import seeded  # noqa: F401 (seeded: autouse)
 
 from ReplayTables.rllib import FifoReplayBuffer
 

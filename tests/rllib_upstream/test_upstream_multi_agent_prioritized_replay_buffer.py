@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
-from upstream_support import seeded  # noqa: F401 (seeded: autouse)
 
 from ReplayTables.rllib import ALL_POLICIES, MultiAgentPrioritizedReplayBuffer
 

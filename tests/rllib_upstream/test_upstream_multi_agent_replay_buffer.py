@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 from ray.rllib.policy.sample_batch import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch, concat_samples
-from upstream_support import seeded  # noqa: F401 (seeded: autouse)
 
 from ReplayTables.rllib import MultiAgentReplayBuffer, PrioritizedReplayBuffer, ReplayBuffer
 

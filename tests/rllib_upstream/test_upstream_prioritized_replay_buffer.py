@@ -13,7 +13,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
-from upstream_support import TRUE_RING, seeded  # noqa: F401 (seeded: autouse)
+from upstream_differences import TRUE_RING
 
 from ReplayTables.rllib import PrioritizedReplayBuffer
 
