@@ -13,9 +13,9 @@ from collections import Counter
 import numpy as np
 import pytest
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
-from upstream_differences import TRUE_RING
 
 from ReplayTables.rllib import PrioritizedReplayBuffer
+from rllib_upstream.upstream_differences import TRUE_RING
 
 CAPACITY = 10
 ALPHA = 1.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
-from upstream_differences import TRUE_RING
 
 from ReplayTables.rllib import ReplayBuffer
+from rllib_upstream.upstream_differences import TRUE_RING
 
 
 class Ids:

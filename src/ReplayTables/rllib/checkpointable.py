@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.checkpoint import (
     checking,
     class_name,
@@ -30,6 +31,7 @@ from ReplayTables.checkpoint import (
     write_checkpoint,
 )
 from ReplayTables.engine.state_checks import mapping
+from ReplayTables.engine.table_lock import TableLockProtocol
 from ReplayTables.errors import CheckpointError
 from ReplayTables.rllib.config import constructor_params
 from ReplayTables.rllib.issue_60491 import NamedByText
@@ -77,8 +79,13 @@ class Checkpointable(metaclass=NamedByText):
     ``_check_state_dict(state, where)`` / ``_restore_state(checked)``; classes
     register themselves for loading. Subclasses that save more override
     ``_extra_state`` / ``_check_extra_state`` / ``_load_extra_state``.
+
+    ``_lock`` (set by the subclass: its table's lock, or a lock of its own for a
+    buffer of several tables) is held by every public call, so the buffer may be
+    shared by threads.
     """
 
+    _lock: TableLockProtocol
     #: Constructor arguments a state may differ in: ``set_state`` keeps this buffer's
     #: (RLlib restores a state into a buffer of another ``storage_unit``; only later adds differ).
     _state_portable_args: tuple[str, ...] = ()
@@ -86,6 +93,12 @@ class Checkpointable(metaclass=NamedByText):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+
+    @property
+    def lock(self) -> TableLockProtocol:
+        """The buffer's re-entrant lock, held by every public call; hold it yourself
+        (``with buffer.lock:``) to make several calls one atomic step."""
+        return self._lock
 
     def _init_args(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -121,6 +134,7 @@ class Checkpointable(metaclass=NamedByText):
     def _full_state(self) -> dict[str, Any]:
         return {"class": class_name(type(self)), "init": self._init_args(), "state": self._state_dict()}
 
+    @atomic
     def get_state(self) -> dict[str, Any]:
         """Everything needed to restore this buffer (``"state"`` holds numpy arrays).
 
@@ -128,6 +142,7 @@ class Checkpointable(metaclass=NamedByText):
         """
         return BufferState(copy.deepcopy(self._full_state()))
 
+    @atomic
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`get_state` of a buffer of the same class and arguments.
 
@@ -148,8 +163,11 @@ class Checkpointable(metaclass=NamedByText):
         self._restore_state(checked)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it."""
-        manifest, arrays = split_arrays(self._full_state())
+        """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it.
+
+        The state is taken under the lock (one instant); the files are written after.
+        """
+        manifest, arrays = split_arrays(self.get_state())
         return write_checkpoint(path, manifest, arrays)
 
     # ------------------------------------------------------------ loading a checkpoint

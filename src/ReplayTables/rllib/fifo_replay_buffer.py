@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.table import check_count
 from ReplayTables.errors import ConfigError
 from ReplayTables.rllib.batches import SampleBatch
@@ -26,6 +27,7 @@ class FifoReplayBuffer(ReplayBuffer):
                  **kwargs: Any) -> None:
         super().__init__(capacity, storage_unit, **kwargs)
 
+    @atomic
     def sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
         return super().sample(num_items, **kwargs)
@@ -33,13 +35,10 @@ class FifoReplayBuffer(ReplayBuffer):
     def _sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items")
-        ids = self._table.oldest(check_count("num_items", num_items))
+        ids, data = self._table.take_oldest(check_count("num_items", num_items), self._read)
         if ids.size == 0:
             return SampleBatch()
-        _, slots = self._table.locate(ids)
-        batch, _ = self._read(slots)
-        self.delete(ids)
-        self._table.counters["sampled"] += int(ids.size)
+        batch: SampleBatch = data[0]
         batch["weights"] = np.ones(batch.count, dtype=np.float64)
         return self._finish(batch)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, new_lock
 from ReplayTables.checkpoint import class_name, resolve_class
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.state_checks import MAX_INT, as_checkpoint_error, integer, mapping
@@ -79,6 +80,9 @@ class MultiAgentReplayBuffer(Checkpointable):
     counts env steps (the table holds ``capacity`` times the number of policies
     of the first batch in agent steps); sampling a buffer with nothing stored
     returns an empty ``MultiAgentBatch``.
+
+    Every public call is atomic: it holds this buffer's own lock around its calls of
+    the per-policy buffers (each of which holds its own), so threads may share it.
     """
 
     _default_type: type = ReplayBuffer
@@ -87,6 +91,7 @@ class MultiAgentReplayBuffer(Checkpointable):
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
                  seed: int | None = None, replay_sequence_override: bool = True, **rllib_config: Any) -> None:
+        self._lock = new_lock()
         if "underlying_replay_buffer_config" in rllib_config:
             if underlying_buffer_config is not None:
                 raise ConfigError("underlying_replay_buffer_config", rllib_config["underlying_replay_buffer_config"],
@@ -173,6 +178,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         return pbs
 
     # ------------------------------------------------------------ add / sample
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> dict[Any, np.ndarray]:
         """Route ``batch`` to the policies' buffers; returns ``{policy_id: item ids}``.
 
@@ -213,6 +219,7 @@ class MultiAgentReplayBuffer(Checkpointable):
             keys = list(self.replay_buffers)
         return keys
 
+    @atomic
     def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> Any:
         """``num_items`` items from each policy's buffer (or from ``policy_id``'s only).
 
@@ -231,10 +238,12 @@ class MultiAgentReplayBuffer(Checkpointable):
         return MultiAgentBatch(batches, sum(b.count for b in batches.values()))
 
     # ------------------------------------------------------------ size, stats, state
+    @atomic
     def __len__(self) -> int:
         """Items over all policies."""
         return sum(len(b) for b in self.replay_buffers.values())
 
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         return {"num_policies": len(self.replay_buffers), "num_entries": len(self),
                 "policies": {str(k): b.stats(debug) for k, b in self.replay_buffers.items()}}
@@ -248,8 +257,10 @@ class MultiAgentReplayBuffer(Checkpointable):
                 "seed": self.seed}
 
     def _state_dict(self) -> dict[str, Any]:
-        policies = [{"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()}
-                    for key, buf in self.replay_buffers.items()]
+        policies = []
+        for key, buf in self.replay_buffers.items():
+            with buf._lock:
+                policies.append({"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()})
         return {"policies": policies, "num_added": self._num_added, **self._extra_state()}
 
     def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], int, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, table_lock
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.segment_table import SegmentTable
@@ -70,6 +71,8 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
     A ``MultiAgentBatch`` added with ``storage_unit="fragments"`` is stored as
     one item, as RLlib stores it, and sampled back as a ``MultiAgentBatch``.
+
+    Every public call is atomic (it holds the table's lock), so threads may share it.
     """
 
     _placement = "ring"
@@ -82,6 +85,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
                  **rllib_config: Any) -> None:
         capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
         self.capacity = check_capacity("capacity", 10000 if capacity is None else capacity)
+        # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
+        check_allocation("capacity", self.capacity, self.nbytes_for(self.capacity),
+                         f"the index of {self.capacity} timesteps")
         self.storage_unit = StorageUnit.of(storage_unit)
         self.replay_sequence_length = _check_sequence_args(self.capacity, self.storage_unit, replay_sequence_length,
                                                            replay_burn_in)
@@ -97,6 +103,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         self.seed = None if seed is None else int(seed)
         self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._lock = table_lock(self._table)
         self._dropped_episodes = 0
         self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index
         self._policy_columns: list[list[str]] = []   # and the columns of each
@@ -175,11 +182,13 @@ class ReplayBuffer(RLlibViews, Checkpointable):
             raise ConfigError("add()", sorted(kwargs), "no extra arguments for this buffer")
         return None
 
+    @atomic
     def check(self, batch: Any, **kwargs: Any) -> None:
         """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
         stored, plan, columns = self._plan(batch)
         self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
 
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
         """Split ``batch`` into items of the storage unit and store them; returns their ids.
 
@@ -196,39 +205,46 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         return ids
 
     # ------------------------------------------------------------ hooks
+    @atomic
     def draw(self, num_items: int) -> np.ndarray:
         """Ids of ``num_items`` items drawn (with replacement) by this buffer's sampler.
 
         Counts one hit per draw for :meth:`hit_counts`; raises
         :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
         """
-        slots, _, _ = self._table.sample(num_items)
-        return self._table.ids_of(slots)
+        ids: np.ndarray = self._table.sample(num_items).ids
+        return ids
 
+    @atomic
     def get(self, ids: Any, with_indexes: bool = False) -> Any:
         """The items with these ids, concatenated in order (an error naming stale ids).
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)
-        batch, rows = self._read(slots)
+        with self._table.lock:  # the ids and their rows at one instant
+            arr, slots = self._table.locate(ids)
+            batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return to_rllib(self._finish(batch, sampled=False))
 
+    @atomic
     def hit_counts(self, ids: Any) -> np.ndarray:
         """How many times each item was drawn since it was stored."""
         return self._table.hit_counts(ids)
 
+    @atomic
     def delete(self, ids: Any) -> int:
         """Remove items by id (all must be stored; otherwise nothing is removed)."""
         return self._table.delete(ids)
 
+    @atomic
     def item_ids(self) -> np.ndarray:
         """Ids of all stored items, oldest first."""
         return self._table.oldest(len(self))
 
     # ------------------------------------------------------------ sample
+    @atomic
     def sample(self, num_items: int, **kwargs: Any) -> Any:
         """``num_items`` items drawn uniformly with replacement, concatenated.
 
@@ -241,8 +257,8 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         """:meth:`sample` in this package's own batch types."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        slots, _, _ = self._table.sample(num_items)
-        return self._finish(self._read(slots)[0])
+        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]  # ids and rows in one call
+        return self._finish(batch)
 
     def _finish(self, batch: SampleBatch, sampled: bool = True) -> Any:
         """Rebuild multi-agent items; a sample counts its timesteps (RLlib's ``_num_timesteps_sampled``)."""
@@ -288,6 +304,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         return out, lengths
 
     # ------------------------------------------------------------ stats & state
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         """Counters and sizes: added/sampled/evicted counts, entries, timesteps, bytes."""
         t = self._table
