@@ -68,17 +68,20 @@ def test_bad_policy_batch_changes_nothing() -> None:
 
 def test_lockstep_stores_whole_steps() -> None:
     ma = MultiAgentReplayBuffer(capacity=10, replay_mode="lockstep", seed=0)
-    with pytest.raises(SchemaError, match="policy_batches"):   # one item holds every policy: same columns
-        ma.add({"a": steps(0, 4), "b": {"obs": -np.arange(4, dtype=np.float32), "z": np.ones((4, 3))}})
-    ma.add({"a": steps(0, 4), "b": {"obs": -np.arange(4, dtype=np.float32)}})
+    ma.add({"a": steps(0, 4), "b": {"obs": -np.arange(4, dtype=np.float32), "z": np.ones((4, 3))}})
     assert list(ma.replay_buffers) == ["__all__"] and len(ma) == 4
     assert ma.replay_buffers["__all__"].sample(3).count == 3
     out = ma.sample(6).policy_batches
     assert set(out) == {"a", "b"} and (out["a"]["obs"] == -out["b"]["obs"]).all()
+    assert "z" not in out["a"] and out["b"]["z"].shape == (6, 3)            # each policy its own columns
+    with pytest.raises(SchemaError, match="policy_batches"):               # a policy keeps its columns
+        ma.add({"a": steps(0, 2), "b": {"obs": np.zeros(2, np.float32)}})
+    ma.add({"b": {"obs": np.zeros(2, np.float32), "z": np.ones((2, 3))}})  # a step without policy a
+    assert len(ma) == 6
     with pytest.raises(ConfigError, match="policy_id"):
         ma.sample(2, policy_id="a")
     with pytest.raises(SchemaError):
-        ma.add({"a": steps(0, 3), "b": {"obs": np.zeros(2, np.float32)}})
+        ma.add({"a": steps(0, 3), "b": {"obs": np.zeros(2, np.float32), "z": np.ones((2, 3))}})
     with pytest.raises(ConfigError, match="lockstep"):
         MultiAgentReplayBuffer(10, storage_unit="sequences", replay_mode="lockstep")
     with pytest.raises(ConfigError, match="replay_mode"):

@@ -1,4 +1,4 @@
 """RLlib's own buffer tests, restated against ReplayTables.rllib.
 
-A package, so that its conftest does not shadow tests/conftest.py.
+A package so that its conftest does not shadow tests/conftest.py.
 """

@@ -34,6 +34,7 @@ from ReplayTables.engine.state_checks import mapping
 from ReplayTables.engine.table_lock import TableLockProtocol
 from ReplayTables.errors import CheckpointError
 from ReplayTables.rllib.config import constructor_params
+from ReplayTables.rllib.issue_60491 import NamedByText
 
 __all__ = ["BufferState", "Checkpointable", "same_json"]
 
@@ -70,7 +71,7 @@ def same_json(a: Any, b: Any) -> bool:
         return bool(a == b)
 
 
-class Checkpointable:
+class Checkpointable(metaclass=NamedByText):
     """save / ``ReplayTables.load`` / get_state / set_state for RLlib-style buffers.
 
     A subclass gives ``_init_args()`` (JSON-able constructor arguments),

@@ -162,8 +162,14 @@ def from_config(config: Mapping[str, Any]) -> Any:
 
 
 def _takes_rllib_keys(cls: type) -> bool:
-    """Our buffer classes (and their subclasses) accept every key of RLlib's config."""
+    """Whether ``cls``'s constructor passes ``**kwargs`` on to one of our buffer constructors,
+    which accept every key of RLlib's config (a subclass that drops ``**kwargs`` does not)."""
     from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
     from ReplayTables.rllib.replay_buffer import ReplayBuffer
 
-    return isinstance(cls, type) and issubclass(cls, (ReplayBuffer, MultiAgentReplayBuffer))
+    for klass in cls.__mro__:
+        if klass in (ReplayBuffer, MultiAgentReplayBuffer):
+            return True
+        if "__init__" in vars(klass) and klass is not object and not parameters(vars(klass)["__init__"])[1]:
+            return False
+    return False

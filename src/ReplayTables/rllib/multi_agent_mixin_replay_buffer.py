@@ -22,6 +22,7 @@ from ReplayTables.engine.table import check_count
 from ReplayTables.errors import CheckpointError
 from ReplayTables.rllib.batches import SampleBatch
 from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
+from ReplayTables.rllib.multi_agent_replay_buffer import _sample_of
 from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer, check_number
 from ReplayTables.rllib.ray_interop import to_rllib
 from ReplayTables.rllib.storage_unit import StorageUnit
@@ -88,7 +89,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         if (len(buf) == 0 and ratio > 0.0) or (fresh.size == 0 and ratio < 1.0):
             return None
         if ratio == 1.0:
-            return buf.sample(num_items, **args)
+            return _sample_of(buf, num_items, args)
         max_new = self._round(num_items * (1.0 - ratio))
         new, self._new[key] = fresh[:max_new], fresh[max_new:]
         parts = [self._new_part(buf, new)] if new.size else []
@@ -101,7 +102,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
             else:
                 num_old = min(num_items - max_new, self._round(new.size * ratio / (1.0 - ratio)))
             if num_old > 0:
-                parts.append(buf.sample(num_old, **args))
+                parts.append(_sample_of(buf, num_old, args))
         return _concat(parts) if parts else None
 
     @staticmethod

@@ -228,7 +228,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         """
         keys = [k for k in self._policies(policy_id) if len(self.replay_buffers[k])]
         args = self._call_args(kwargs)
-        return to_rllib(self._as_multi_agent({k: self.replay_buffers[k].sample(num_items, **args) for k in keys}))
+        return to_rllib(self._as_multi_agent({k: _sample_of(self.replay_buffers[k], num_items, args) for k in keys}))
 
     def _as_multi_agent(self, samples: dict[Any, Any]) -> Any:
         """Per-policy samples as one multi-agent batch (RLlib counts the sum of their steps)."""
@@ -349,3 +349,11 @@ def _count(batch: Any) -> int:
     if steps is not None:
         return steps
     return max((SampleBatch(b).count for b in as_policy_batches(batch).values()), default=0)
+
+
+def _sample_of(buffer: Any, num_items: int, args: dict[str, Any]) -> Any:
+    """An underlying buffer's sample: through its ``sample`` if a subclass overrides it (the hook
+    users write), else straight from ``_sample`` (our own batch types, converted once by the caller)."""
+    if (getattr(type(buffer).sample, "__module__", None) or "").startswith("ReplayTables.rllib."):
+        return buffer._sample(num_items, **args)
+    return buffer.sample(num_items, **args)

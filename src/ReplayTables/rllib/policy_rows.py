@@ -6,7 +6,10 @@ all its policies, one after another, with two bookkeeping columns: which policy 
 row belongs to (an index into the buffer's list of policy ids, so the set of
 policies may change from batch to batch) and RLlib's env-step count of the item
 (on its first row, zero on the others, so that any selection of whole items sums
-to its env steps). Every policy batch must have the same columns.
+to its env steps). Policies may have different columns: a row has every column
+of every policy seen so far (zeros in those its policy lacks), and each policy's
+batch is read back with its own columns only; a policy keeps its columns from
+batch to batch, and a column shared by two policies has one shape and dtype.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.schema import Field
 from ReplayTables.errors import SchemaError
 from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch
 
@@ -34,40 +38,65 @@ def _concat(parts: list[Any], order: np.ndarray | None) -> Any:
     return out if order is None else out[order]
 
 
-def _same_keys(a: Any, b: Any) -> bool:
-    if isinstance(a, dict) != isinstance(b, dict):
-        return False
-    if not isinstance(a, dict):
-        return True
-    return a.keys() == b.keys() and all(_same_keys(a[k], b[k]) for k in a)
+def _zeros_like(value: Any, n: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _zeros_like(v, n) for k, v in value.items()}
+    arr = np.asarray(value)
+    return np.zeros((n, *arr.shape[1:]), dtype=arr.dtype)
+
+
+def _zeros_of(fields: list[Field], key: str, n: int) -> Any:
+    """Zeros for the stored column ``key`` (nested columns rebuilt from their field paths)."""
+    mine = [f for f in fields if f.path[0] == key]
+    if len(mine) == 1 and len(mine[0].path) == 1:
+        return np.zeros((n, *mine[0].shape), dtype=mine[0].dtype)
+    out: dict[str, Any] = {}
+    for f in mine:
+        node = out
+        for part in f.path[1:-1]:
+            node = node.setdefault(part, {})
+        node[f.path[-1]] = np.zeros((n, *f.shape), dtype=f.dtype)
+    return out
 
 
 def flatten(policy_batches: dict[Any, dict[str, Any]], rows: dict[Any, int], policy_ids: list[Any],
-            env_steps: int | None, per_step: bool) -> tuple[dict[str, Any], np.ndarray, list[Any]]:
-    """``(columns, item lengths, policy ids after this batch)``; changes nothing.
+            policy_columns: list[list[str]], env_steps: int | None, per_step: bool,
+            fields: list[Field]) -> tuple[dict[str, Any], np.ndarray, list[Any], list[list[str]]]:
+    """``(columns, item lengths, policy ids and their columns after this batch)``; changes nothing.
 
     ``per_step``: one item per env step (row ``k`` of every policy; all policies
-    need the same row count), else the whole batch is one item.
+    need the same row count), else the whole batch is one item. ``fields``: the
+    table's stored fields (zeros for columns of policies not in this batch).
     """
     pids = list(policy_batches)
     if not pids:
-        return {}, np.empty(0, np.int64), policy_ids
-    first = policy_batches[pids[0]]
-    for pid in pids[1:]:
-        if not _same_keys(first, policy_batches[pid]):
-            raise SchemaError(f"policy_batches[{pid!r}]", sorted(policy_batches[pid]),
-                              f"the columns of policy {pids[0]!r}: {sorted(first)} (stored as one item)")
-    for key in (POLICY_COLUMN, ENV_STEPS_COLUMN):
-        if key in first:
-            raise SchemaError(key, "<present>", "a column name that is not reserved for multi-agent items")
-    known = list(policy_ids)
+        return {}, np.empty(0, np.int64), policy_ids, policy_columns
+    known, known_columns = list(policy_ids), list(policy_columns)
     codes = []
     for pid in pids:
-        if pid not in known:
+        names = sorted(policy_batches[pid])
+        for key in (POLICY_COLUMN, ENV_STEPS_COLUMN):
+            if key in names:
+                raise SchemaError(key, "<present>", "a column name that is not reserved for multi-agent items")
+        if pid in known:
+            if known_columns[known.index(pid)] != names:
+                raise SchemaError(f"policy_batches[{pid!r}]", names,
+                                  f"the columns policy {pid!r} had before: {known_columns[known.index(pid)]}")
+        else:
             known.append(pid)
+            known_columns.append(names)
         codes.append(known.index(pid))
+    every = sorted(set().union(*map(set, known_columns)))
     counts = np.array([rows[p] for p in pids], dtype=np.int64)
-    parts = [policy_batches[p] for p in pids]
+    parts = []
+    for pid in pids:
+        part = dict(policy_batches[pid])
+        for key in every:
+            if key not in part:
+                donor = next((policy_batches[q][key] for q in pids if key in policy_batches[q]), None)
+                part[key] = _zeros_like(donor, rows[pid]) if donor is not None else \
+                    _zeros_of(fields, key, rows[pid])
+        parts.append({k: part[k] for k in every})
     policy = np.repeat(np.array(codes, dtype=np.int64), counts)
     if per_step:
         n = int(counts[0])
@@ -89,18 +118,25 @@ def flatten(policy_batches: dict[Any, dict[str, Any]], rows: dict[Any, int], pol
     columns = _concat(parts, order) if len(parts) > 1 else dict(parts[0])
     columns[POLICY_COLUMN] = policy if order is None else policy[order]
     columns[ENV_STEPS_COLUMN] = steps
-    return columns, lengths, known
+    return columns, lengths, known, known_columns
 
 
 def _take(columns: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
     return {k: (_take(v, rows) if isinstance(v, dict) else v[rows]) for k, v in columns.items()}
 
 
-def unflatten(columns: dict[str, Any], policy_ids: list[Any]) -> MultiAgentBatch:
-    """The :class:`MultiAgentBatch` of rows read back (policies in first-seen order)."""
+#: Columns added to every row at sampling time (kept for every policy).
+SAMPLE_COLUMNS = ("weights", "batch_indexes", "seq_lens")
+
+
+def unflatten(columns: dict[str, Any], policy_ids: list[Any], policy_columns: list[list[str]]) -> MultiAgentBatch:
+    """The :class:`MultiAgentBatch` of rows read back (policies in first-seen order), each
+    policy with its own columns."""
     policy = np.asarray(columns.pop(POLICY_COLUMN))
     steps = np.asarray(columns.pop(ENV_STEPS_COLUMN))
     out = MultiAgentBatch({}, int(steps.sum()))
     for code in np.unique(policy):
-        out[policy_ids[int(code)]] = SampleBatch(_take(columns, np.flatnonzero(policy == code)))
+        own = set(policy_columns[int(code)]) | set(SAMPLE_COLUMNS)
+        rows = np.flatnonzero(policy == code)
+        out[policy_ids[int(code)]] = SampleBatch(_take({k: v for k, v in columns.items() if k in own}, rows))
     return out

@@ -106,6 +106,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         self._lock = table_lock(self._table)
         self._dropped_episodes = 0
         self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index
+        self._policy_columns: list[list[str]] = []   # and the columns of each
         self._rllib = RLlibCounters()
         register_with_rllib()
 
@@ -164,12 +165,13 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         rows = {pid: _row_count(cols, ("seq_lens",)) for pid, cols in pbs.items()}
         consumed = self._consumed_columns()
         kept = {pid: {k: v for k, v in cols.items() if k not in consumed} for pid, cols in pbs.items()}
-        columns, lengths, policy_ids = policy_rows.flatten(kept, rows, self._policy_ids, env_steps_of(batch),
-                                                           per_step)
+        columns, lengths, policy_ids, policy_columns = policy_rows.flatten(
+            kept, rows, self._policy_ids, self._policy_columns, env_steps_of(batch), per_step, self._table.fields)
         plan = ItemPlan(None, lengths)
         plan.counts = np.ones(lengths.shape[0], np.int64) if per_step else \
             columns[policy_rows.ENV_STEPS_COLUMN][:1].copy()
         plan.policy_ids = policy_ids
+        plan.policy_columns = policy_columns
         every = {**{k: v for cols in pbs.values() for k, v in cols.items()}, **columns}
         if "weights" in columns or any("weights" in cols for cols in pbs.values()):
             every["weights"] = _concat_weights(pbs, rows, per_step)
@@ -197,8 +199,8 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         priorities = self._priorities(plan, columns, kwargs)
         ids = self._table.add(stored, plan.lengths, priorities)
         self._dropped_episodes += plan.dropped_episodes
-        if getattr(plan, "policy_ids", None) is not None:
-            self._policy_ids = plan.policy_ids
+        if plan.policy_ids is not None and plan.policy_columns is not None:
+            self._policy_ids, self._policy_columns = plan.policy_ids, plan.policy_columns
         self._rllib.on_add(plan.counts, self.capacity)
         return ids
 
@@ -262,7 +264,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         """Rebuild multi-agent items; a sample counts its timesteps (RLlib's ``_num_timesteps_sampled``)."""
         out: Any = batch
         if policy_rows.POLICY_COLUMN in batch:
-            out = policy_rows.unflatten(batch, self._policy_ids)
+            out = policy_rows.unflatten(batch, self._policy_ids, self._policy_columns)
         if sampled:
             self._rllib.sampled += out.count
         return out
@@ -319,23 +321,26 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
     def _state_dict(self) -> dict[str, Any]:
         return {"table": self._table.state_dict(), "dropped_episodes": self._dropped_episodes,
-                "policy_ids": list(self._policy_ids), "rllib_counters": self._rllib.state_dict(),
+                "policy_ids": list(self._policy_ids), "policy_columns": [list(c) for c in self._policy_columns],
+                "rllib_counters": self._rllib.state_dict(),
                 **self._extra_state()}
 
     def _check_state_dict(self, state: Any, where: str = "state") -> tuple[Any, ...]:
-        m = mapping(where, state, ("table",), ("dropped_episodes", "policy_ids", "rllib_counters",
+        m = mapping(where, state, ("table",), ("dropped_episodes", "policy_ids", "policy_columns", "rllib_counters",
                                                *self._extra_state()))
         table = self._table.check_state(m["table"], f"{where}.table")
         dropped = integer(f"{where}.dropped_episodes", m.get("dropped_episodes", 0), 0, MAX_INT)
         policy_ids = _check_policy_ids(f"{where}.policy_ids", m.get("policy_ids", []))
+        policy_columns = _check_policy_columns(f"{where}.policy_columns", m.get("policy_columns", []),
+                                               len(policy_ids))
         counters = RLlibCounters.check_state(m.get("rllib_counters"), f"{where}.rllib_counters")
-        return table, dropped, policy_ids, counters, self._check_extra_state(dict(m))
+        return table, dropped, (policy_ids, policy_columns), counters, self._check_extra_state(dict(m))
 
     def _restore_state(self, checked: tuple[Any, ...]) -> None:
-        table, dropped, policy_ids, counters, extra = checked
+        table, dropped, (policy_ids, policy_columns), counters, extra = checked
         self._table.restore(table)
         self._dropped_episodes = dropped
-        self._policy_ids = policy_ids
+        self._policy_ids, self._policy_columns = policy_ids, policy_columns
         self._rllib = counters
         self._load_extra_state(extra)
 
@@ -395,6 +400,16 @@ def _check_policy_ids(where: str, value: Any) -> list[Any]:
     if len(set(value)) != len(value):
         raise CheckpointError(where, value, "distinct policy ids")
     return list(value)
+
+
+def _check_policy_columns(where: str, value: Any, policies: int) -> list[list[str]]:
+    if not isinstance(value, list) or len(value) != policies:
+        raise CheckpointError(where, value, f"a list of column-name lists, one per policy ({policies})")
+    for names in value:
+        if not isinstance(names, list) or len(names) > 10_000 or \
+                not all(isinstance(n, str) and 0 < len(n) <= 1000 for n in names):
+            raise CheckpointError(where, names, "a list of column names")
+    return [list(n) for n in value]
 
 
 def _concat_weights(pbs: dict[Any, dict[str, Any]], rows: dict[Any, int], per_step: bool) -> np.ndarray:

@@ -5,7 +5,9 @@ sequences instead, as RLlib's ``SampleBatch.timeslices(1)`` cuts a sequenced
 batch). ``SEQUENCES``: runs of rows given by the ``seq_lens``
 column (or, when the buffer has a ``replay_sequence_length``, chunks of each
 episode). ``EPISODES``: complete episodes by ``eps_id`` (first ``t == 0``, last
-row terminated or truncated); incomplete ones are dropped and counted.
+row terminated or truncated); incomplete ones are dropped and counted. As in
+RLlib, without ``eps_id`` an episode ends at each terminated or truncated row,
+and without ``t`` it counts as starting at ``t == 0``.
 ``FRAGMENTS``: the whole ``add()`` batch.
 """
 from __future__ import annotations
@@ -48,8 +50,9 @@ class ItemPlan:
     dropped_episodes: int = 0
     #: RLlib's count of each item (its rows; env steps for a multi-agent item)
     counts: np.ndarray | None = None
-    #: the buffer's policy ids once multi-agent items of this batch are stored
+    #: the buffer's policy ids (and their columns) once multi-agent items of this batch are stored
     policy_ids: list[Any] | None = None
+    policy_columns: list[list[str]] | None = None
 
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,15 +121,17 @@ def split_items(columns: dict[str, np.ndarray], unit: StorageUnit, rows: int,
         lens[last] = run_lens - (pieces - 1) * chunk
         return ItemPlan(None, lens)
     # episodes
-    if "eps_id" not in columns:
-        raise SchemaError("eps_id", "<missing>", "an 'eps_id' column for storage_unit='episodes'")
-    if "t" not in columns:
-        raise SchemaError("t", "<missing>", "a 't' column (time step in episode) for storage_unit='episodes'")
-    starts, lens = _runs(columns["eps_id"])
-    if lens.size == 0:
-        return ItemPlan(None, lens)
+    if rows == 0:
+        return ItemPlan(None, np.empty(0, np.int64))
     ends = _episode_ends(columns)
-    t = np.asarray(columns["t"]).reshape(rows, -1)[:, 0]
+    if "eps_id" in columns:
+        starts, lens = _runs(columns["eps_id"])
+    else:  # as RLlib's split_by_episode: an episode ends at each terminated / truncated row
+        stops = np.concatenate([np.flatnonzero(ends) + 1, [rows] if not ends[-1] else []]).astype(np.int64)
+        starts = np.concatenate([[0], stops[:-1]]).astype(np.int64)
+        lens = stops - starts
+    # as RLlib: an episode starts at t == 0 (a batch without `t` counts as starting there)
+    t = np.asarray(columns["t"]).reshape(rows, -1)[:, 0] if "t" in columns else np.zeros(rows, np.int64)
     complete = (t[starts] == 0) & ends[starts + lens - 1]
     dropped = int((~complete).sum())
     if dropped == 0:
