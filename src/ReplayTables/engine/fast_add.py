@@ -12,9 +12,9 @@ so the fast lane changes speed, not behaviour.
 
 Every check runs before the first write, and a value that passes cannot make a
 write fail or lose information: a safe cast never overflows (float32 into a
-float64 field, int16 into float32), narrowing arrays pass only when their
-minimum and maximum are in range (float64 observations into a float32 field;
-NaN and inf take the general path), and Python numbers are range-checked
+float64 field, int16 into float32), narrowing arrays pass only when one
+compiled pass finds every value in range (float64 observations into a float32
+field; NaN and inf take the general path), and Python numbers are range-checked
 (``10**400`` into a float field, ``1e300`` into a float32 field or ``300`` into an
 int8 field go to the general path, which refuses them). So an add either
 happens whole or not at all.
@@ -69,7 +69,20 @@ def _narrowing_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
         env[f"LO{i}"], env[f"HI{i}"] = -float(np.finfo(dtype).max), float(np.finfo(dtype).max)
     else:
         env[f"LO{i}"], env[f"HI{i}"] = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
-    return (f"(v{i}.dtype in NK{i} and (not v{i}.size or (LO{i} <= v{i}.min() and v{i}.max() <= HI{i})))")
+    if "WITHIN" not in env:
+        env["WITHIN"] = _first_within_range(env)
+    return f"(v{i}.dtype in NK{i} and WITHIN(v{i}, LO{i}, HI{i}))"
+
+
+def _first_within_range(env: dict[str, Any]) -> Any:
+    """``kernels.within_range`` for a generated lane, imported on its first narrowing add
+    (so numba loads only then) and then bound in the lane's globals directly."""
+    def first_call(values: np.ndarray, lo: float, hi: float) -> bool:
+        from ReplayTables.engine.kernels import within_range
+
+        env["WITHIN"] = within_range
+        return bool(within_range(values, lo, hi))
+    return first_call
 
 
 def _scalar_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:

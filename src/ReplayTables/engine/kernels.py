@@ -402,3 +402,17 @@ def sample_mixture(cum, leaves, offsets, depth, draws, uniform, count, live, ide
     for i in range(n):
         ids[i] = slot_id[slots[i]]
     probabilities(leaves, slots, total, uniform, count, probs)
+
+
+@nb.njit(cache=True, nogil=True)
+def within_range(values, lo, hi):
+    """True when every element of ``values`` (any shape) lies in ``[lo, hi]``.
+
+    NaN fails the test. The fast add lanes use it to accept a narrowing cast
+    (float64 observations into a float32 field) in one pass; numpy's ``min`` and
+    ``max`` would cost two reductions of about a microsecond each.
+    """
+    for x in values.ravel():
+        if not (lo <= x <= hi):
+            return False
+    return True
