@@ -412,7 +412,7 @@ def within_range(values, lo, hi):
     (float64 observations into a float32 field) in one pass; numpy's ``min`` and
     ``max`` would cost two reductions of about a microsecond each.
     """
-    for x in values.ravel():
+    for x in values.ravel():  # noqa: SIM110 (numba compiles this loop, not all() over a generator)
         if not (lo <= x <= hi):
             return False
     return True
