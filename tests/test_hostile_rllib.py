@@ -139,9 +139,8 @@ def test_buffer_classes_and_user_subclasses_still_resolve() -> None:
     assert type(from_config({"type": "ray.rllib.utils.replay_buffers.ReservoirReplayBuffer",
                              "capacity": 5})) is ReservoirReplayBuffer
     assert type(from_config({"type": "MultiAgentMixInReplayBuffer", "capacity": 5})) is MultiAgentMixInReplayBuffer
-    from ReplayTables.rllib.config import resolve_type
-
     import ReplayTables.rllib as rllib_front_end
+    from ReplayTables.rllib.config import resolve_type
 
     for name in ("EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer"):  # the new stack's classes (need Ray)
         try:
