@@ -139,6 +139,15 @@ def test_buffer_classes_and_user_subclasses_still_resolve() -> None:
     assert type(from_config({"type": "ray.rllib.utils.replay_buffers.ReservoirReplayBuffer",
                              "capacity": 5})) is ReservoirReplayBuffer
     assert type(from_config({"type": "MultiAgentMixInReplayBuffer", "capacity": 5})) is MultiAgentMixInReplayBuffer
+    import ReplayTables.rllib as rllib_front_end
+    from ReplayTables.rllib.config import resolve_type
+
+    for name in ("EpisodeReplayBuffer", "PrioritizedEpisodeReplayBuffer"):  # the new stack's classes (need Ray)
+        try:
+            cls = getattr(rllib_front_end, name)
+        except (ImportError, AttributeError, ReplayTablesError):
+            continue
+        assert resolve_type(f"ReplayTables.rllib.{name}") is cls
 
 
 # ---------------------------------------------------------------- alpha, beta, eps

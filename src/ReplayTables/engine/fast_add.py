@@ -4,8 +4,9 @@ A single add of five fields through generic, checked Python costs several
 microseconds of attribute lookups and dtype tests. These functions generate,
 once per table, straight-line code specialised to its schema: cheap checks on
 each field (exact array type and shape, a dtype that casts to the field's
-*safely*, or a Python scalar whose value fits the field) and direct writes into
-the storage columns. Anything the fast lane does not recognise goes to the
+*safely*, a narrowing ``same_kind`` dtype whose values are all within the field's
+range, or a Python scalar whose value fits the field) and direct writes into the
+storage columns. Anything the fast lane does not recognise goes to the
 table's general path, which accepts the same inputs and raises the same errors,
 so the fast lane changes speed, not behaviour.
 
@@ -17,7 +18,9 @@ the table. The id of a new item follows the one id rule of ``ids.py``
 
 Every check runs before the first write, and a value that passes cannot make a
 write fail or lose information: a safe cast never overflows (float32 into a
-float64 field, int16 into float32), and Python numbers are range-checked
+float64 field, int16 into float32), narrowing arrays pass only when one
+compiled pass finds every value in range (float64 observations into a float32
+field; NaN and inf take the general path), and Python numbers are range-checked
 (``10**400`` into a float field, ``1e300`` into a float32 field or ``300`` into an
 int8 field go to the general path, which refuses them). So an add either
 happens whole or not at all.
@@ -36,7 +39,7 @@ from ReplayTables.engine.writers import FifoWriter
 if TYPE_CHECKING:
     from ReplayTables.engine.table import Table
 
-__all__ = ["compile_add_batch", "compile_add_one", "safe_dtypes"]
+__all__ = ["compile_add_batch", "compile_add_one", "narrowing_dtypes", "safe_dtypes"]
 
 #: Every builtin numeric dtype; a field accepts on its fast lanes those that cast to it safely.
 _NUMERIC_DTYPES = tuple(np.dtype(c) for c in "?bhilqBHILQefdgFDG")
@@ -45,6 +48,47 @@ _NUMERIC_DTYPES = tuple(np.dtype(c) for c in "?bhilqBHILQefdgFDG")
 def safe_dtypes(target: np.dtype) -> frozenset[np.dtype]:
     """The dtypes whose values cast into ``target`` with no loss of range (numpy's ``safe``)."""
     return frozenset(d for d in _NUMERIC_DTYPES if np.can_cast(d, target, "safe"))
+
+
+def narrowing_dtypes(target: np.dtype) -> frozenset[np.dtype]:
+    """The dtypes the general path accepts into ``target`` only after a range check.
+
+    Those that cast ``same_kind`` but not ``safe`` (float64 into float32, int64 into
+    int8) and integers of the other signedness. Complex fields are left to the
+    general path."""
+    if target.kind not in "iuf":
+        return frozenset()
+    return frozenset(d for d in _NUMERIC_DTYPES if not np.can_cast(d, target, "safe")
+                     and (np.can_cast(d, target, "same_kind") or (d.kind in "iu" and target.kind in "iu")))
+
+
+def _narrowing_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
+    """The fast-lane test for an array ``v{i}`` of a narrowing dtype: every value in the
+    field's range (``+/-finfo.max`` or ``iinfo``), so the write keeps them all.
+
+    NaN, inf and values just past the range fail it and go to the general path, which
+    stores NaN and inf and refuses the rest: the same result, only slower."""
+    env[f"NK{i}"] = narrowing_dtypes(dtype)
+    if not env[f"NK{i}"]:
+        return "False"
+    if dtype.kind == "f":
+        env[f"LO{i}"], env[f"HI{i}"] = -float(np.finfo(dtype).max), float(np.finfo(dtype).max)
+    else:
+        env[f"LO{i}"], env[f"HI{i}"] = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    if "WITHIN" not in env:
+        env["WITHIN"] = _first_within_range(env)
+    return f"(v{i}.dtype in NK{i} and WITHIN(v{i}, LO{i}, HI{i}))"
+
+
+def _first_within_range(env: dict[str, Any]) -> Any:
+    """``kernels.within_range`` for a generated lane, imported on its first narrowing add
+    (so numba loads only then) and then bound in the lane's globals directly."""
+    def first_call(values: np.ndarray, lo: float, hi: float) -> bool:
+        from ReplayTables.engine.kernels import within_range
+
+        env["WITHIN"] = within_range
+        return bool(within_range(values, lo, hi))
+    return first_call
 
 
 def _scalar_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
@@ -75,6 +119,13 @@ def _scalar_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
     elif kind == "b":
         tests.append(f"type(v{i}) is bool")
     tests.append(f"type(v{i}) in ST{i}")  # numpy scalars (np.float32(0.5) into a float64 field)
+    narrow = narrowing_dtypes(dtype)
+    if narrow:  # numpy scalars that fit after a range check (np.float64(0.5) into a float32 field)
+        env[f"NT{i}"] = frozenset(d.type for d in narrow)
+        lo, hi = ((-float(np.finfo(dtype).max), float(np.finfo(dtype).max)) if dtype.kind == "f"
+                  else (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)))
+        env[f"SLO{i}"], env[f"SHI{i}"] = lo, hi
+        tests.append(f"(type(v{i}) in NT{i} and SLO{i} <= v{i} <= SHI{i})")
     return "(" + " or ".join(tests) + ")"
 
 
@@ -102,7 +153,8 @@ def compile_add_one(table: Table) -> Any:
         env[f"SD{i}"] = safe_dtypes(f.dtype)
         env[f"S{i}"] = f.shape
         env[f"C{i}"] = storage.columns[i]
-        array_ok = f"(type(v{i}) is ndarray and (v{i}.dtype is D{i} or v{i}.dtype in SD{i}) and v{i}.shape == S{i})"
+        array_ok = (f"(type(v{i}) is ndarray and v{i}.shape == S{i} and (v{i}.dtype is D{i} or v{i}.dtype in SD{i} "
+                    f"or {_narrowing_check(i, f.dtype, env)}))")
         if f.shape == ():
             checks.append(f"({_scalar_check(i, f.dtype, env)} or {array_ok})")
         else:
@@ -179,8 +231,8 @@ def compile_add_batch(table: Table) -> Any:
         env[f"C{i}"] = storage.columns[i]
         # one tuple comparison checks the batch length and the field's shape together
         shape = "(m" + "".join(f", {d}" for d in f.shape) + ",)"
-        checks.append(f"type(v{i}) is ndarray and (v{i}.dtype is D{i} or v{i}.dtype in SD{i}) "
-                      f"and v{i}.shape == {shape}")
+        checks.append(f"type(v{i}) is ndarray and v{i}.shape == {shape} and (v{i}.dtype is D{i} "
+                      f"or v{i}.dtype in SD{i} or {_narrowing_check(i, f.dtype, env)})")
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")

@@ -412,3 +412,17 @@ def sample_points(cum, leaves, offsets, depth, prioritized, uniform, mask, count
         v = leaves[slots[i]] + 0.0  # a live zero is stored as -0.0
         q[i] = v
         probs[i] = v * scale + base
+
+
+@nb.njit(cache=True, nogil=True)
+def within_range(values, lo, hi):
+    """True when every element of ``values`` (any shape) lies in ``[lo, hi]``.
+
+    NaN fails the test. The fast add lanes use it to accept a narrowing cast
+    (float64 observations into a float32 field) in one pass; numpy's ``min`` and
+    ``max`` would cost two reductions of about a microsecond each.
+    """
+    for x in values.ravel():  # noqa: SIM110 (numba compiles this loop, not all() over a generator)
+        if not (lo <= x <= hi):
+            return False
+    return True

@@ -74,6 +74,43 @@ def _annotation_dtype(annotation: Any) -> np.dtype | None:
     return None
 
 
+def _field_hints(structure: type) -> dict[str, Any]:
+    """The fields' annotations of a NamedTuple or dataclass, resolved where possible.
+
+    ``typing.get_type_hints`` evaluates string annotations (``from __future__ import
+    annotations``) in the class's module, and raises when that module is not in
+    ``sys.modules`` (a file loaded by path) or an annotation names something not
+    defined there. Then each annotation is read on its own: ``float``, ``int``,
+    ``bool`` and numpy scalar types (``np.float32``) are recognised, anything else is
+    left undeclared (its dtype and shape come from the first item, as for an
+    ``np.ndarray`` annotation); nothing is evaluated.
+    """
+    try:
+        return typing.get_type_hints(structure)
+    except (NameError, TypeError, SyntaxError, AttributeError):
+        pass
+    hints: dict[str, Any] = {}
+    for klass in reversed(structure.__mro__):
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, typing.ForwardRef):  # NamedTuple keeps string annotations as these
+                annotation = annotation.__forward_arg__
+            hints[name] = _annotation_from_text(annotation) if isinstance(annotation, str) else annotation
+    return hints
+
+
+_SCALAR_NAMES = {"float": float, "int": int, "bool": bool}
+
+
+def _annotation_from_text(text: str) -> Any:
+    """The scalar type a string annotation names (``"float"``, ``"np.float32"``), else ``None``."""
+    text = text.strip()
+    if text in _SCALAR_NAMES:
+        return _SCALAR_NAMES[text]
+    module, _, name = text.rpartition(".")
+    found = getattr(np, name, None) if module in ("np", "numpy") else None
+    return found if isinstance(found, type) and issubclass(found, np.generic) else None
+
+
 def _is_namedtuple_class(obj: Any) -> bool:
     return isinstance(obj, type) and issubclass(obj, tuple) and hasattr(obj, "_fields")
 
@@ -107,14 +144,14 @@ class Schema:
     def from_structure(structure: Any) -> Schema:
         """Schema of a NamedTuple class, dataclass, or dict of FieldSpec / (shape, dtype) / None."""
         if _is_namedtuple_class(structure):
-            hints = typing.get_type_hints(structure) if getattr(structure, "__annotations__", None) else {}
+            hints = _field_hints(structure) if getattr(structure, "__annotations__", None) else {}
             declared: list[tuple[tuple[str, ...], FieldSpec]] = []
             for name in structure._fields:
                 dt = _annotation_dtype(hints.get(name))
                 declared.append(((name,), FieldSpec(() if dt is not None else None, dt)))
             return Schema("namedtuple", structure, declared)
         if isinstance(structure, type) and dataclasses.is_dataclass(structure):
-            hints = typing.get_type_hints(structure)
+            hints = _field_hints(structure)
             declared = []
             for f in dataclasses.fields(structure):
                 dt = _annotation_dtype(hints.get(f.name))

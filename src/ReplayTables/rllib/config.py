@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,17 +42,30 @@ def resolve_type(value: Any, field: str = "type") -> type:
     """
     cls = _named_class(value, field)
     if not is_buffer_class(cls):
-        raise ConfigError(field, value, "a replay-buffer class (a subclass of ReplayTables.rllib.ReplayBuffer or "
-                                        f"MultiAgentReplayBuffer), such as one of {sorted(_ours())}")
+        raise ConfigError(field, value, "a replay-buffer class (one of this package's buffers or a subclass of "
+                                        f"one, with add and sample), such as one of {sorted(_ours())}")
     return cls
 
 
-def is_buffer_class(cls: type) -> bool:
-    """True for this package's RLlib-style buffer classes and their subclasses (a user's own buffer)."""
-    from ReplayTables.rllib.checkpointable import Checkpointable
+#: RLlib's own buffer base classes, recognised only if Ray already loaded them (nothing is imported here).
+_RLLIB_BASES = (("ray.rllib.utils.replay_buffers.base", "ReplayBufferInterface"),
+                ("ray.rllib.utils.replay_buffers.replay_buffer", "ReplayBuffer"))
 
-    return isinstance(cls, type) and issubclass(cls, Checkpointable) and callable(getattr(cls, "add", None)) \
-        and callable(getattr(cls, "sample", None))
+
+def is_buffer_class(cls: Any) -> bool:
+    """True for a replay-buffer class: one with ``add`` and ``sample`` that is one of this
+    package's buffers or a subclass of one (a user's own buffer), or, when Ray is loaded,
+    a subclass of RLlib's buffer bases. Checked before the class is ever called."""
+    if not isinstance(cls, type) or not (callable(getattr(cls, "add", None))
+                                         and callable(getattr(cls, "sample", None))):
+        return False
+    if any(k.__module__ == "ReplayTables" or k.__module__.startswith("ReplayTables.") for k in cls.__mro__):
+        return True
+    for module_name, attr in _RLLIB_BASES:
+        base = getattr(sys.modules.get(module_name), attr, None)
+        if isinstance(base, type) and issubclass(cls, base):
+            return True
+    return False
 
 
 def _named_class(value: Any, field: str) -> type:
