@@ -34,9 +34,13 @@ class ReplayBuffer(TableBuffer):
         rng: the ``numpy.random.Generator`` that drives sampling, or an int seed
             meaning ``np.random.default_rng(seed)`` (seed it for reproducible runs;
             its state is saved in checkpoints); ``None`` draws a fresh seed.
+        shared: keep the whole state in shared memory, for other processes to
+            :func:`~ReplayTables.shared.attach` via :meth:`handle` (every field's
+            shape and dtype must be declared; see :mod:`ReplayTables.shared`).
     """
 
-    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None) -> None:
+    def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None,
+                 shared: bool = False) -> None:
         max_size = check_capacity("max_size", max_size)
         check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,
@@ -45,6 +49,7 @@ class ReplayBuffer(TableBuffer):
         # that come from the first dict added are checked when that add fixes them
         self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)
         check_reserved(self._table.schema, self._table.reserved_names)
+        self._finish_init(shared)
 
     def _make_sampler(self, max_size: int) -> Sampler:
         return UniformSampler()

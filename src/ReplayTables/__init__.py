@@ -52,6 +52,7 @@ _LAZY = {
     "ReplayBuffer": "ReplayTables.ReplayBuffer:ReplayBuffer",
     "SequenceConfig": "ReplayTables.trajectory_types:SequenceConfig",
     "TrajectoryReplay": "ReplayTables.trajectory:TrajectoryReplay",
+    "attach": "ReplayTables.shared:attach",
 }
 
 #: the public names: buffers and their settings, ``load`` for checkpoints, the errors
@@ -73,6 +74,7 @@ __all__ = [
     "StaleIdError",
     "TrajectoryReplay",
     "__version__",
+    "attach",
     "load",
 ]
 

@@ -25,7 +25,7 @@ from ReplayTables.engine.rng_state import make_generator
 from ReplayTables.engine.samplers import SAMPLERS, UniformSampler
 from ReplayTables.engine.state_checks import array, check_fields, integer, mapping
 from ReplayTables.engine.table import MAX_COUNT, Table, table_nbytes
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, ConfigError
 
 __all__ = ["TableBuffer"]
 
@@ -34,10 +34,52 @@ class TableBuffer:
     """Base of buffers that are one engine table plus a front-end API."""
 
     _table: Table
+    #: the shared-memory side of the table (``shared=True``), else None
+    _shared: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+
+    # ------------------------------------------------------------ shared memory (see ReplayTables.shared)
+    def _bind_state(self) -> None:
+        """Bind the front end's own scalars to the table's arena (before the table is shared)."""
+
+    def _finish_init(self, shared: bool) -> None:
+        """The last step of a constructor: the front end's scalars into the arena, then shared memory."""
+        self._bind_state()
+        if shared is not False:
+            if shared is not True:
+                raise ConfigError("shared", shared, "True or False")
+            from ReplayTables.shared import share
+
+            share(self)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the buffer's state lives in shared memory (``shared=True``, or attached)."""
+        return self._shared is not None
+
+    def handle(self) -> Any:
+        """A small picklable handle; ``ReplayTables.attach(handle)`` in another process (fork or spawn)
+        returns a buffer of this class over the same memory. Only for ``shared=True`` buffers."""
+        from ReplayTables.shared import handle_of
+
+        return handle_of(self)
+
+    def close(self) -> None:
+        """Release shared memory: the creating process unlinks it, and every process's calls then raise
+        :class:`~ReplayTables.errors.BufferClosedError`; an attached process only lets go of its mapping.
+        Nothing to do for a buffer in this process's memory."""
+        if self._shared is not None:
+            self._shared.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._shared is not None:
+            raise ConfigError("buffer", "shared=True", "a buffer in this process's memory (a shared buffer is not "
+                                                       "pickled or copied: pass buffer.handle() to the other process "
+                                                       "and call ReplayTables.attach(handle) there)")
+        return super().__reduce_ex__(protocol)
 
     # ------------------------------------------------------------ size
     @property

@@ -1,0 +1,298 @@
+"""A table in shared memory: every array of its state in one segment, one process lock, and adds that commit whole.
+
+:meth:`SharedTable.create` moves a table's state into a new
+:class:`~ReplayTables.engine.shared_memory.SharedArrays` segment: the packed
+rows, the slot directory (ids, live list), the sum tree, and every scalar of the
+table's arena (counters, writer cursor, directory count, running maximum
+priority, rate-limiter counts). The table's components then work on views of
+that memory. :meth:`SharedTable.attach` does the same in another process for a
+table built with the same arguments, adopting what the segment holds. From then
+on each process has its own table *object* over the same state; only the random
+generator (and, per process, some scratch arrays) stay private.
+
+Every call of the table holds a :class:`~ReplayTables.engine.process_lock.ProcessLock`
+that lives in the segment (``table.lock``, so front ends that hold their table's
+lock hold it too). A dead holder never blocks the others: the kernel drops its
+``flock``.
+
+**An add commits whole or not at all.** Before an add touches anything, the
+shared journal records the ring slots it may write and a copy of every arena
+scalar. If the process stops inside the add (SIGKILL, a crash, an unexpected
+exception), the next process to take the lock rolls it back: the scalars come
+back from the copy, every item in the journalled slots is removed (the rows of
+those slots may be half-written; the items the add would have evicted there are
+counted as evicted), and the live list and sum tree are rebuilt from the slot
+ids. So no half-written row is ever visible, and the accounting stays exact:
+every added item is present with its data or counted as evicted. Any other
+change that stops half-way (a delete, a priority update, a load) is repaired by
+rebuilding the live list and the tree from the slot ids and leaves.
+
+Refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
+nothing, so they end their operation normally and cost no repair.
+
+Only the FIFO writer is supported: its adds touch a contiguous ring range that a
+few words can journal.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.process_lock import ProcessLock, Recovery
+from ReplayTables.engine.shared_memory import SharedArrays, SharedHandle
+from ReplayTables.engine.state import FixedArena
+from ReplayTables.engine.writers import FifoWriter
+from ReplayTables.errors import ConfigError, ReplayTablesError
+
+__all__ = ["OP_ADD", "OP_CHANGE", "SharedTable", "table_arrays"]
+
+#: operation codes marked in the lock's words while a change is under way
+OP_ADD = 1
+OP_CHANGE = 2
+
+# the journal's words: an add under way, its first ring slot, how many slots, how many of them held items
+_ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE = range(4)
+_JOURNAL_WORDS = 4
+_SNAPSHOT = "journal."
+
+#: table methods that change state other than by adding (marked, and repaired if cut short)
+_CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
+#: table methods that only read (or change nothing another process relies on); they hold the lock
+_READING = ("sample", "sample_from", "get", "locate", "state_dict", "state", "mass", "check_state")
+
+
+def table_arrays(table: Any) -> dict[str, np.ndarray]:
+    """Every array of a table's state by the name it has in a shared segment."""
+    if table.storage is None:
+        raise ConfigError("structure", table.schema, "a structure whose every field has a declared shape and dtype "
+                                                     "(FieldSpec), so the shared rows can be laid out up front")
+    out: dict[str, np.ndarray] = {"rows": table.storage.rows}
+    out.update({f"directory.{k}": v for k, v in table.directory.arrays().items()})
+    tree = getattr(table.sampler, "tree", None)
+    if tree is not None:
+        out.update({f"tree.{k}": v for k, v in tree.arrays().items()})
+    out.update({f"arena.{k}": v for k, v in table.arena.arrays().items()})
+    return out
+
+
+def _point_at(table: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Make ``table``'s components work on ``arrays`` (named as by :func:`table_arrays`), adopting their contents."""
+    storage = table.storage
+    storage._adopt(storage.fields, storage.capacity, arrays["rows"])
+    table.directory.use_arrays({k: arrays[f"directory.{k}"] for k in table.directory.arrays()})
+    tree = getattr(table.sampler, "tree", None)
+    if tree is not None:
+        tree.use_arrays({k: arrays[f"tree.{k}"] for k in tree.arrays()})
+    scalars = {k[len("arena."):]: v for k, v in arrays.items() if k.startswith("arena.")}
+    table.bind(FixedArena(scalars), carry=False)
+
+
+def _batch_length(table: Any, items: Any) -> int:
+    """How many items an ``add_batch`` of ``items`` would store at most (the capacity if it cannot tell)."""
+    try:
+        first = table.schema.values_of(items)[0]
+        return min(int(np.shape(first)[0]), int(table.capacity))
+    except Exception:  # malformed input: the table refuses it; journal the whole ring meanwhile
+        return int(table.capacity)
+
+
+class SharedTable:
+    """The shared-memory side of one table in this process: segment, lock, journal and recovery."""
+
+    def __init__(self, table: Any, segment: SharedArrays) -> None:
+        self.table = table
+        self.segment = segment
+        self.lock = ProcessLock(segment)
+        arrays = segment.arrays
+        self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
+        self._snapshot = {name[len(_SNAPSHOT):]: arrays[name] for name in arrays if name.startswith(_SNAPSHOT)}
+        self._scalars = {name: arrays[f"arena.{name}"] for name in self._snapshot}
+        self.lock.on_recover(self._recover)
+        table.lock = self.lock
+        self._wrap(table)
+
+    # ------------------------------------------------------------ making and attaching
+    @classmethod
+    def create(cls, table: Any) -> SharedTable:
+        """Move ``table``'s state into a new segment owned by this process (see the module docstring)."""
+        if not isinstance(table.writer, FifoWriter):
+            raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
+        arrays = table_arrays(table)
+        layout: dict[str, tuple[Any, Any]] = {name: (a.shape, a.dtype) for name, a in arrays.items()}
+        layout.update({f"{_SNAPSHOT}{k[len('arena.'):]}": (a.shape, a.dtype) for k, a in arrays.items()
+                       if k.startswith("arena.")})
+        layout["journal"] = ((_JOURNAL_WORDS,), np.int64)
+        layout["lock"] = ProcessLock.LAYOUT
+        segment = SharedArrays.create(layout)
+        try:
+            shared = segment.arrays
+            for name, a in arrays.items():
+                shared[name][...] = a
+            _point_at(table, shared)
+            return cls(table, segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    @classmethod
+    def attach(cls, handle: SharedHandle, table: Any) -> SharedTable:
+        """``table`` (built in this process with the creator's arguments) over the segment ``handle`` names."""
+        segment = SharedArrays.attach(handle)
+        try:
+            arrays = segment.arrays
+            mine = table_arrays(table)
+            for name, a in mine.items():
+                if name not in arrays or arrays[name].shape != a.shape or arrays[name].dtype != a.dtype:
+                    raise ConfigError("handle", handle.name, f"a segment holding {name} as {a.dtype}{list(a.shape)} "
+                                                             "(the layout of a table built with these arguments)")
+            _point_at(table, arrays)
+            return cls(table, segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    def handle(self) -> SharedHandle:
+        """The segment's picklable handle (attach it with :meth:`attach` and a table of the same arguments)."""
+        return self.segment.handle()
+
+    @property
+    def owner(self) -> bool:
+        """Whether this process created the segment (its close releases it)."""
+        return self.segment.owner
+
+    def close(self) -> None:
+        """Close the lock (for every process, if this is the creator) and release the segment.
+
+        The table's views stay valid memory (they keep the mapping alive), but
+        every call of the table now raises :class:`~ReplayTables.errors.BufferClosedError`.
+        """
+        self.lock.close()
+        self.segment.close()
+
+    # ------------------------------------------------------------ every call under the lock
+    def _wrap(self, table: Any) -> None:
+        """Shadow the table's public calls with locked (and, for changes, marked) ones on this instance."""
+        lock = self.lock
+        cls = type(table)
+        for name in _READING:
+            if hasattr(cls, name):  # the calls this version of the table has
+                setattr(table, name, _locked(lock, getattr(cls, name).__get__(table)))
+        for name in _CHANGING:
+            if hasattr(cls, name):
+                setattr(table, name, _marked(lock, getattr(cls, name).__get__(table)))
+        add, add_batch = type(table).add.__get__(table), type(table).add_batch.__get__(table)
+
+        @functools.wraps(add)
+        def shared_add(item: Any, priority: Any = None) -> int:
+            new_id: int = self._journalled(1, add, item, priority)
+            return new_id
+
+        @functools.wraps(add_batch)
+        def shared_add_batch(items: Any, priorities: Any = None) -> np.ndarray:
+            result: np.ndarray = self._journalled(_batch_length(table, items), add_batch, items, priorities)
+            return result
+
+        table.add = shared_add
+        table.add_batch = shared_add_batch
+
+    def _journalled(self, n: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one add of at most ``n`` items: journalled, committed whole or rolled back."""
+        lock = self.lock
+        lock.acquire()
+        try:
+            lock.begin(OP_ADD, n)
+            self._begin_add(n)
+            try:
+                result = fn(*args)
+            except ReplayTablesError:
+                self._journal[_ACTIVE] = 0  # refused: nothing changed, nothing to roll back
+                lock.end()
+                raise
+            self._journal[_ACTIVE] = 0
+            lock.end()
+            return result
+        finally:
+            lock.release()  # inside an unfinished operation this leaves it marked for the next holder
+
+    def _begin_add(self, n: int) -> None:
+        table = self.table
+        cap = table.capacity
+        first = table.writer.cursor
+        slots = (first + np.arange(n, dtype=np.int64)) % cap if n < cap else None
+        slot_id = table.directory.slot_id
+        live_before = int((slot_id[slots] >= 0).sum()) if slots is not None else table.directory.count
+        for name, copy in self._snapshot.items():
+            copy[...] = self._scalars[name]
+        j = self._journal
+        j[_FIRST] = first
+        j[_COUNT] = n
+        j[_LIVE_BEFORE] = live_before
+        j[_ACTIVE] = 1  # last: the journal is only read once it is complete
+
+    # ------------------------------------------------------------ recovery
+    def _recover(self, info: Recovery) -> None:
+        """Run under the lock by the acquire that finds an operation its holder never finished."""
+        table = self.table
+        directory = table.directory
+        j = self._journal
+        if j[_ACTIVE]:
+            for name, copy in self._snapshot.items():
+                self._scalars[name][...] = copy
+            cap = table.capacity
+            n = j[_COUNT]
+            slots = (j[_FIRST] + np.arange(n, dtype=np.int64)) % cap if n < cap else np.arange(cap, dtype=np.int64)
+            slot_id = directory.slot_id
+            ids = slot_id[slots]
+            held = ids >= 0
+            slot_id[slots[held]] = -ids[held] - 2  # removed, keeping each slot's generation
+            table.counters["evicted"] += int(j[_LIVE_BEFORE])
+            tree = getattr(table.sampler, "tree", None)
+            if tree is not None:
+                tree.leaves[slots] = 0.0
+            j[_ACTIVE] = 0
+        directory.rebuild_live()
+        self._rebuild_tree()
+
+    def _rebuild_tree(self) -> None:
+        tree = getattr(self.table.sampler, "tree", None)
+        if tree is None:
+            return
+        cap = self.table.capacity
+        live = self.table.directory.slot_id >= 0
+        leaves = tree.leaves[:cap]
+        leaves[~live] = 0.0  # an empty slot holds an unflagged zero
+        tree.rebuild()
+        tree.zero_count = int(((leaves == 0.0) & np.signbit(leaves)).sum())
+
+
+def _locked(lock: ProcessLock, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return fn(*args, **kwargs)
+
+    return call
+
+
+def _marked(lock: ProcessLock, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under the lock as a marked change (a refused call ends it normally: it changed nothing)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        lock.acquire()
+        try:
+            lock.begin(OP_CHANGE)
+            try:
+                result = fn(*args, **kwargs)
+            except ReplayTablesError:
+                lock.end()
+                raise
+            lock.end()
+            return result
+        finally:
+            lock.release()
+
+    return call
