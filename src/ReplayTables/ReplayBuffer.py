@@ -79,18 +79,16 @@ class ReplayBuffer(TableBuffer):
         self._table.delete(ids)
 
     # ------------------------------------------------------------ reading
-    def _batch(self, s: Sample, weights: np.ndarray) -> Batch:
-        return Batch(self._table.schema, s.fields, s.ids, weights, s.probabilities)
+    def _batch(self, s: Sample) -> Batch:
+        return Batch(self._table.schema, s.fields, s.ids, s.weights, s.probabilities)
 
     def sample(self, n: int) -> Batch:
         """``n`` items drawn uniformly with replacement; ``weights`` are all ones."""
-        s = self._table.sample(n)
-        return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+        return self._batch(self._table.sample(n))
 
     def get(self, ids: Any) -> Batch:
         """The items with these ids (an error naming any that were overwritten or deleted)."""
-        s = self._table.get(ids)
-        return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+        return self._batch(self._table.get(ids))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size()}, max_size={self.max_size}, {self._table.schema!r})"

@@ -379,25 +379,21 @@ class TrajectoryReplay(TableBuffer):
 
     def sample(self, n: int) -> TransitionBatch:
         """``n`` complete transitions (uniformly, or by priority with importance ``weights``)."""
-        if self.per is None:
-            s = self._table.sample(n)
-            weights = np.ones(len(s.ids), dtype=np.float64)
-        else:
-            s = self._table.sample(n, self.beta)
-            self._sample_calls += 1
-            assert s.weights is not None
-            weights = s.weights
-        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        # the transition's other steps (next observation, n-step rewards) are read from the
+        # same storage: under the table's lock, so no add can overwrite them in between
+        with self._table.lock:
+            if self.per is None:
+                s = self._table.sample(n)
+            else:
+                s = self._table.sample(n, self.beta)
+                self._sample_calls += 1
+            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        s = self._table.get(ids)
-        weights = np.ones(len(s.ids), dtype=np.float64)
-        if self.per is not None:
-            sampler = self._table.sampler
-            assert isinstance(sampler, PrioritizedSampler)
-            weights = sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
-        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        with self._table.lock:
+            s = self._table.get(ids, beta=None if self.per is None else self.beta)
+            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """New raw priorities by id (needs ``per``); evicted ids are skipped and counted as stale."""

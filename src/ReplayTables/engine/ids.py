@@ -2,7 +2,13 @@
 
 An id carries its slot and a generation: ``id = generation * capacity + slot``,
 where the generation counts earlier writes to that slot. With a FIFO writer the
-ids are simply the insertion count (0, 1, 2, ...). Because every slot remembers
+ids are simply the insertion count (0, 1, 2, ...). That rule is written once,
+here (:func:`next_ids`, :data:`NEXT_ID_SOURCE` for the generated add lanes).
+
+A table that is one shard of a sharded buffer tags its ids with its shard
+index in the top bits: ``tag_ids(id, shard) = id | shard << (63 - SHARD_BITS)``.
+The directory itself stores untagged ids; the table tags what it gives out and
+refuses ids of another shard (:func:`shard_of`, :func:`untag`). Because every slot remembers
 the id of the item it holds, an id whose item has been overwritten or deleted
 is recognised as stale in one vectorised comparison, and can never reach the
 newcomer that took its slot.
@@ -25,13 +31,85 @@ import numpy as np
 
 from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, StaleIdError
 
-__all__ = ["NOT_STORED", "DirectoryState", "SlotDirectory"]
+__all__ = ["LOCAL_ID_LIMIT", "MAX_SHARDS", "NEXT_ID_SOURCE", "NOT_STORED", "SHARD_BITS", "SHARD_SHIFT",
+           "DirectoryState", "SlotDirectory", "foreign_id_error", "local_ids", "next_id", "next_ids", "shard_of",
+           "tag_ids", "untag"]
 
 #: The id returned for an item that was offered but not stored (a reservoir
 #: writer rejected it, or a batch larger than the capacity overwrote it).
 NOT_STORED = -1
+
+#: Bits of an id that name its shard (the top bits below the sign bit).
+SHARD_BITS = 15
+SHARD_SHIFT = 63 - SHARD_BITS
+#: Shard indices run from 0 to ``MAX_SHARDS - 1``.
+MAX_SHARDS = 1 << SHARD_BITS
+#: Untagged ids stay below this: 2**48 writes per shard (nine years at a million adds a second).
+LOCAL_ID_LIMIT = 1 << SHARD_SHIFT
+
+#: The id rule for a write to a slot that holds ``{old}``, as Python source (the generated
+#: add lanes inline it): the next generation in the same slot.
+NEXT_ID_SOURCE = "{old} + {capacity}"
+
+
+def next_id(old: int, slot: int, capacity: int) -> int:
+    """The id rule: the id of a new item in ``slot``, whose ``slot_id`` entry was ``old``.
+
+    A live slot's next id is ``old + capacity`` (one generation on); a never-written
+    slot's is the slot itself; a deleted slot (``old = -(id + 2)``) continues from
+    the deleted id, so generations never repeat.
+    """
+    if old >= 0:
+        return old + capacity
+    return slot if old == -1 else -old - 2 + capacity
+
+
+def next_ids(old: np.ndarray, slots: np.ndarray, capacity: int) -> np.ndarray:
+    """:func:`next_id` for arrays of slots."""
+    result: np.ndarray = np.where(old >= 0, old + capacity, np.where(old == -1, slots, -old - 2 + capacity))
+    return result
+
+
+def tag_ids(ids: np.ndarray, shard: int) -> np.ndarray:
+    """``ids`` tagged with ``shard`` (``NOT_STORED`` and other negative ids stay as they are)."""
+    if shard == 0:
+        return ids
+    tag = np.int64(shard << SHARD_SHIFT)
+    result: np.ndarray = np.where(ids >= 0, ids | tag, ids)
+    return result
+
+
+def shard_of(ids: np.ndarray) -> np.ndarray:
+    """The shard each id names (-1 for a negative id, which names none)."""
+    result: np.ndarray = np.where(ids >= 0, ids >> SHARD_SHIFT, -1)
+    return result
+
+
+def foreign_id_error(field: str, ids: np.ndarray, shard: int) -> StaleIdError:
+    """The error for ids tagged with another shard than ``shard`` (``ids``: the offending ones)."""
+    shards = sorted({int(s) for s in shard_of(ids[:8])})
+    return StaleIdError(field, ids[:8].tolist(), f"ids of shard {shard} (these name shard(s) {shards})",
+                        "an id of one shard cannot address another shard's table")
+
+
+def local_ids(field: str, ids: np.ndarray, shard: int) -> np.ndarray:
+    """``ids`` untagged, after checking that every non-negative one names ``shard``."""
+    if shard == 0:
+        if ids.shape[0] and int(ids.max()) >= LOCAL_ID_LIMIT:
+            raise foreign_id_error(field, ids[ids >= LOCAL_ID_LIMIT], shard)
+        return ids
+    foreign = (ids >= 0) & ((ids >> SHARD_SHIFT) != shard)
+    if foreign.any():
+        raise foreign_id_error(field, ids[foreign], shard)
+    return untag(ids)
+
+
+def untag(ids: np.ndarray) -> np.ndarray:
+    """``ids`` without their shard tag (negative ids stay as they are)."""
+    result: np.ndarray = np.where(ids >= 0, ids & (LOCAL_ID_LIMIT - 1), ids)
+    return result
 
 
 def uniform_positions(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
@@ -41,7 +119,12 @@ def uniform_positions(rng: np.random.Generator, n: int, count: int) -> np.ndarra
     bias below ``count / 2**53`` (1e-10 at 10^6 items) and costs half of
     ``rng.integers``; the clamp guards the one rounding case ``U * count == count``.
     """
-    positions = (rng.random(n) * count).astype(np.int64)
+    return uniform_positions_of(rng.random(n), count)
+
+
+def uniform_positions_of(points: np.ndarray, count: int) -> np.ndarray:
+    """``floor(point * count)`` for points in [0, 1), clamped to ``count - 1`` (see :func:`uniform_positions`)."""
+    positions = (points * count).astype(np.int64)
     np.minimum(positions, count - 1, out=positions)
     return positions
 
@@ -116,10 +199,8 @@ class SlotDirectory:
     def assign_one(self, slot: int) -> int:
         """Give ``slot`` to a new item; returns its id."""
         old = int(self.slot_id[slot])
-        if old >= 0:
-            new = old + self.capacity
-        else:
-            new = slot if old == -1 else -old - 2 + self.capacity
+        new = next_id(old, slot, self.capacity)
+        if old < 0:
             if self.identity and slot == self.count:
                 self.count += 1
             else:
@@ -131,7 +212,7 @@ class SlotDirectory:
         """Give the contiguous slots ``start..stop-1`` to new items; returns their ids."""
         if self.identity:
             # no deletions yet: slots below count are live, slots from count on never written
-            if stop <= self.count:
+            if stop <= self.count:  # every slot live: the rule's first case
                 new = self.slot_id[start:stop] + self.capacity
                 self.slot_id[start:stop] = new
                 return new
@@ -145,8 +226,7 @@ class SlotDirectory:
     def assign(self, slots: np.ndarray) -> np.ndarray:
         """Give ``slots`` (unique) to new items; returns their ids."""
         old = self.slot_id[slots]
-        cap = self.capacity
-        new = np.where(old >= 0, old + cap, np.where(old == -1, slots, -old - 2 + cap))
+        new = next_ids(old, slots, self.capacity)
         fresh = slots[old < 0]
         if fresh.size:
             self._append(fresh)
@@ -193,6 +273,10 @@ class SlotDirectory:
         if self.identity:
             return np.arange(self.count, dtype=np.int64)
         return self._live[: self.count]
+
+    def slots_at(self, positions: np.ndarray) -> np.ndarray:
+        """The live slots at dense ``positions`` (``0 .. count-1``)."""
+        return positions if self.identity else self._live[positions]
 
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` live slots, uniformly with replacement (see :func:`uniform_positions`)."""

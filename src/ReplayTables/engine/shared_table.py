@@ -11,8 +11,8 @@ on each process has its own table *object* over the same state; only the random
 generator (and, per process, some scratch arrays) stay private.
 
 Every call of the table holds a :class:`~ReplayTables.engine.process_lock.ProcessLock`
-that lives in the segment (``table.lock``, so front ends that hold their table's
-lock hold it too). A dead holder never blocks the others: the kernel drops its
+that lives in the segment: it becomes ``table.lock``, which every public call of
+the table (and of a front end over it) holds. A dead holder never blocks the others: the kernel drops its
 ``flock``.
 
 **An add commits whole or not at all.** Before an add touches anything, the
@@ -60,8 +60,6 @@ _SNAPSHOT = "journal."
 
 #: table methods that change state other than by adding (marked, and repaired if cut short)
 _CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
-#: table methods that only read (or change nothing another process relies on); they hold the lock
-_READING = ("sample", "sample_from", "get", "locate", "state_dict", "state", "mass", "check_state")
 
 
 def table_arrays(table: Any) -> dict[str, np.ndarray]:
@@ -177,9 +175,7 @@ class SharedTable:
         """Shadow the table's public calls with locked (and, for changes, marked) ones on this instance."""
         lock = self.lock
         cls = type(table)
-        for name in _READING:
-            if hasattr(cls, name):  # the calls this version of the table has
-                setattr(table, name, _locked(lock, getattr(cls, name).__get__(table)))
+        # every public call of the table holds table.lock (now this process lock); changes are also marked
         for name in _CHANGING:
             if hasattr(cls, name):
                 setattr(table, name, _marked(lock, getattr(cls, name).__get__(table)))
@@ -266,15 +262,6 @@ class SharedTable:
         leaves[~live] = 0.0  # an empty slot holds an unflagged zero
         tree.rebuild()
         tree.zero_count = int(((leaves == 0.0) & np.signbit(leaves)).sum())
-
-
-def _locked(lock: ProcessLock, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return fn(*args, **kwargs)
-
-    return call
 
 
 def _marked(lock: ProcessLock, fn: Callable[..., Any]) -> Callable[..., Any]:

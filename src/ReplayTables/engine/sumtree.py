@@ -173,19 +173,19 @@ class SumTree:
         self.zero_count += int(delta)
 
     def update_by_ids(self, slot_id: np.ndarray, ids: np.ndarray, priorities: np.ndarray,
-                      stored: np.ndarray) -> tuple[int, int, float]:
-        """Fused priority update by item id (see ``kernels.update_by_ids``).
+                      stored: np.ndarray, shard: int = 0) -> tuple[int, int, float]:
+        """Fused priority update by (shard-tagged) item id (see ``kernels.update_by_ids``).
 
         Returns ``(bad, applied, q_max)``; ``bad >= 0`` names the first invalid
-        priority, in which case nothing changed.
+        priority, ``bad <= -2`` the id ``-bad - 2`` of another shard; then nothing changed.
         """
         if self._scratch.shape[0] < ids.shape[0]:
             self._scratch = np.empty(max(ids.shape[0], 2 * self._scratch.shape[0]), dtype=np.int64)
         self._stamp += 1
         bad, applied, delta, q_max = kernels().update_by_ids(
             self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
-            self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch)
-        if bad < 0:
+            self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch, shard)
+        if bad == -1:
             self.zero_count += int(delta)
         return int(bad), int(applied), float(q_max)
 
@@ -195,20 +195,21 @@ class SumTree:
         kernels().probabilities(self.leaves, slots, self.total, float(uniform), int(count), out)
         return out
 
-    def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
-                       slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Slots, probabilities and ids of a prioritized/uniform mixture sample (one kernel).
-
-        The tree's total must be positive. ``ids`` are ``slot_id[slots]``, read inside
-        the kernel where their misses overlap other work.
-        """
-        n = draws.shape[0]
+    def sample_points(self, prioritized: np.ndarray, uniform: np.ndarray, mask: np.ndarray, count: int,
+                      live: np.ndarray, identity: bool, slot_id: np.ndarray, scale: float,
+                      base: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slots, ids, q, probabilities)`` of the items given points select (one kernel,
+        see ``kernels.sample_points``); ``P = q * scale + base``. The tree's total must be
+        positive if there are prioritized points."""
+        n = prioritized.shape[0] + uniform.shape[0]
         slots = np.empty(n, dtype=np.int64)
+        q = np.empty(n, dtype=np.float64)
         probs = np.empty(n, dtype=np.float64)
         ids = np.empty(n, dtype=np.int64)
-        kernels().sample_mixture(self.cum, self.leaves, self.offsets, self.depth, draws, float(uniform), int(count),
-                                 live, bool(identity), slot_id, slots, probs, ids)
-        return slots, probs, ids
+        kernels().sample_points(self.cum, self.leaves, self.offsets, self.depth, prioritized, uniform, mask,
+                                int(count), live, bool(identity), slot_id, float(scale), float(base),
+                                slots, q, probs, ids)
+        return slots, ids, q, probs
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""

@@ -9,10 +9,18 @@ directory, and applies the engine's rules:
 * hot paths (batched add, sample, priority update) are vectorised; the single
   add has a per-schema fast path generated at first use, a few microseconds.
 
-Thread safety (next wave): every public mutating method below is the unit of
-atomicity. A ``threading.RLock`` held for the whole of ``add``, ``add_batch``,
-``sample``, ``get``, ``delete`` and ``update_priorities`` is where it goes; the
-generated single-add path takes the same lock. Nothing else shares state.
+Thread safety: every public method holds ``self.lock`` (a re-entrant
+:class:`~ReplayTables.engine.table_lock.TableLock`) for its whole run, the
+generated add lanes included, so each call is atomic with respect to the others.
+A sample is atomic too: ids, rows, probabilities, weights, size and mass come
+from one call (:class:`Sample`), never from a second read that an add could
+overtake.
+
+Sampling is in two steps so a sharded buffer can sample against its global
+totals: :meth:`Table.mass` reports the totals, :meth:`Table.sample_from` turns
+given :class:`~ReplayTables.engine.draws.Draws` into a sample whose
+probabilities and weights are relative to given totals. :meth:`Table.sample`
+draws the points from the table's own rng and calls it.
 """
 from __future__ import annotations
 
@@ -21,8 +29,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
-from ReplayTables.engine.ids import NOT_STORED, DirectoryState, SlotDirectory
+from ReplayTables.engine.ids import (
+    MAX_SHARDS,
+    NOT_STORED,
+    SHARD_SHIFT,
+    DirectoryState,
+    SlotDirectory,
+    local_ids,
+    tag_ids,
+)
+from ReplayTables.engine.mass import Mass, probabilities_against
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
@@ -31,6 +49,8 @@ from ReplayTables.engine.schema import Field, Schema
 from ReplayTables.engine.state import Arena, Counters, LocalArena
 from ReplayTables.engine.state_checks import check_counters, check_fields, integer, mapping, nbytes, string
 from ReplayTables.engine.storage import PackedStorage, RowStorage, row_layout
+from ReplayTables.engine.table_lock import TableLock
+from ReplayTables.engine.weights import importance_weights
 from ReplayTables.engine.writers import Writer, make_writer
 from ReplayTables.errors import (
     CheckpointError,
@@ -45,13 +65,28 @@ __all__ = ["COUNTERS", "Sample", "Table", "TableState", "check_capacity", "check
 
 
 class Sample(NamedTuple):
-    """What a sample or get returns: ids, slots, probabilities and one array per field."""
+    """What a sample or get returns, all from one call under the table's lock.
+
+    Attributes:
+        ids: the items' ids (tagged with the table's shard).
+        slots: where they are stored (for layouts that read more around them).
+        fields: one array per field, the rows of these ids at that instant.
+        q: stored priorities (1 for a uniform sampler).
+        probabilities: ``P(i)`` against ``mass``.
+        weights: importance weights ``(P / P_min) ** -beta`` (ones without ``beta``).
+        size: items stored when the sample was taken.
+        mass: the totals the probabilities and weights are relative to (the table's
+            own, or the global mass a sharded buffer passed in).
+    """
 
     ids: np.ndarray
     slots: np.ndarray
-    probabilities: np.ndarray
     fields: list[np.ndarray]
-    weights: np.ndarray | None = None
+    q: np.ndarray
+    probabilities: np.ndarray
+    weights: np.ndarray
+    size: int
+    mass: Mass
 
 
 #: Larger capacities or sample sizes cannot be allocated on any machine we target.
@@ -169,6 +204,19 @@ def check_reserved(schema: Schema, reserved: frozenset[str]) -> None:
                                               "(a batch uses these for itself)")
 
 
+def check_points(field: str, points: Any) -> np.ndarray:
+    """Draw points as a 1-d float64 array of values in [0, 1)."""
+    try:
+        arr = np.ascontiguousarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ConfigError(field, points, "a 1-d array of numbers in [0, 1)") from None
+    if arr.ndim != 1:
+        raise ConfigError(field, points, "a 1-d array of numbers in [0, 1)")
+    if arr.shape[0] and not ((arr >= 0.0) & (arr < 1.0)).all():
+        raise ConfigError(field, arr[~((arr >= 0.0) & (arr < 1.0))][:4].tolist(), "numbers in [0, 1)")
+    return arr
+
+
 def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
     """``ids`` as a 1-d int64 array; an error for floats, strings or nesting."""
     if type(ids) is np.ndarray and ids.dtype is _INT64 and ids.ndim == 1:
@@ -189,8 +237,16 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity", storage: RowStorage | None = None,
+                 capacity_name: str = "capacity", shard_tag: int = 0, storage: RowStorage | None = None,
                  arena: Arena | None = None) -> None:
+        if isinstance(shard_tag, bool) or not isinstance(shard_tag, (int, np.integer)) \
+                or not 0 <= shard_tag < MAX_SHARDS:
+            raise ConfigError("shard_tag", shard_tag, f"an integer from 0 to {MAX_SHARDS - 1}")
+        #: the shard index every id of this table carries (``ids.tag_ids``)
+        self.shard_tag = int(shard_tag)
+        self._tag = self.shard_tag << SHARD_SHIFT
+        #: held by every public call (re-entrant)
+        self.lock = TableLock()
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
@@ -272,24 +328,26 @@ class Table:
         """Store one item; returns its id (``NOT_STORED`` if the writer declined it)."""
         fast = self._add_fast
         if fast is not None and priority is None:
-            return int(fast(item))
-        schema = self._prepare(item, batched=False)
-        arrays = schema.coerce(schema.values_of(item))
-        prio = self._check_insert_priorities(priority, 1)
-        storage = self._ensure_storage(schema)
-        if self._add_fast is None and priority is None and not self.sampler.requires_priority:
-            self._add_fast = compile_add_one(self)
-        slot = self.writer.place_one(self.rng)
-        return self._commit_one(storage, slot, arrays, prio)
+            return int(fast(item))  # the generated lane holds the lock itself
+        with self.lock:
+            schema = self._prepare(item, batched=False)
+            arrays = schema.coerce(schema.values_of(item))
+            prio = self._check_insert_priorities(priority, 1)
+            storage = self._ensure_storage(schema)
+            if self._add_fast is None and priority is None and not self.sampler.requires_priority:
+                self._add_fast = compile_add_one(self)
+            slot = self.writer.place_one(self.rng)
+            return self._commit_one(storage, slot, arrays, prio)
 
     def _add_general(self, item: Any) -> int:
         """The checked single add, without the generated fast path."""
-        schema = self._prepare(item, batched=False)
-        arrays = schema.coerce(schema.values_of(item))
-        prio = self._check_insert_priorities(None, 1)
-        storage = self._ensure_storage(schema)
-        slot = self.writer.place_one(self.rng)
-        return self._commit_one(storage, slot, arrays, prio)
+        with self.lock:
+            schema = self._prepare(item, batched=False)
+            arrays = schema.coerce(schema.values_of(item))
+            prio = self._check_insert_priorities(None, 1)
+            storage = self._ensure_storage(schema)
+            slot = self.writer.place_one(self.rng)
+            return self._commit_one(storage, slot, arrays, prio)
 
     def _commit_one(self, storage: RowStorage, slot: int, arrays: list[np.ndarray],
                     prio: np.ndarray | None) -> int:
@@ -305,7 +363,7 @@ class Table:
             column[slot] = value
         if self.sampler.prioritized:
             self.sampler.on_insert(np.array([slot], dtype=np.int64), prio, directory)
-        return new_id
+        return new_id | self._tag
 
     def _check_insert_priorities(self, priority: Any, n: int) -> np.ndarray | None:
         if priority is None:
@@ -321,11 +379,15 @@ class Table:
         """Store a batch (every field with a leading batch axis); returns the ids."""
         fast = self._add_batch_fast
         if fast is not None and priorities is None:
-            ids: np.ndarray = fast(items)
+            ids: np.ndarray = fast(items)  # the generated lane holds the lock itself
             return ids
         return self._add_batch_general(items, priorities)
 
     def _add_batch_general(self, items: Any, priorities: Any = None) -> np.ndarray:
+        with self.lock:
+            return tag_ids(self._add_batch_locked(items, priorities), self.shard_tag)
+
+    def _add_batch_locked(self, items: Any, priorities: Any) -> np.ndarray:
         schema = self._prepare(items, batched=True)
         m, arrays = schema.coerce_batch(schema.values_of(items))
         prio = self._check_insert_priorities(priorities, m)
@@ -364,69 +426,121 @@ class Table:
         return out
 
     # ------------------------------------------------------------ read
-    def sample(self, n: int, beta: float | None = None) -> Sample:
-        """``n`` items drawn by the sampler (with replacement).
+    def mass(self) -> Mass:
+        """The totals this table's probabilities are relative to (see :mod:`~ReplayTables.engine.mass`)."""
+        with self.lock:
+            return self.sampler.mass(self.directory)
 
-        With ``beta`` the sample also carries importance weights for that exponent.
+    def sample(self, n: int, beta: float | None = None) -> Sample:
+        """``n`` items drawn by the sampler (with replacement), in one atomic call.
+
+        The points come from the table's rng (:meth:`Sampler.split`) and are turned
+        into items by :meth:`sample_from` against the table's own mass. With
+        ``beta`` the weights are importance weights for that exponent, else ones.
         """
-        n = check_count("n", n)
+        with self.lock:
+            n = check_count("n", n)
+            self._check_sample(n)
+            draws, order = self.sampler.split(n, self.rng, self.directory)
+            return self._sample_locked(draws, order, beta, None)
+
+    def sample_from(self, draws: Draws, beta: float | None = None, totals: Mass | None = None) -> Sample:
+        """The items given points select (see :class:`~ReplayTables.engine.draws.Draws`), in one call.
+
+        Items of ``draws.prioritized`` come first, then those of ``draws.uniform``.
+        Probabilities ``(1 - u) q / total + u / size`` and weights
+        ``(P / P_min) ** -beta`` are computed against ``totals`` (a sharded
+        buffer's global :class:`Mass`) or, when ``None``, the table's own mass.
+        """
+        with self.lock:
+            checked = Draws(check_points("draws.prioritized", draws.prioritized),
+                            check_points("draws.uniform", draws.uniform))
+            self._check_sample(checked.n)
+            if totals is not None and not isinstance(totals, Mass):
+                raise ConfigError("totals", totals, "a Mass or None")
+            return self._sample_locked(checked, None, beta, totals)
+
+    def _check_sample(self, n: int) -> None:
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
         if n > LARGE_SAMPLE:
             check_sample_bytes("n", n, self.storage.row_bytes if self.storage is not None else 0)
-        ids, slots, probabilities, weights = self.sampler.draw(n, self.rng, self.directory, beta)
+
+    def _sample_locked(self, draws: Draws, order: np.ndarray | None, beta: float | None,
+                       totals: Mass | None) -> Sample:
+        own = self.sampler.mass(self.directory)
+        mass = own if totals is None else totals
+        slots, ids, q, probabilities = self.sampler.select(draws, order, self.directory, mass)
+        weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
         assert self.storage is not None
-        self.counters["sampled"] += n
-        return Sample(ids, slots, probabilities, self.storage.gather(slots), weights)
+        self.counters["sampled"] += int(slots.shape[0])
+        return Sample(tag_ids(ids, self.shard_tag), slots, self.storage.gather(slots), q, probabilities, weights,
+                      own.size, mass)
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
-        """Validated ids and their slots; a :class:`StaleIdError` naming any stale id."""
-        arr = check_ids(ids, field)
-        slots, valid = self.directory.lookup(arr)
-        if not valid.all():
-            bad = arr[~valid]
-            raise StaleIdError(field, bad[:8].tolist(),
-                               "ids of items still in the buffer (these were overwritten, deleted or never "
-                               "issued)")
-        return arr, slots
+        """Validated ids and their slots; a :class:`StaleIdError` naming any stale id or
+        any id of another shard."""
+        with self.lock:
+            arr = check_ids(ids, field)
+            slots, valid = self.directory.lookup(local_ids(field, arr, self.shard_tag))
+            if not valid.all():
+                bad = arr[~valid]
+                raise StaleIdError(field, bad[:8].tolist(),
+                                   "ids of items still in the buffer (these were overwritten, deleted or never "
+                                   "issued)")
+            return arr, slots
 
-    def get(self, ids: Any) -> Sample:
-        """The items with these ids; an error naming any id that is stale."""
-        arr, slots = self.locate(ids)
-        if self.storage is None:
-            return Sample(arr, slots, np.empty(0), [])
-        return Sample(arr, slots, self.sampler.probabilities(slots, self.directory), self.storage.gather(slots))
+    def get(self, ids: Any, beta: float | None = None) -> Sample:
+        """The items with these ids, with probabilities and (with ``beta``) weights against
+        the table's own mass; an error naming any id that is stale."""
+        with self.lock:
+            arr, slots = self.locate(ids)
+            mass = self.sampler.mass(self.directory)
+            if self.storage is None:
+                empty = np.empty(0)
+                return Sample(arr, slots, [], empty, empty, empty, 0, mass)
+            q = self.sampler.stored(slots)
+            probabilities = probabilities_against(q, mass)
+            weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
+            return Sample(arr, slots, self.storage.gather(slots), q, probabilities, weights, mass.size, mass)
 
     # ------------------------------------------------------------ change
     def delete(self, ids: Any) -> None:
         """Remove items by id; all ids must be live (nothing is removed otherwise)."""
-        _, slots = self.locate(ids)
-        slots = np.unique(slots)
-        self.directory.remove(slots)
-        self.sampler.on_delete(slots)
-        self.counters["deleted"] += int(slots.size)
+        with self.lock:
+            _, slots = self.locate(ids)
+            slots = np.unique(slots)
+            self.directory.remove(slots)
+            self.sampler.on_delete(slots)
+            self.counters["deleted"] += int(slots.size)
 
     def update_priorities(self, ids: Any, priorities: Any) -> int:
-        """Set raw priorities; stale ids are skipped and counted. Returns how many were applied."""
-        arr = check_ids(ids)
-        fused = getattr(self.sampler, "update_by_ids", None)
-        if fused is not None:
-            applied = int(fused(self.directory, arr, priorities))
-            self.counters["stale_updates"] += arr.shape[0] - applied
-            return applied
-        p = check_priorities(priorities, arr.shape[0])
-        self.sampler.validate(p)
-        slots, valid = self.directory.lookup(arr)
-        if not valid.all():
-            self.counters["stale_updates"] += int((~valid).sum())
-            slots, p = slots[valid], p[valid]
-        if slots.size:
-            self.sampler.on_update(slots, p)
-        return int(slots.size)
+        """Set raw priorities; stale ids are skipped and counted (ids of another shard are
+        refused). Returns how many were applied."""
+        with self.lock:
+            arr = check_ids(ids)
+            fused = getattr(self.sampler, "update_by_ids", None)
+            if fused is not None:
+                applied = int(fused(self.directory, arr, priorities, self.shard_tag))
+                self.counters["stale_updates"] += arr.shape[0] - applied
+                return applied
+            p = check_priorities(priorities, arr.shape[0])
+            self.sampler.validate(p)
+            slots, valid = self.directory.lookup(local_ids("ids", arr, self.shard_tag))
+            if not valid.all():
+                self.counters["stale_updates"] += int((~valid).sum())
+                slots, p = slots[valid], p[valid]
+            if slots.size:
+                self.sampler.on_update(slots, p)
+            return int(slots.size)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The table's full state: each component's ``state_dict`` (arrays included)."""
+        with self.lock:
+            return self._state_dict_locked()
+
+    def _state_dict_locked(self) -> dict[str, Any]:
         return {
             "capacity": self.capacity,
             "schema": self.schema.to_json() if self.schema.resolved else None,
@@ -500,6 +614,10 @@ class Table:
 
     def restore(self, checked: TableState) -> None:
         """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
+        with self.lock:
+            self._restore_locked(checked)
+
+    def _restore_locked(self, checked: TableState) -> None:
         self._add_fast = None
         self._add_batch_fast = None
         if checked.schema is not None:
@@ -522,21 +640,23 @@ class Table:
         array of the current arena's layout. A bound rate limiter is not moved:
         bind it again with :meth:`bind_rate_limiter`.
         """
-        layout = self.arena.layout()
-        for name, (shape, dtype) in layout.items():
-            arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
-        if carry:
-            arena.copy_from(self.arena)
-        for component in (self.counters, self.writer, self.directory, self.sampler):
-            component.bind(arena)
-        self.arena = arena
-        self._add_fast = None  # the generated lanes hold views of the old arrays
-        self._add_batch_fast = None
+        with self.lock:
+            layout = self.arena.layout()
+            for name, (shape, dtype) in layout.items():
+                arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
+            if carry:
+                arena.copy_from(self.arena)
+            for component in (self.counters, self.writer, self.directory, self.sampler):
+                component.bind(arena)
+            self.arena = arena
+            self._add_fast = None  # the generated lanes hold views of the old arrays
+            self._add_batch_fast = None
 
     def bind_rate_limiter(self, limiter: Any) -> None:
         """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena
         (its current counts are carried over; an arena that holds them already wins)."""
-        limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
+        with self.lock:
+            limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).
@@ -544,7 +664,8 @@ class Table:
         Everything is checked before anything is replaced, so a state that does not
         fit leaves the table as it was.
         """
-        self.restore(self.check_state(state))
+        with self.lock:
+            self.restore(self.check_state(state))
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """:meth:`state_dict` split into JSON-able metadata and named arrays."""
@@ -563,4 +684,4 @@ class Table:
         state = self.__dict__.copy()
         state["_add_fast"] = None  # generated code is rebuilt on first add
         state["_add_batch_fast"] = None
-        return state
+        return state  # the lock pickles as a new, unlocked one (TableLock.__reduce__)

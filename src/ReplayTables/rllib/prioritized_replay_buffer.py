@@ -94,10 +94,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
         beta = check_number("beta", beta, 0.0)
-        slots, _, weights = self._table.sample(num_items, beta)
-        assert weights is not None
-        ids = self._table.ids_of(slots)
-        batch, rows = self._read(slots)
+        s = self._table.sample(num_items, beta, read=self._read)
+        ids, weights = s.ids, s.weights
+        batch: SampleBatch = s.data[0]
+        rows: np.ndarray = s.data[1]
         if rows.shape[0] == batch.count:  # one row per item
             batch["weights"] = weights
             batch["batch_indexes"] = ids

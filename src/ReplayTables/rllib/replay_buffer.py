@@ -141,16 +141,17 @@ class ReplayBuffer(Checkpointable):
         Counts one hit per draw for :meth:`hit_counts`; raises
         :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
         """
-        slots, _, _ = self._table.sample(num_items)
-        return self._table.ids_of(slots)
+        ids: np.ndarray = self._table.sample(num_items).ids
+        return ids
 
     def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
         """The items with these ids, concatenated in order (an error naming stale ids).
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)
-        batch, rows = self._read(slots)
+        with self._table.lock:  # the ids and their rows at one instant
+            arr, slots = self._table.locate(ids)
+            batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return batch
@@ -172,8 +173,8 @@ class ReplayBuffer(Checkpointable):
         """``num_items`` items drawn uniformly with replacement, concatenated."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        slots, _, _ = self._table.sample(num_items)
-        return self._read(slots)[0]
+        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]
+        return batch
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
