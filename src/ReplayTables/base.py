@@ -89,10 +89,13 @@ class TableBuffer:
 
     def size(self) -> int:
         """How many items can be sampled now."""
+        if self._shared is not None:
+            with self._shared.lock:  # repairs first if a process died inside a change
+                return self._table.size
         return self._table.size
 
     def __len__(self) -> int:
-        return self._table.size
+        return self.size()
 
     # ------------------------------------------------------------ to override
     def _init_args(self) -> dict[str, Any]:
