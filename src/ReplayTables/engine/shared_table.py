@@ -56,14 +56,32 @@ OP_CHANGE = 2
 # the journal's words: an add under way, its first ring slot, how many slots, how many of them held items
 _ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE = range(4)
 _JOURNAL_WORDS = 4
-_SNAPSHOT = "journal."
 
 #: table methods that change state other than by adding (marked, and repaired if cut short)
 _CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
 
 
+def scalar_block(arena_arrays: dict[str, np.ndarray] | Any) -> tuple[int, dict[str, tuple[int, Any, Any]]]:
+    """Words of one int64 block holding every arena scalar array, and each array's (offset, shape, dtype).
+
+    One block, so the add journal snapshots all scalars in one copy."""
+    offsets: dict[str, tuple[int, Any, Any]] = {}
+    words = 0
+    for name, a in arena_arrays.items():
+        if a.dtype.itemsize != 8:
+            raise ConfigError(f"arena[{name!r}]", str(a.dtype), "8-byte scalars (int64 or float64)")
+        offsets[name] = (words, a.shape, a.dtype)
+        words += a.size
+    return words, offsets
+
+
+def _scalar_views(block: np.ndarray, offsets: dict[str, tuple[int, Any, Any]]) -> dict[str, np.ndarray]:
+    return {name: block[off:off + int(np.prod(shape, dtype=np.int64))].view(dtype).reshape(shape)
+            for name, (off, shape, dtype) in offsets.items()}
+
+
 def table_arrays(table: Any) -> dict[str, np.ndarray]:
-    """Every array of a table's state by the name it has in a shared segment."""
+    """Every array of a table's state (but its arena scalars) by the name it has in a shared segment."""
     if table.storage is None:
         raise ConfigError("structure", table.schema, "a structure whose every field has a declared shape and dtype "
                                                      "(FieldSpec), so the shared rows can be laid out up front")
@@ -72,19 +90,18 @@ def table_arrays(table: Any) -> dict[str, np.ndarray]:
     tree = getattr(table.sampler, "tree", None)
     if tree is not None:
         out.update({f"tree.{k}": v for k, v in tree.arrays().items()})
-    out.update({f"arena.{k}": v for k, v in table.arena.arrays().items()})
     return out
 
 
-def _point_at(table: Any, arrays: dict[str, np.ndarray]) -> None:
-    """Make ``table``'s components work on ``arrays`` (named as by :func:`table_arrays`), adopting their contents."""
+def _point_at(table: Any, arrays: dict[str, np.ndarray], scalars: dict[str, np.ndarray]) -> None:
+    """Make ``table``'s components work on ``arrays`` (named as by :func:`table_arrays`) and its arena on
+    ``scalars``, adopting their contents."""
     storage = table.storage
     storage._adopt(storage.fields, storage.capacity, arrays["rows"])
     table.directory.use_arrays({k: arrays[f"directory.{k}"] for k in table.directory.arrays()})
     tree = getattr(table.sampler, "tree", None)
     if tree is not None:
         tree.use_arrays({k: arrays[f"tree.{k}"] for k in tree.arrays()})
-    scalars = {k[len("arena."):]: v for k, v in arrays.items() if k.startswith("arena.")}
     table.bind(FixedArena(scalars), carry=False)
 
 
@@ -106,8 +123,8 @@ class SharedTable:
         self.lock = ProcessLock(segment)
         arrays = segment.arrays
         self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
-        self._snapshot = {name[len(_SNAPSHOT):]: arrays[name] for name in arrays if name.startswith(_SNAPSHOT)}
-        self._scalars = {name: arrays[f"arena.{name}"] for name in self._snapshot}
+        self._scalars = arrays["arena"]  # every arena scalar, in one block
+        self._snapshot = arrays["journal.arena"]  # their values before the add under way
         self.lock.on_recover(self._recover)
         table.lock = self.lock
         self._wrap(table)
@@ -119,9 +136,9 @@ class SharedTable:
         if not isinstance(table.writer, FifoWriter):
             raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
         arrays = table_arrays(table)
+        words, offsets = scalar_block(table.arena.arrays())
         layout: dict[str, tuple[Any, Any]] = {name: (a.shape, a.dtype) for name, a in arrays.items()}
-        layout.update({f"{_SNAPSHOT}{k[len('arena.'):]}": (a.shape, a.dtype) for k, a in arrays.items()
-                       if k.startswith("arena.")})
+        layout["arena"] = layout["journal.arena"] = ((words,), np.int64)
         layout["journal"] = ((_JOURNAL_WORDS,), np.int64)
         layout["lock"] = ProcessLock.LAYOUT
         segment = SharedArrays.create(layout)
@@ -129,7 +146,10 @@ class SharedTable:
             shared = segment.arrays
             for name, a in arrays.items():
                 shared[name][...] = a
-            _point_at(table, shared)
+            scalars = _scalar_views(shared["arena"], offsets)
+            for name, a in table.arena.arrays().items():
+                scalars[name][...] = a
+            _point_at(table, shared, scalars)
             return cls(table, segment)
         except BaseException:
             segment.close()
@@ -142,11 +162,13 @@ class SharedTable:
         try:
             arrays = segment.arrays
             mine = table_arrays(table)
+            words, offsets = scalar_block(table.arena.arrays())
+            mine["arena"] = np.zeros(words, np.int64)
             for name, a in mine.items():
                 if name not in arrays or arrays[name].shape != a.shape or arrays[name].dtype != a.dtype:
                     raise ConfigError("handle", handle.name, f"a segment holding {name} as {a.dtype}{list(a.shape)} "
                                                              "(the layout of a table built with these arguments)")
-            _point_at(table, arrays)
+            _point_at(table, arrays, _scalar_views(arrays["arena"], offsets))
             return cls(table, segment)
         except BaseException:
             segment.close()
@@ -217,11 +239,16 @@ class SharedTable:
         table = self.table
         cap = table.capacity
         first = table.writer.cursor
-        slots = (first + np.arange(n, dtype=np.int64)) % cap if n < cap else None
         slot_id = table.directory.slot_id
-        live_before = int((slot_id[slots] >= 0).sum()) if slots is not None else table.directory.count
-        for name, copy in self._snapshot.items():
-            copy[...] = self._scalars[name]
+        if n == 1:
+            live_before = 1 if slot_id.item(first) >= 0 else 0
+        elif first + n <= cap:
+            live_before = int(np.count_nonzero(slot_id[first:first + n] >= 0))
+        elif n < cap:
+            live_before = int(np.count_nonzero(slot_id[first:] >= 0) + np.count_nonzero(slot_id[:first + n - cap] >= 0))
+        else:
+            live_before = table.directory.count
+        self._snapshot[...] = self._scalars
         j = self._journal
         j[_FIRST] = first
         j[_COUNT] = n
@@ -235,8 +262,7 @@ class SharedTable:
         directory = table.directory
         j = self._journal
         if j[_ACTIVE]:
-            for name, copy in self._snapshot.items():
-                self._scalars[name][...] = copy
+            self._scalars[...] = self._snapshot
             cap = table.capacity
             n = j[_COUNT]
             slots = (j[_FIRST] + np.arange(n, dtype=np.int64)) % cap if n < cap else np.arange(cap, dtype=np.int64)
