@@ -407,3 +407,31 @@ def test_every_exit_of_the_creator_leaves_nothing_in_dev_shm(how: str, tmp_path:
         script.send_signal(signal.SIGTERM)
     script.finish(timeout=30)
     assert wait_for(lambda: not os.path.exists(f"/dev/shm/{name}"), 10)
+
+
+# ---------------------------------------------------------------- the docs and the example
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shared_buffer_docs_example_runs_as_written(tmp_path: Path) -> None:
+    page = (REPO / "docs" / "shared-memory.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in page.split("```py\n")[1:]]
+    assert len(blocks) == 1
+    script = Script(tmp_path, blocks[0], name="shared_example.py")
+    rc, out, err = script.finish(timeout=120)
+    assert rc == 0, err
+    assert out.strip() == "300 300"
+    assert not segments_of(script.pid)
+
+
+def test_the_actor_learner_example_runs_and_accounts_for_every_step(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from process_helpers import ENV
+
+    done = subprocess.run([sys.executable, str(REPO / "examples" / "shared_memory_actors.py"), "--steps", "1500",
+                           "--capacity", "2000"], capture_output=True, text=True, timeout=300, env=ENV, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "buffer: 3000 added = 2000 stored + 1000 evicted" in done.stdout
+    assert "exists after close: False" in done.stdout
