@@ -124,11 +124,12 @@ def _writer(handle: Any, w: int, n: int, batch: int, out: Any) -> None:
     buf.close()
 
 
-def _learner(handle: Any, kind: str, stop: Any, out: Any) -> None:
+def _learner(handle: Any, kind: str, ready: Any, stop: Any, out: Any) -> None:
     buf = ReplayTables.attach(handle, rng=99)
     samples = bad = 0
     rng = np.random.default_rng(0)
-    while not stop.is_set():
+    ready.set()
+    while not stop.is_set() or samples < 20:
         if len(buf) == 0:
             time.sleep(0.001)
             continue
@@ -209,10 +210,11 @@ def test_writers_and_a_learner_leave_exact_accounting(method: str, kind: str) ->
     writers, n, capacity = 3, 600, 1000  # 1800 items into 1000 slots: the oldest are evicted
     buf = make(kind, capacity)
     ctx = mp.get_context(method)
-    out, stop = ctx.Queue(), ctx.Event()
-    learner = ctx.Process(target=_learner, args=(buf.handle(), kind, stop, out))
+    out, ready, stop = ctx.Queue(), ctx.Event(), ctx.Event()
+    learner = ctx.Process(target=_learner, args=(buf.handle(), kind, ready, stop, out))
     procs = [ctx.Process(target=_writer, args=(buf.handle(), w, n, [1, 16, 64][w], out)) for w in range(writers)]
     learner.start()
+    assert ready.wait(60)  # the learner samples from the writers' first item on
     for p in procs:
         p.start()
     ids = dict(out.get(timeout=120) for _ in procs)

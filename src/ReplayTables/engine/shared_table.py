@@ -85,6 +85,7 @@ def table_arrays(table: Any) -> dict[str, np.ndarray]:
     if table.storage is None:
         raise ConfigError("structure", table.schema, "a structure whose every field has a declared shape and dtype "
                                                      "(FieldSpec), so the shared rows can be laid out up front")
+    table.directory.reach(table.capacity - 1)  # every slot id exact: a lazy fill is per process, not shared
     out: dict[str, np.ndarray] = {"rows": table.storage.rows}
     out.update({f"directory.{k}": v for k, v in table.directory.arrays().items()})
     tree = getattr(table.sampler, "tree", None)
