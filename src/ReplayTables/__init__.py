@@ -36,6 +36,7 @@ from ReplayTables.errors import (
     RateLimitTimeout,
     ReplayTablesError,
     SchemaError,
+    SharedMemoryError,
     StaleIdError,
 )
 
@@ -71,6 +72,7 @@ __all__ = [
     "ReplayTablesError",
     "SchemaError",
     "SequenceConfig",
+    "SharedMemoryError",
     "StaleIdError",
     "TrajectoryReplay",
     "__version__",
