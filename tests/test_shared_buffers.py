@@ -437,3 +437,33 @@ def test_the_actor_learner_example_runs_and_accounts_for_every_step(tmp_path: Pa
     assert done.returncode == 0, done.stderr
     assert "buffer: 3000 added = 2000 stored + 1000 evicted" in done.stdout
     assert "exists after close: False" in done.stdout
+
+
+# ---------------------------------------------------------------- rate limiting across processes
+def _adds_after(handle: Any, delay: float) -> None:
+    buf = ReplayTables.attach(handle)
+    time.sleep(delay)
+    buf.add_batch(batch_of(np.arange(3)))
+    buf.close()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_sample_waits_for_an_insert_by_another_process_and_the_counts_are_shared(method: str) -> None:
+    from ReplayTables.rate_limiters import MinSize
+
+    buf = ReplayBuffer(64, FIELDS, rng=0, rate_limiter=MinSize(2), shared=True)
+    assert not buf.can_sample(1)
+    p = mp.get_context(method).Process(target=_adds_after, args=(buf.handle(), 0.3))
+    start = time.monotonic()
+    p.start()
+    batch = buf.sample(4, timeout=60)  # waits on the process lock until the child's add makes it possible
+    waited = time.monotonic() - start
+    p.join(30)
+    assert p.exitcode == 0 and waited >= 0.3 and whole(batch)
+    assert buf.rate_limiter is not None
+    assert (buf.rate_limiter.inserts, buf.rate_limiter.samples) == (3, 4)  # the child's insert counted here
+    twin = ReplayTables.attach(buf.handle())
+    assert twin.rate_limiter is not None and (twin.rate_limiter.inserts, twin.rate_limiter.samples) == (3, 4)
+    twin.close()
+    buf.close()
+    buf.close()  # closing twice is harmless

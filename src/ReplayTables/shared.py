@@ -45,9 +45,16 @@ class BufferHandle:
     segment: SharedHandle
 
 
-def share(buffer: Any) -> None:
-    """Move ``buffer``'s table into a new segment this process owns (called by the constructors)."""
-    buffer._shared = SharedTable.create(buffer._table)
+def share(buffer: Any, rate_limiter: Any = None) -> None:
+    """Move ``buffer``'s table (and its rate limiter's counts) into a new segment this process owns.
+
+    Called by the constructors before they take the table's lock, which is then the process lock."""
+    table = buffer._table
+    if rate_limiter is not None:
+        table.bind_rate_limiter(rate_limiter)  # its counts join the arena, so the segment holds them
+    buffer._shared = SharedTable.create(table)
+    if rate_limiter is not None:
+        table.bind_rate_limiter(rate_limiter)  # now the segment's copy
 
 
 def handle_of(buffer: Any) -> BufferHandle:
@@ -73,5 +80,11 @@ def attach(handle: BufferHandle, rng: np.random.Generator | int | None = None) -
         raise ConfigError("handle", handle, "a BufferHandle from buffer.handle()")
     cls: Any = resolve_class(handle.cls, "handle.cls")
     buffer = cls._construct(handle.init, handle.structure, rng)
-    buffer._shared = SharedTable.attach(handle.segment, buffer._table)
+    table, limiter = buffer._table, buffer.rate_limiter
+    if limiter is not None:
+        table.bind_rate_limiter(limiter)  # the same arena layout as the creator's
+    buffer._shared = SharedTable.attach(handle.segment, table)
+    if limiter is not None:
+        table.bind_rate_limiter(limiter)  # adopts the shared counts
+    buffer._init_concurrency(limiter)  # every call now holds the process lock
     return buffer

@@ -93,9 +93,8 @@ def compile_add_one(table: Table) -> Any:
         return table._add_general  # nested dicts: extra nested keys need the general check
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
                            "writer": table.writer, "rng": table.rng, "slow": table._add_general,
-                           "NOT_STORED": NOT_STORED,
-                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag,
-                           **_scalar_env(table)}
+                           "NOT_STORED": NOT_STORED, **_scalar_env(table),
+                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -169,10 +168,9 @@ def compile_add_batch(table: Table) -> Any:
         return None
     nf = len(schema.fields)
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
-                           "slow": table._add_batch_general,
-                           "CAP": table.capacity, "sampler": table.sampler, "np": np,
-                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag,
-                           **_scalar_env(table)}
+                           "slow": table._add_batch_general, "CAP": table.capacity, "sampler": table.sampler,
+                           "np": np, **_scalar_env(table),
+                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_batch_fast(items):", *_unpack_lines(schema, "items", env)]
     checks = []
     for i, f in enumerate(schema.fields):
