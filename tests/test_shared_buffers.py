@@ -9,7 +9,10 @@ present with its own data or counted as evicted; the sum tree equals one rebuilt
 from its leaves); a writer SIGKILLed at a random moment (or, deterministically,
 half-way through writing a batch's rows) leaves no half-written item visible and
 does not stop the others; the creator's close and exit leave nothing in
-``/dev/shm``; attaching after close is a clear error.
+``/dev/shm``; attaching after close is a clear error; a rate-limited sample
+waits for another process's insert; the step-stream buffer shared by actor
+processes on their own streams keeps every transition whole, and a writer
+killed inside a step empties only its own stream.
 """
 from __future__ import annotations
 
@@ -467,3 +470,113 @@ def test_a_sample_waits_for_an_insert_by_another_process_and_the_counts_are_shar
     twin.close()
     buf.close()
     buf.close()  # closing twice is harmless
+
+
+# ---------------------------------------------------------------- the step-stream buffer
+def step_buffer(kind: str = "uniform", capacity: int = 400) -> Any:
+    from ReplayTables.trajectory import TrajectoryReplay
+
+    per = PERConfig(priority_exponent=1.0) if kind == "per" else None
+    return TrajectoryReplay(capacity, (2,), np.float32, num_streams=2, per=per, rng=0, shared=True)
+
+
+def frame(stream: int, t: int) -> np.ndarray:
+    return np.full(2, stream * 1000 + t, np.float32)
+
+
+def whole_steps(batch: Any) -> bool:
+    """Each transition's fields agree: obs says (stream, t), next_obs is t + 1, reward and action follow."""
+    v = batch.obs[:, 0]
+    return bool(np.array_equal(batch.next_obs[:, 0], v + 1) and np.array_equal(batch.reward, v)
+                and np.array_equal(batch.action, v.astype(np.int64) % 1000) and (batch.obs[:, 1] == v).all())
+
+
+def _actor(handle: Any, stream: int, steps: int, episode: int, out: Any) -> None:
+    buf = ReplayTables.attach(handle, rng=stream)
+    t = 0
+    buf.begin_episode(frame(stream, 0), stream=stream)
+    for _ in range(steps):
+        end = (t + 1) % episode == 0
+        buf.add_step(t, float(stream * 1000 + t), frame(stream, t + 1), end, False, stream=stream)
+        t += 1
+        if end:
+            t = 0
+            buf.begin_episode(frame(stream, 0), stream=stream)
+    out.put(stream)
+    buf.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("method", METHODS)
+def test_step_stream_actors_on_their_own_streams_and_a_sampling_parent(method: str, kind: str) -> None:
+    buf = step_buffer(kind)
+    ctx = mp.get_context(method)
+    out = ctx.Queue()
+    actors = [ctx.Process(target=_actor, args=(buf.handle(), s, 500, 37, out)) for s in (0, 1)]
+    for p in actors:
+        p.start()
+    samples = 0
+    while any(p.is_alive() for p in actors) or samples < 5:
+        if len(buf):
+            batch = buf.sample(16)
+            assert whole_steps(batch)
+            if kind == "per":
+                buf.update_priorities(batch.ids, np.full(16, 2.0))
+            samples += 1
+    assert sorted(out.get(timeout=60) for _ in actors) == [0, 1]
+    for p in actors:
+        p.join(30)
+        assert p.exitcode == 0
+    stats = buf.stats()
+    assert stats["added"] == 1000 and stats["added"] == stats["size"] + stats["evicted"]
+    everything = buf.get(buf.ids())
+    assert whole_steps(everything) and len(everything.ids) == len(buf)
+    assert tree_is_rebuilt(buf)
+    buf.close()
+
+
+def _dies_inside_a_step(handle: Any) -> None:
+    buf = ReplayTables.attach(handle, rng=4)
+    frames = buf._ring.frames
+
+    def die(slots: Any, values: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    frames.write = die  # fault injection: the step's row is written, its next frame never is
+    buf.add_step(5, 1005.0, frame(1, 6), False, False, stream=1)
+    os._exit(3)  # not reached
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_step_stream_writer_killed_inside_a_step_empties_only_its_stream(kind: str) -> None:
+    buf = step_buffer(kind)
+    for s in (0, 1):
+        buf.begin_episode(frame(s, 0), stream=s)
+        for t in range(5):
+            buf.add_step(t, float(s * 1000 + t), frame(s, t + 1), False, False, stream=s)
+    before = buf.stats()
+    p = mp.get_context("fork").Process(target=_dies_inside_a_step, args=(buf.handle(),))
+    p.start()
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
+    assert len(buf) == 5  # stream 1's items are gone, stream 0's are whole
+    stats = buf.stats()
+    assert stats["evicted"] == before["evicted"] + 5 and stats["added"] == stats["size"] + stats["evicted"]
+    assert buf._shared.lock.recoveries == 1
+    everything = buf.get(buf.ids())
+    assert whole_steps(everything) and set((everything.obs[:, 0] // 1000).tolist()) == {0}
+    assert tree_is_rebuilt(buf)
+    # stream 1's episode was cut: it begins a new one and goes on
+    buf.begin_episode(frame(1, 0), stream=1)
+    buf.add_step(0, 1000.0, frame(1, 1), False, False, stream=1)
+    assert len(buf) == 6 and whole_steps(buf.get(buf.ids()))
+    buf.close()
+
+
+def test_a_shared_step_stream_buffer_needs_frames_in_memory_and_no_sequences() -> None:
+    from ReplayTables.trajectory import SequenceConfig, TrajectoryReplay
+
+    with pytest.raises(ConfigError):
+        TrajectoryReplay(100, (2,), np.float32, storage="zstd", shared=True)
+    with pytest.raises(ConfigError):
+        TrajectoryReplay(100, (2,), np.float32, sequence=SequenceConfig(4), shared=True)

@@ -53,6 +53,17 @@ class TableBuffer:
     def _bind_state(self) -> None:
         """Bind the front end's own scalars to the table's arena (before the table is shared)."""
 
+    def _shared_extra(self) -> dict[str, np.ndarray]:
+        """The front end's own arrays that a shared segment must hold too (none here)."""
+        return {}
+
+    def _shared_streams(self) -> int:
+        """How many per-stream rings the table's slots form (0: adds are ring ranges of its writer)."""
+        return 0
+
+    def _use_shared_extra(self, shared: Any) -> None:
+        """Work on ``shared.extra`` (the views of :meth:`_shared_extra`'s arrays) from now on."""
+
     def _finish_init(self, shared: bool, rate_limiter: RateLimiter | None) -> None:
         """The last step of a constructor: the front end's scalars into the arena, then shared memory,
         then the lock and rate limiter every public call uses (the process lock, when shared)."""

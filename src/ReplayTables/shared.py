@@ -52,9 +52,10 @@ def share(buffer: Any, rate_limiter: Any = None) -> None:
     table = buffer._table
     if rate_limiter is not None:
         table.bind_rate_limiter(rate_limiter)  # its counts join the arena, so the segment holds them
-    buffer._shared = SharedTable.create(table)
+    buffer._shared = SharedTable.create(table, buffer._shared_extra(), buffer._shared_streams())
     if rate_limiter is not None:
         table.bind_rate_limiter(rate_limiter)  # now the segment's copy
+    buffer._use_shared_extra(buffer._shared)
 
 
 def handle_of(buffer: Any) -> BufferHandle:
@@ -83,8 +84,9 @@ def attach(handle: BufferHandle, rng: np.random.Generator | int | None = None) -
     table, limiter = buffer._table, buffer.rate_limiter
     if limiter is not None:
         table.bind_rate_limiter(limiter)  # the same arena layout as the creator's
-    buffer._shared = SharedTable.attach(handle.segment, table)
+    buffer._shared = SharedTable.attach(handle.segment, table, buffer._shared_extra())
     if limiter is not None:
         table.bind_rate_limiter(limiter)  # adopts the shared counts
+    buffer._use_shared_extra(buffer._shared)
     buffer._init_concurrency(limiter)  # every call now holds the process lock
     return buffer

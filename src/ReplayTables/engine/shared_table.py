@@ -53,9 +53,11 @@ __all__ = ["OP_ADD", "OP_CHANGE", "SharedTable", "table_arrays"]
 OP_ADD = 1
 OP_CHANGE = 2
 
-# the journal's words: an add under way, its first ring slot, how many slots, how many of them held items
+# the journal's words: which kind of add is under way (0: none), its first ring slot, how many slots,
+# how many of them held items
 _ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE = range(4)
 _JOURNAL_WORDS = 4
+_RING_ADD, _STREAM_ADD = 1, 2
 
 #: table methods that change state other than by adding (marked, and repaired if cut short)
 _CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
@@ -126,21 +128,34 @@ class SharedTable:
         self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
         self._scalars = arrays["arena"]  # every arena scalar, in one block
         self._snapshot = arrays["journal.arena"]  # their values before the add under way
+        #: the front end's own arrays in the segment (``extra=`` of :meth:`create`), by name
+        self.extra = {name[len("extra."):]: a for name, a in arrays.items() if name.startswith("extra.")}
+        self._streams = arrays.get("journal.streams")  # per-stream rings: which streams an add touches
+        #: called by the repair with the streams whose rings were emptied (the front end resets them)
+        self.on_stream_reset: Callable[[np.ndarray], None] | None = None
         self.lock.on_recover(self._recover)
         table.lock = self.lock
         self._wrap(table)
 
     # ------------------------------------------------------------ making and attaching
     @classmethod
-    def create(cls, table: Any) -> SharedTable:
-        """Move ``table``'s state into a new segment owned by this process (see the module docstring)."""
-        if not isinstance(table.writer, FifoWriter):
+    def create(cls, table: Any, extra: dict[str, np.ndarray] | None = None, streams: int = 0) -> SharedTable:
+        """Move ``table``'s state into a new segment owned by this process (see the module docstring).
+
+        ``extra``: the front end's own arrays, copied in too (their views are :attr:`extra`).
+        ``streams``: the table's slots are ``streams`` equal per-stream rings whose adds the
+        front end brackets with :meth:`stream_add` (a step-stream buffer); else adds are ring ranges.
+        """
+        if not streams and not isinstance(table.writer, FifoWriter):
             raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
         arrays = table_arrays(table)
+        arrays.update({f"extra.{name}": a for name, a in (extra or {}).items()})
         words, offsets = scalar_block(table.arena.arrays())
         layout: dict[str, tuple[Any, Any]] = {name: (a.shape, a.dtype) for name, a in arrays.items()}
         layout["arena"] = layout["journal.arena"] = ((words,), np.int64)
         layout["journal"] = ((_JOURNAL_WORDS,), np.int64)
+        if streams:
+            layout["journal.streams"] = ((int(streams),), np.int64)
         layout["lock"] = ProcessLock.LAYOUT
         segment = SharedArrays.create(layout)
         try:
@@ -157,12 +172,14 @@ class SharedTable:
             raise
 
     @classmethod
-    def attach(cls, handle: SharedHandle, table: Any) -> SharedTable:
-        """``table`` (built in this process with the creator's arguments) over the segment ``handle`` names."""
+    def attach(cls, handle: SharedHandle, table: Any, extra: dict[str, np.ndarray] | None = None) -> SharedTable:
+        """``table`` (built in this process with the creator's arguments) over the segment ``handle`` names;
+        ``extra``: the front end's own arrays as :meth:`create` was given them (checked, not copied)."""
         segment = SharedArrays.attach(handle)
         try:
             arrays = segment.arrays
             mine = table_arrays(table)
+            mine.update({f"extra.{name}": a for name, a in (extra or {}).items()})
             words, offsets = scalar_block(table.arena.arrays())
             mine["arena"] = np.zeros(words, np.int64)
             for name, a in mine.items():
@@ -236,6 +253,31 @@ class SharedTable:
         finally:
             lock.release()  # inside an unfinished operation this leaves it marked for the next holder
 
+    def stream_add(self, streams: np.ndarray, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one add to the per-stream rings of ``streams``: if its process stops inside it,
+        the repair empties those streams' rings (their items counted as evicted) and calls
+        :attr:`on_stream_reset`, so nothing half-written stays visible."""
+        assert self._streams is not None, "a table shared with streams=0"
+        lock = self.lock
+        lock.acquire()
+        try:
+            lock.begin(OP_ADD, int(streams.size))
+            self._streams[streams] = 1
+            self._journal[_ACTIVE] = _STREAM_ADD
+            try:
+                result = fn(*args)
+            except ReplayTablesError:
+                self._journal[_ACTIVE] = 0  # refused: nothing changed
+                self._streams[streams] = 0
+                lock.end()
+                raise
+            self._journal[_ACTIVE] = 0
+            self._streams[streams] = 0
+            lock.end()
+            return result
+        finally:
+            lock.release()
+
     def _begin_add(self, n: int) -> None:
         table = self.table
         cap = table.capacity
@@ -262,7 +304,10 @@ class SharedTable:
         table = self.table
         directory = table.directory
         j = self._journal
-        if j[_ACTIVE]:
+        if j[_ACTIVE] == _STREAM_ADD and self._streams is not None:
+            self._empty_streams(np.flatnonzero(self._streams))
+            j[_ACTIVE] = 0
+        elif j[_ACTIVE]:
             self._scalars[...] = self._snapshot
             cap = table.capacity
             n = j[_COUNT]
@@ -278,6 +323,24 @@ class SharedTable:
             j[_ACTIVE] = 0
         directory.rebuild_live()
         self._rebuild_tree()
+
+    def _empty_streams(self, streams: np.ndarray) -> None:
+        """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""
+        table = self.table
+        assert self._streams is not None
+        per_stream = table.capacity // self._streams.shape[0]
+        slots = (streams[:, None] * per_stream + np.arange(per_stream)).reshape(-1)
+        slot_id = table.directory.slot_id
+        ids = slot_id[slots]
+        held = ids >= 0
+        slot_id[slots[held]] = -ids[held] - 2
+        table.counters["evicted"] += int(held.sum())
+        tree = getattr(table.sampler, "tree", None)
+        if tree is not None:
+            tree.leaves[slots] = 0.0
+        if self.on_stream_reset is not None:
+            self.on_stream_reset(streams)
+        self._streams[streams] = 0
 
     def _rebuild_tree(self) -> None:
         tree = getattr(self.table.sampler, "tree", None)
