@@ -72,7 +72,7 @@ def test_all_lists_the_public_names_and_each_resolves() -> None:
     expected = {"ReplayBuffer", "PrioritizedReplay", "PERConfig", "TrajectoryReplay", "SequenceConfig", "Batch",
                 "load", "ReplayTablesError", "SchemaError", "PriorityError", "StaleIdError", "EmptyBufferError",
                 "EpisodeError", "ConfigError", "CheckpointError", "RateLimitTimeout", "BufferClosedError",
-                "__version__"}
+                "SharedMemoryError", "attach", "__version__"}
     assert set(ReplayTables.__all__) == expected
     assert len(ReplayTables.__all__) == len(set(ReplayTables.__all__))
     assert set(ReplayTables._LAZY) <= set(ReplayTables.__all__)  # every lazy name is public

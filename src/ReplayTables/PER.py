@@ -17,6 +17,7 @@ import numpy as np
 from ReplayTables.atomic import atomic
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import NEW_PRIORITY_MODES, PrioritizedSampler, Sampler
+from ReplayTables.engine.state import Scalars
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 from ReplayTables.engine.table import check_count
 from ReplayTables.errors import ConfigError
@@ -93,19 +94,31 @@ class PrioritizedReplay(ReplayBuffer):
     """Replay buffer that samples items in proportion to their priorities.
 
     Args:
-        max_size, structure, rng, rate_limiter: as for :class:`~ReplayTables.ReplayBuffer.ReplayBuffer`.
+        max_size, structure, rng, rate_limiter, shared: as for :class:`~ReplayTables.ReplayBuffer.ReplayBuffer`.
         config: a :class:`PERConfig`; ``None`` uses the paper's defaults.
     """
 
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None,
-                 config: PERConfig | None = None, *, rate_limiter: RateLimiter | None = None) -> None:
+                 config: PERConfig | None = None, *, rate_limiter: RateLimiter | None = None,
+                 shared: bool = False) -> None:
         if config is None:
             config = PERConfig()
         if not isinstance(config, PERConfig):
             raise ConfigError("config", config, "a PERConfig or None")
         self.config = config
-        self._sample_calls = 0
-        super().__init__(max_size, structure, rng, rate_limiter=rate_limiter)
+        self._calls = Scalars("frontend.sample_calls", [0], np.int64)  # samples so far: beta anneals with them
+        super().__init__(max_size, structure, rng, rate_limiter=rate_limiter, shared=shared)
+
+    def _bind_state(self) -> None:
+        self._calls.bind(self._table.arena)
+
+    @property
+    def _sample_calls(self) -> int:
+        return int(self._calls.view[0])
+
+    @_sample_calls.setter
+    def _sample_calls(self, value: int) -> None:
+        self._calls.view[0] = value
 
     def _make_sampler(self, max_size: int) -> Sampler:
         c = self.config

@@ -38,13 +38,17 @@ class ReplayBuffer(TableBuffer):
             its state is saved in checkpoints); ``None`` draws a fresh seed.
         rate_limiter: a :class:`~ReplayTables.rate_limiters.RateLimiter` that adds and
             samples wait for (``timeout=`` on each call); ``None``: nothing waits.
+        shared: keep the whole state in shared memory, for other processes to
+            :func:`~ReplayTables.shared.attach` via :meth:`handle` (every field's
+            shape and dtype must be declared; see :mod:`ReplayTables.shared`).
 
     Every public call is atomic: it holds the buffer's lock for the whole call, so
-    threads may share the buffer (see ``docs/concurrency.md``).
+    threads may share the buffer (see ``docs/concurrency.md``), and processes too
+    when it is shared.
     """
 
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None, *,
-                 rate_limiter: RateLimiter | None = None) -> None:
+                 rate_limiter: RateLimiter | None = None, shared: bool = False) -> None:
         max_size = check_capacity("max_size", max_size)
         check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,
@@ -53,7 +57,7 @@ class ReplayBuffer(TableBuffer):
         # that come from the first dict added are checked when that add fixes them
         self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)
         check_reserved(self._table.schema, self._table.reserved_names)
-        self._init_concurrency(rate_limiter)
+        self._finish_init(shared, rate_limiter)
 
     def _make_sampler(self, max_size: int) -> Sampler:
         return UniformSampler()

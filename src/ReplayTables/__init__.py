@@ -36,6 +36,7 @@ from ReplayTables.errors import (
     RateLimitTimeout,
     ReplayTablesError,
     SchemaError,
+    SharedMemoryError,
     StaleIdError,
 )
 
@@ -52,6 +53,7 @@ _LAZY = {
     "ReplayBuffer": "ReplayTables.ReplayBuffer:ReplayBuffer",
     "SequenceConfig": "ReplayTables.trajectory_types:SequenceConfig",
     "TrajectoryReplay": "ReplayTables.trajectory:TrajectoryReplay",
+    "attach": "ReplayTables.shared:attach",
 }
 
 #: the public names: buffers and their settings, ``load`` for checkpoints, the errors
@@ -70,9 +72,11 @@ __all__ = [
     "ReplayTablesError",
     "SchemaError",
     "SequenceConfig",
+    "SharedMemoryError",
     "StaleIdError",
     "TrajectoryReplay",
     "__version__",
+    "attach",
     "load",
 ]
 

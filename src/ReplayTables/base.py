@@ -29,7 +29,7 @@ from ReplayTables.engine.samplers import SAMPLERS, UniformSampler
 from ReplayTables.engine.state_checks import array, check_fields, integer, mapping
 from ReplayTables.engine.table import MAX_COUNT, Table, table_nbytes
 from ReplayTables.engine.table_lock import TableLockProtocol
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, ConfigError
 from ReplayTables.prefetch import Prefetcher
 from ReplayTables.rate_limiters import RateLimiter
 
@@ -42,10 +42,59 @@ class TableBuffer:
     _table: Table
     _lock: TableLockProtocol
     _admission: Admission
+    #: the shared-memory side of the table (``shared=True``), else None
+    _shared: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+
+    # ------------------------------------------------------------ shared memory (see ReplayTables.shared)
+    def _bind_state(self) -> None:
+        """Bind the front end's own scalars to the table's arena (before the table is shared)."""
+
+    def _shared_extra(self) -> dict[str, np.ndarray]:
+        """The front end's own arrays that a shared segment must hold too (none here)."""
+        return {}
+
+    def _shared_streams(self) -> int:
+        """How many per-stream rings the table's slots form (0: adds are ring ranges of its writer)."""
+        return 0
+
+    def _use_shared_extra(self, shared: Any) -> None:
+        """Work on ``shared.extra`` (the views of :meth:`_shared_extra`'s arrays) from now on."""
+
+    def _finish_init(self, shared: bool, rate_limiter: RateLimiter | None) -> None:
+        """The last step of a constructor: the front end's scalars into the arena, then shared memory,
+        then the lock and rate limiter every public call uses (the process lock, when shared)."""
+        if shared is not True and shared is not False:
+            raise ConfigError("shared", shared, "True or False")
+        check_limiter(rate_limiter)
+        self._bind_state()
+        if shared:
+            from ReplayTables.shared import share
+
+            share(self, rate_limiter)
+        self._init_concurrency(rate_limiter)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the buffer's state lives in shared memory (``shared=True``, or attached)."""
+        return self._shared is not None
+
+    def handle(self) -> Any:
+        """A small picklable handle; ``ReplayTables.attach(handle)`` in another process (fork or spawn)
+        returns a buffer of this class over the same memory. Only for ``shared=True`` buffers."""
+        from ReplayTables.shared import handle_of
+
+        return handle_of(self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._shared is not None:
+            raise ConfigError("buffer", "shared=True", "a buffer in this process's memory (a shared buffer is not "
+                                                       "pickled or copied: pass buffer.handle() to the other process "
+                                                       "and call ReplayTables.attach(handle) there)")
+        return super().__reduce_ex__(protocol)
 
     def _init_concurrency(self, rate_limiter: RateLimiter | None) -> None:
         """The table's lock for every public call, and the rate limiter (if any) they wait for."""
@@ -104,10 +153,20 @@ class TableBuffer:
 
         Reading (``get``, ``size``, ``stats``, ``state_dict``, ``save``) still works, so a
         closed buffer can be checkpointed. Closing twice is harmless.
+
+        A shared buffer (``shared=True``) also lets go of its shared memory: closed by
+        the process that made it, the memory is unlinked and every call of every
+        process (reading too) then raises ``BufferClosedError``; closed by a process
+        that attached it, only that process lets go.
         """
-        with self._lock:
+        if self._lock.closed:  # a shared buffer whose creator closed it: its lock can no longer be taken
             self._plain = False
+        else:
+            with self._lock:
+                self._plain = False
         self._lock.close()
+        if self._shared is not None:
+            self._shared.close()
 
     def prefetch(self, n: int, depth: int = 2) -> Prefetcher[Any]:
         """An iterator of samples of ``n`` drawn by a background thread, ``depth`` kept ready.
@@ -141,10 +200,13 @@ class TableBuffer:
 
     def size(self) -> int:
         """How many items can be sampled now."""
+        if self._shared is not None:
+            with self._shared.lock:  # repairs first if a process died inside a change
+                return self._table.size
         return self._table.size
 
     def __len__(self) -> int:
-        return self._table.size
+        return self.size()
 
     # ------------------------------------------------------------ to override
     def _init_args(self) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from ReplayTables.checkpoint import refusing, split_arrays
 from ReplayTables.engine.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
 from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
+from ReplayTables.engine.state import Scalars
 from ReplayTables.engine.state_checks import (
     MAX_INT,
     check_dtype,
@@ -126,6 +127,9 @@ class TrajectoryReplay(TableBuffer):
         path: directory of a memory-mapped buffer (created; must not hold one).
         compression_level: Zstandard level for ``storage="zstd"``.
         rng: a ``numpy.random.Generator``, or an int seed for ``np.random.default_rng(seed)``.
+        shared: keep the whole state (rows, frames, rings, ids, priorities, counters) in
+            shared memory for other processes to ``ReplayTables.attach(buffer.handle())``;
+            needs ``storage="memory"`` and no ``sequence`` (see docs/shared-memory.md).
         rate_limiter: a :class:`~ReplayTables.rate_limiters.RateLimiter` that steps and
             samples wait for (``timeout=`` on each call). Each step counts one insert
             (it becomes one transition); each sampled transition or window one sample.
@@ -140,7 +144,8 @@ class TrajectoryReplay(TableBuffer):
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
                  path: str | os.PathLike[str] | MappedDirectory | None = None, compression_level: int = 3,
-                 rng: np.random.Generator | int | None = None, rate_limiter: RateLimiter | None = None) -> None:
+                 rng: np.random.Generator | int | None = None, rate_limiter: RateLimiter | None = None,
+                 shared: bool = False) -> None:
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
         self.obs_dtype = _dtype("obs_dtype", obs_dtype)
@@ -178,7 +183,10 @@ class TrajectoryReplay(TableBuffer):
             raise ConfigError("compression_level", compression_level,
                               "an integer Zstandard level from 1 to 22 (used by storage='zstd')")
         self.compression_level = int(compression_level)
-        self._sample_calls = 0
+        if shared is True and (storage != "memory" or sequence is not None):
+            raise ConfigError("shared", shared, "storage='memory' and no SequenceConfig (a shared step-stream "
+                                                "buffer keeps frames in shared memory and samples transitions)")
+        self._calls = Scalars("frontend.sample_calls", [0], np.int64)  # samples so far: beta anneals with them
         self._capacity_arg = capacity
         capacity = capacity // self.num_streams * self.num_streams
         if capacity == 0:
@@ -219,11 +227,52 @@ class TrajectoryReplay(TableBuffer):
         self._files = files
         seq = sequence
         self._table = table
-        self._init_concurrency(rate_limiter)
         self._ring = EpisodeRing(table, frames, self.num_streams, n_step=self.n_step, frame_stack=self.frame_stack,
                                  zero_pad_stacks=stack_padding == "zeros", seq_length=seq.length if seq else 0,
                                  burn_in=seq.burn_in if seq else 0, pad_sequences=seq.pad if seq else False)
         self._step_fields = table.schema
+        self._finish_init(shared, rate_limiter)
+
+    # ------------------------------------------------------------ shared memory (see ReplayTables.shared)
+    @property
+    def _sample_calls(self) -> int:
+        return int(self._calls.view[0])
+
+    @_sample_calls.setter
+    def _sample_calls(self, value: int) -> None:
+        self._calls.view[0] = value
+
+    def _bind_state(self) -> None:
+        self._calls.bind(self._table.arena)
+
+    def _shared_extra(self) -> dict[str, np.ndarray]:
+        ring = self._ring
+        assert isinstance(ring.frames, ArrayFrames)
+        return {"t_in_episode": ring.t_in_episode, "next_pos": ring.next_pos, "episode_first": ring.episode_first,
+                "open": ring.open, "frames": ring.frames.data}
+
+    def _shared_streams(self) -> int:
+        return self.num_streams
+
+    def _use_shared_extra(self, shared: Any) -> None:
+        ring, views = self._ring, shared.extra
+        ring.t_in_episode, ring.next_pos = views["t_in_episode"], views["next_pos"]
+        ring.episode_first, ring.open = views["episode_first"], views["open"]
+        frames = ring.frames
+        assert isinstance(frames, ArrayFrames)
+        frames.data, frames._runs = views["frames"], {}
+        shared.on_stream_reset = self._cut_episodes
+
+    def _cut_episodes(self, streams: np.ndarray) -> None:
+        """After a process stopped inside a step on ``streams``: their rings were emptied; their
+        episodes are over (the next call on such a stream is ``begin_episodes``)."""
+        self._ring.open[streams] = False
+
+    def _stream_add(self, streams: np.ndarray, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``, a change to the rings of ``streams``: journalled when the buffer is shared."""
+        if self._shared is None:
+            return fn(*args)
+        return self._shared.stream_add(streams, fn, *args)
 
     # ------------------------------------------------------------ sizes (max_size / size / len: TableBuffer)
 
@@ -304,7 +353,7 @@ class TrajectoryReplay(TableBuffer):
         self._admission.insert(0, None)  # a closed buffer takes no new episode
         if idx.size:
             self._mark_dirty()
-            self._ring.begin(idx, arr)
+            self._stream_add(idx, self._ring.begin, idx, arr)
 
     def begin_episode(self, obs: Any, stream: int = 0) -> None:
         """Start a new episode on one stream with its first observation (after ``env.reset()``)."""
@@ -343,7 +392,7 @@ class TrajectoryReplay(TableBuffer):
         if m == 0:
             return np.empty(0, dtype=np.int64)
         self._mark_dirty()
-        ids = self._ring.step(idx, arrays, obs, term, trunc)
+        ids: np.ndarray = self._stream_add(idx, self._ring.step, idx, arrays, obs, term, trunc)
         self._admission.inserted(m)
         return ids
 
@@ -376,7 +425,10 @@ class TrajectoryReplay(TableBuffer):
             self._ring.check_open(np.array([stream]), want_open=True)
         self._admission.insert(1, timeout)
         self._mark_dirty()
-        ids = self._ring.step_one(stream, arrays, obs, term, trunc)
+        if self._shared is None:
+            ids = self._ring.step_one(stream, arrays, obs, term, trunc)
+        else:
+            ids = self._shared.stream_add(np.array([stream]), self._ring.step_one, stream, arrays, obs, term, trunc)
         self._admission.inserted(1)
         return ids
 
@@ -522,6 +574,12 @@ class TrajectoryReplay(TableBuffer):
         self._ring.restore_arrays(ring)
         if stored is not None:
             self._ring.frames.restore_arrays(stored)
+        if self._shared is not None:  # the ring took new arrays: their values go into the shared ones
+            views = self._shared.extra
+            for name, value in (("t_in_episode", self._ring.t_in_episode), ("next_pos", self._ring.next_pos),
+                                ("episode_first", self._ring.episode_first), ("open", self._ring.open)):
+                views[name][...] = value
+            self._use_shared_extra(self._shared)
 
     @atomic
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -617,10 +675,10 @@ class TrajectoryReplay(TableBuffer):
         """Flush a memory-mapped buffer, then refuse steps and samples from now on and wake
         every call waiting for the rate limiter with a ``BufferClosedError`` (see
         :meth:`TableBuffer.close <ReplayTables.base.TableBuffer.close>`)."""
-        with self._lock:
-            if self.path is not None:
+        if self.path is not None:
+            with self._lock:
                 self.flush()
-            super().close()
+        super().close()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str],

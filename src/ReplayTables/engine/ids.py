@@ -200,7 +200,8 @@ class SlotDirectory:
     @property
     def count(self) -> int:
         """Live items."""
-        return int(self.scalars.view[0])
+        count: int = self.scalars.view[0]  # a memoryview of int64 gives a Python int
+        return count
 
     @count.setter
     def count(self, value: int) -> None:

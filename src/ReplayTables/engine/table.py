@@ -645,21 +645,23 @@ class Table:
         array of the current arena's layout. A bound rate limiter is not moved:
         bind it again with :meth:`bind_rate_limiter`.
         """
-        layout = self.arena.layout()
-        for name, (shape, dtype) in layout.items():
-            arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
-        if carry:
-            arena.copy_from(self.arena)
-        for component in (self.counters, self.writer, self.directory, self.sampler):
-            component.bind(arena)
-        self.arena = arena
-        self._add_fast = None  # the generated lanes hold views of the old arrays
-        self._add_batch_fast = None
+        with self.lock:
+            layout = self.arena.layout()
+            for name, (shape, dtype) in layout.items():
+                arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
+            if carry:
+                arena.copy_from(self.arena)
+            for component in (self.counters, self.writer, self.directory, self.sampler):
+                component.bind(arena)
+            self.arena = arena
+            self._add_fast = None  # the generated lanes hold views of the old arrays
+            self._add_batch_fast = None
 
     def bind_rate_limiter(self, limiter: Any) -> None:
         """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena
         (its current counts are carried over; an arena that holds them already wins)."""
-        limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
+        with self.lock:
+            limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).

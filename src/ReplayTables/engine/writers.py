@@ -68,7 +68,8 @@ class FifoWriter(Writer):
     @property
     def cursor(self) -> int:
         """The slot the next item takes."""
-        return int(self.scalars.view[0])
+        cursor: int = self.scalars.view[0]
+        return cursor
 
     @cursor.setter
     def cursor(self, value: int) -> None:

@@ -1,0 +1,375 @@
+"""A table in shared memory: every array of its state in one segment, one process lock, and adds that commit whole.
+
+:meth:`SharedTable.create` moves a table's state into a new
+:class:`~ReplayTables.engine.shared_memory.SharedArrays` segment: the packed
+rows, the slot directory (ids, live list), the sum tree, and every scalar of the
+table's arena (counters, writer cursor, directory count, running maximum
+priority, rate-limiter counts). The table's components then work on views of
+that memory. :meth:`SharedTable.attach` does the same in another process for a
+table built with the same arguments, adopting what the segment holds. From then
+on each process has its own table *object* over the same state; only the random
+generator (and, per process, some scratch arrays) stay private.
+
+Every call of the table holds a :class:`~ReplayTables.engine.process_lock.ProcessLock`
+that lives in the segment: it becomes ``table.lock``, which every public call of
+the table (and of a front end over it) holds. A dead holder never blocks the others: the kernel drops its
+``flock``.
+
+**An add commits whole or not at all.** Before an add touches anything, the
+shared journal records the ring slots it may write and a copy of every arena
+scalar. If the process stops inside the add (SIGKILL, a crash, an unexpected
+exception), the next process to take the lock rolls it back: the scalars come
+back from the copy, every item in the journalled slots is removed (the rows of
+those slots may be half-written; the items the add would have evicted there are
+counted as evicted), and the live list and sum tree are rebuilt from the slot
+ids. So no half-written row is ever visible, and the accounting stays exact:
+every added item is present with its data or counted as evicted. Any other
+change that stops half-way (a delete, a priority update, a load) is repaired by
+rebuilding the live list and the tree from the slot ids and leaves.
+
+Refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
+nothing, so they end their operation normally and cost no repair.
+
+Only the FIFO writer is supported: its adds touch a contiguous ring range that a
+few words can journal.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.engine.process_lock import ProcessLock, Recovery
+from ReplayTables.engine.shared_memory import SharedArrays, SharedHandle
+from ReplayTables.engine.state import FixedArena
+from ReplayTables.engine.writers import FifoWriter
+from ReplayTables.errors import ConfigError, ReplayTablesError
+
+__all__ = ["OP_ADD", "OP_CHANGE", "SharedTable", "table_arrays"]
+
+#: operation codes marked in the lock's words while a change is under way
+OP_ADD = 1
+OP_CHANGE = 2
+
+# the journal's words: which kind of add is under way (0: none), its first ring slot, how many slots,
+# how many of them held items
+_ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE = range(4)
+_JOURNAL_WORDS = 4
+_RING_ADD, _STREAM_ADD = 1, 2
+
+#: table methods that change state other than by adding (marked, and repaired if cut short)
+_CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
+
+
+def scalar_block(arena_arrays: dict[str, np.ndarray] | Any) -> tuple[int, dict[str, tuple[int, Any, Any]]]:
+    """Words of one int64 block holding every arena scalar array, and each array's (offset, shape, dtype).
+
+    One block, so the add journal snapshots all scalars in one copy."""
+    offsets: dict[str, tuple[int, Any, Any]] = {}
+    words = 0
+    for name, a in arena_arrays.items():
+        if a.dtype.itemsize != 8:
+            raise ConfigError(f"arena[{name!r}]", str(a.dtype), "8-byte scalars (int64 or float64)")
+        offsets[name] = (words, a.shape, a.dtype)
+        words += a.size
+    return words, offsets
+
+
+def _scalar_views(block: np.ndarray, offsets: dict[str, tuple[int, Any, Any]]) -> dict[str, np.ndarray]:
+    return {name: block[off:off + int(np.prod(shape, dtype=np.int64))].view(dtype).reshape(shape)
+            for name, (off, shape, dtype) in offsets.items()}
+
+
+def table_arrays(table: Any) -> dict[str, np.ndarray]:
+    """Every array of a table's state (but its arena scalars) by the name it has in a shared segment."""
+    if table.storage is None:
+        raise ConfigError("structure", table.schema, "a structure whose every field has a declared shape and dtype "
+                                                     "(FieldSpec), so the shared rows can be laid out up front")
+    table.directory.reach(table.capacity - 1)  # every slot id exact: a lazy fill is per process, not shared
+    out: dict[str, np.ndarray] = {"rows": table.storage.rows}
+    out.update({f"directory.{k}": v for k, v in table.directory.arrays().items()})
+    tree = getattr(table.sampler, "tree", None)
+    if tree is not None:
+        out.update({f"tree.{k}": v for k, v in tree.arrays().items()})
+    return out
+
+
+def _point_at(table: Any, arrays: dict[str, np.ndarray], scalars: dict[str, np.ndarray]) -> None:
+    """Make ``table``'s components work on ``arrays`` (named as by :func:`table_arrays`) and its arena on
+    ``scalars``, adopting their contents."""
+    storage = table.storage
+    storage._adopt(storage.fields, storage.capacity, arrays["rows"])
+    table.directory.use_arrays({k: arrays[f"directory.{k}"] for k in table.directory.arrays()})
+    tree = getattr(table.sampler, "tree", None)
+    if tree is not None:
+        tree.use_arrays({k: arrays[f"tree.{k}"] for k in tree.arrays()})
+    table.bind(FixedArena(scalars), carry=False)
+
+
+def _batch_length(table: Any, items: Any) -> int:
+    """How many items an ``add_batch`` of ``items`` would store at most (the capacity if it cannot tell)."""
+    try:
+        first = table.schema.values_of(items)[0]
+        return min(int(np.shape(first)[0]), int(table.capacity))
+    except Exception:  # malformed input: the table refuses it; journal the whole ring meanwhile
+        return int(table.capacity)
+
+
+class SharedTable:
+    """The shared-memory side of one table in this process: segment, lock, journal and recovery."""
+
+    def __init__(self, table: Any, segment: SharedArrays) -> None:
+        self.table = table
+        self.segment = segment
+        self.lock = ProcessLock(segment)
+        arrays = segment.arrays
+        self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
+        self._scalars = arrays["arena"]  # every arena scalar, in one block
+        self._snapshot = arrays["journal.arena"]  # their values before the add under way
+        #: the front end's own arrays in the segment (``extra=`` of :meth:`create`), by name
+        self.extra = {name[len("extra."):]: a for name, a in arrays.items() if name.startswith("extra.")}
+        self._streams = arrays.get("journal.streams")  # per-stream rings: which streams an add touches
+        #: called by the repair with the streams whose rings were emptied (the front end resets them)
+        self.on_stream_reset: Callable[[np.ndarray], None] | None = None
+        self.lock.on_recover(self._recover)
+        table.lock = self.lock
+        self._wrap(table)
+
+    # ------------------------------------------------------------ making and attaching
+    @classmethod
+    def create(cls, table: Any, extra: dict[str, np.ndarray] | None = None, streams: int = 0) -> SharedTable:
+        """Move ``table``'s state into a new segment owned by this process (see the module docstring).
+
+        ``extra``: the front end's own arrays, copied in too (their views are :attr:`extra`).
+        ``streams``: the table's slots are ``streams`` equal per-stream rings whose adds the
+        front end brackets with :meth:`stream_add` (a step-stream buffer); else adds are ring ranges.
+        """
+        if not streams and not isinstance(table.writer, FifoWriter):
+            raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
+        arrays = table_arrays(table)
+        arrays.update({f"extra.{name}": a for name, a in (extra or {}).items()})
+        words, offsets = scalar_block(table.arena.arrays())
+        layout: dict[str, tuple[Any, Any]] = {name: (a.shape, a.dtype) for name, a in arrays.items()}
+        layout["arena"] = layout["journal.arena"] = ((words,), np.int64)
+        layout["journal"] = ((_JOURNAL_WORDS,), np.int64)
+        if streams:
+            layout["journal.streams"] = ((int(streams),), np.int64)
+        layout["lock"] = ProcessLock.LAYOUT
+        segment = SharedArrays.create(layout)
+        try:
+            shared = segment.arrays
+            for name, a in arrays.items():
+                shared[name][...] = a
+            scalars = _scalar_views(shared["arena"], offsets)
+            for name, a in table.arena.arrays().items():
+                scalars[name][...] = a
+            _point_at(table, shared, scalars)
+            return cls(table, segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    @classmethod
+    def attach(cls, handle: SharedHandle, table: Any, extra: dict[str, np.ndarray] | None = None) -> SharedTable:
+        """``table`` (built in this process with the creator's arguments) over the segment ``handle`` names;
+        ``extra``: the front end's own arrays as :meth:`create` was given them (checked, not copied)."""
+        segment = SharedArrays.attach(handle)
+        try:
+            arrays = segment.arrays
+            mine = table_arrays(table)
+            mine.update({f"extra.{name}": a for name, a in (extra or {}).items()})
+            words, offsets = scalar_block(table.arena.arrays())
+            mine["arena"] = np.zeros(words, np.int64)
+            for name, a in mine.items():
+                if name not in arrays or arrays[name].shape != a.shape or arrays[name].dtype != a.dtype:
+                    raise ConfigError("handle", handle.name, f"a segment holding {name} as {a.dtype}{list(a.shape)} "
+                                                             "(the layout of a table built with these arguments)")
+            _point_at(table, arrays, _scalar_views(arrays["arena"], offsets))
+            return cls(table, segment)
+        except BaseException:
+            segment.close()
+            raise
+
+    def handle(self) -> SharedHandle:
+        """The segment's picklable handle (attach it with :meth:`attach` and a table of the same arguments)."""
+        return self.segment.handle()
+
+    @property
+    def owner(self) -> bool:
+        """Whether this process created the segment (its close releases it)."""
+        return self.segment.owner
+
+    def close(self) -> None:
+        """Close the lock (for every process, if this is the creator) and release the segment.
+
+        The table's views stay valid memory (they keep the mapping alive), but
+        every call of the table now raises :class:`~ReplayTables.errors.BufferClosedError`.
+        """
+        self.lock.close()
+        self.segment.close()
+
+    # ------------------------------------------------------------ every call under the lock
+    def _wrap(self, table: Any) -> None:
+        """Shadow the table's public calls with locked (and, for changes, marked) ones on this instance."""
+        lock = self.lock
+        cls = type(table)
+        # every public call of the table holds table.lock (now this process lock); changes are also marked
+        for name in _CHANGING:
+            if hasattr(cls, name):
+                setattr(table, name, _marked(lock, getattr(cls, name).__get__(table)))
+        add, add_batch = type(table).add.__get__(table), type(table).add_batch.__get__(table)
+
+        @functools.wraps(add)
+        def shared_add(item: Any, priority: Any = None) -> int:
+            new_id: int = self._journalled(1, add, item, priority)
+            return new_id
+
+        @functools.wraps(add_batch)
+        def shared_add_batch(items: Any, priorities: Any = None) -> np.ndarray:
+            result: np.ndarray = self._journalled(_batch_length(table, items), add_batch, items, priorities)
+            return result
+
+        table.add = shared_add
+        table.add_batch = shared_add_batch
+
+    def _journalled(self, n: int, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one add of at most ``n`` items: journalled, committed whole or rolled back."""
+        lock = self.lock
+        lock.acquire()
+        try:
+            lock.begin(OP_ADD, n)
+            self._begin_add(n)
+            try:
+                result = fn(*args)
+            except ReplayTablesError:
+                self._journal[_ACTIVE] = 0  # refused: nothing changed, nothing to roll back
+                lock.end()
+                raise
+            self._journal[_ACTIVE] = 0
+            lock.end()
+            return result
+        finally:
+            lock.release()  # inside an unfinished operation this leaves it marked for the next holder
+
+    def stream_add(self, streams: np.ndarray, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` as one add to the per-stream rings of ``streams``: if its process stops inside it,
+        the repair empties those streams' rings (their items counted as evicted) and calls
+        :attr:`on_stream_reset`, so nothing half-written stays visible."""
+        assert self._streams is not None, "a table shared with streams=0"
+        lock = self.lock
+        lock.acquire()
+        try:
+            lock.begin(OP_ADD, int(streams.size))
+            self._streams[streams] = 1
+            self._journal[_ACTIVE] = _STREAM_ADD
+            try:
+                result = fn(*args)
+            except ReplayTablesError:
+                self._journal[_ACTIVE] = 0  # refused: nothing changed
+                self._streams[streams] = 0
+                lock.end()
+                raise
+            self._journal[_ACTIVE] = 0
+            self._streams[streams] = 0
+            lock.end()
+            return result
+        finally:
+            lock.release()
+
+    def _begin_add(self, n: int) -> None:
+        table = self.table
+        cap = table.capacity
+        first = table.writer.cursor
+        slot_id = table.directory.slot_id
+        if n == 1:
+            live_before = 1 if slot_id.item(first) >= 0 else 0
+        elif first + n <= cap:
+            live_before = int(np.count_nonzero(slot_id[first:first + n] >= 0))
+        elif n < cap:
+            live_before = int(np.count_nonzero(slot_id[first:] >= 0) + np.count_nonzero(slot_id[:first + n - cap] >= 0))
+        else:
+            live_before = table.directory.count
+        self._snapshot[...] = self._scalars
+        j = self._journal
+        j[_FIRST] = first
+        j[_COUNT] = n
+        j[_LIVE_BEFORE] = live_before
+        j[_ACTIVE] = 1  # last: the journal is only read once it is complete
+
+    # ------------------------------------------------------------ recovery
+    def _recover(self, info: Recovery) -> None:
+        """Run under the lock by the acquire that finds an operation its holder never finished."""
+        table = self.table
+        directory = table.directory
+        j = self._journal
+        if j[_ACTIVE] == _STREAM_ADD and self._streams is not None:
+            self._empty_streams(np.flatnonzero(self._streams))
+            j[_ACTIVE] = 0
+        elif j[_ACTIVE]:
+            self._scalars[...] = self._snapshot
+            cap = table.capacity
+            n = j[_COUNT]
+            slots = (j[_FIRST] + np.arange(n, dtype=np.int64)) % cap if n < cap else np.arange(cap, dtype=np.int64)
+            slot_id = directory.slot_id
+            ids = slot_id[slots]
+            held = ids >= 0
+            slot_id[slots[held]] = -ids[held] - 2  # removed, keeping each slot's generation
+            table.counters["evicted"] += int(j[_LIVE_BEFORE])
+            tree = getattr(table.sampler, "tree", None)
+            if tree is not None:
+                tree.leaves[slots] = 0.0
+            j[_ACTIVE] = 0
+        directory.rebuild_live()
+        self._rebuild_tree()
+
+    def _empty_streams(self, streams: np.ndarray) -> None:
+        """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""
+        table = self.table
+        assert self._streams is not None
+        per_stream = table.capacity // self._streams.shape[0]
+        slots = (streams[:, None] * per_stream + np.arange(per_stream)).reshape(-1)
+        slot_id = table.directory.slot_id
+        ids = slot_id[slots]
+        held = ids >= 0
+        slot_id[slots[held]] = -ids[held] - 2
+        table.counters["evicted"] += int(held.sum())
+        tree = getattr(table.sampler, "tree", None)
+        if tree is not None:
+            tree.leaves[slots] = 0.0
+        if self.on_stream_reset is not None:
+            self.on_stream_reset(streams)
+        self._streams[streams] = 0
+
+    def _rebuild_tree(self) -> None:
+        tree = getattr(self.table.sampler, "tree", None)
+        if tree is None:
+            return
+        cap = self.table.capacity
+        live = self.table.directory.slot_id >= 0
+        leaves = tree.leaves[:cap]
+        leaves[~live] = 0.0  # an empty slot holds an unflagged zero
+        tree.rebuild()
+        tree.zero_count = int(((leaves == 0.0) & np.signbit(leaves)).sum())
+
+
+def _marked(lock: ProcessLock, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` under the lock as a marked change (a refused call ends it normally: it changed nothing)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        lock.acquire()
+        try:
+            lock.begin(OP_CHANGE)
+            try:
+                result = fn(*args, **kwargs)
+            except ReplayTablesError:
+                lock.end()
+                raise
+            lock.end()
+            return result
+        finally:
+            lock.release()
+
+    return call
