@@ -92,8 +92,8 @@ def compile_add_one(table: Table) -> Any:
     if not _flat(schema):
         return table._add_general  # nested dicts: extra nested keys need the general check
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
-                           "writer": table.writer, "rng": table.rng, "counters": table.counters,
-                           "slow": table._add_general, "NOT_STORED": NOT_STORED,
+                           "writer": table.writer, "rng": table.rng, "slow": table._add_general,
+                           "NOT_STORED": NOT_STORED, **_scalar_env(table),
                            "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
@@ -115,27 +115,27 @@ def compile_add_one(table: Table) -> Any:
         # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
         env["CAP"] = table.capacity
         body.append("SID = directory.slot_id")  # looked up per call: a load replaces the array
-        body.append("slot = writer.cursor")
-        body.append("writer.cursor = slot + 1 if slot + 1 < CAP else 0")
-        body.append("counters['added'] += 1")
+        body.append("slot = W[0]")
+        body.append("W[0] = slot + 1 if slot + 1 < CAP else 0")
+        body.append("N[ADDED] += 1")
         body.append("old = SID.item(slot)")
         body.append("if old >= 0:")
         body.append("    new_id = " + NEXT_ID_SOURCE.format(old="old", capacity="CAP"))  # the id rule, live slot
         body.append("    SID[slot] = new_id")
-        body.append("    counters['evicted'] += 1")
-        body.append("elif old == -1 and directory.identity and slot == directory.count:")
+        body.append("    N[EVICTED] += 1")
+        body.append("elif old == -1 and D[1] and slot == D[0]:")
         body.append("    new_id = slot")  # a never-used slot at the end of the dense prefix: the rule's id
         body.append("    SID[slot] = slot")
-        body.append("    directory.count = slot + 1")
+        body.append("    D[0] = slot + 1")
         body.append("else:")
         body.append("    new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
     else:
         body.append("slot = writer.place_one(rng)")
-        body.append("counters['added'] += 1")
+        body.append("N[ADDED] += 1")
         body.append("if slot < 0:")
-        body.append("    counters['not_stored'] += 1")
+        body.append("    N[NOT_STORED_N] += 1")
         body.append("    return NOT_STORED")
-        body.append("if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
+        body.append("if directory.slot_id[slot] >= 0: N[EVICTED] += 1")
         body.append("new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
         body.append(f"C{i}[slot] = v{i}")
@@ -166,8 +166,8 @@ def compile_add_batch(table: Table) -> Any:
         return None
     nf = len(schema.fields)
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
-                           "counters": table.counters, "slow": table._add_batch_general,
-                           "CAP": table.capacity, "sampler": table.sampler, "np": np,
+                           "slow": table._add_batch_general, "CAP": table.capacity, "sampler": table.sampler,
+                           "np": np, **_scalar_env(table),
                            "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_batch_fast(items):", *_unpack_lines(schema, "items", env)]
     checks = []
@@ -182,26 +182,37 @@ def compile_add_batch(table: Table) -> Any:
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
-    body = ["start = writer.cursor",
+    body = ["start = W[0]",
             "stop = start + m",
-            "if m == 0 or stop > CAP or not directory.identity: return slow(items)",  # slow re-enters the lock
-            "count = directory.count",
+            "if m == 0 or stop > CAP or not D[1]: return slow(items)",  # slow re-enters the lock
+            "count = D[0]",
             "if stop <= count:",  # every slot live: the id rule's first case
             "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
-            "    counters['evicted'] += m",
+            "    N[EVICTED] += m",
             "elif start == count:",  # never-written slots: the rule gives the slots themselves
             "    ids = np.arange(start, stop, dtype=np.int64)",
-            "    directory.count = stop",
+            "    D[0] = stop",
             "else: return slow(items)",
             "directory.slot_id[start:stop] = ids",
-            "writer.cursor = stop if stop < CAP else 0",
-            "counters['added'] += m"]
+            "W[0] = stop if stop < CAP else 0",
+            "N[ADDED] += m"]
     body += [f"C{i}[start:stop] = v{i}" for i in range(nf)]
     if table.sampler.prioritized:
         body.append("sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
     body.append("return ids | TAG" if table._tag else "return ids")
     lines += ["    ACQUIRE()", "    try:", *("        " + line for line in body), "    finally:", "        RELEASE()"]
     return _build("add_batch_fast", lines, env, schema)
+
+
+def _scalar_env(table: Table) -> dict[str, Any]:
+    """The arena scalars the lanes read and write as Python numbers (see ``state.py``):
+    ``W[0]`` the writer's position, ``D[0]``/``D[1]`` the directory's count and identity
+    flag, ``N[...]`` the table's counters. Looked up per call through the components'
+    ``scalars`` would cost an attribute chain; a rebinding (attaching shared memory)
+    recompiles the lanes."""
+    index = table.counters.index
+    return {"W": table.writer.scalars.view, "D": table.directory.scalars.view, "N": table.counters.view,
+            "ADDED": index["added"], "EVICTED": index["evicted"], "NOT_STORED_N": index["not_stored"]}
 
 
 def _flat(schema: Schema) -> bool:

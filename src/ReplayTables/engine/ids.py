@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
 from ReplayTables.errors import CheckpointError, StaleIdError
 
@@ -161,14 +162,38 @@ class DirectoryState:
 
 
 class SlotDirectory:
+    """Slot ids and the dense live list; its two scalars (``count``, ``identity``) live in
+    ``scalars``, an arena array once the table binds it (see ``state.py``)."""
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.slot_id = np.full(capacity, -1, dtype=np.int64)
         self._live = np.empty(capacity, dtype=np.int64)
         self._position = np.empty(capacity, dtype=np.int64)
-        self.count = 0
-        # True while live slots are exactly 0..count-1 and _live/_position are not kept
-        self.identity = True
+        # [count, identity]; identity is 1 while live slots are exactly 0..count-1 and _live/_position are not kept
+        self.scalars = Scalars("directory.count", [0, 1], np.int64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep ``count`` and ``identity`` in ``arena``."""
+        self.scalars.bind(arena)
+
+    @property
+    def count(self) -> int:
+        """Live items."""
+        return int(self.scalars.view[0])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    @property
+    def identity(self) -> bool:
+        """True while the live slots are exactly ``0 .. count-1`` (no deletions yet)."""
+        return bool(self.scalars.view[1])
+
+    @identity.setter
+    def identity(self, value: bool) -> None:
+        self.scalars.view[1] = 1 if value else 0
 
     # ------------------------------------------------------------ assignment
     def assign_one(self, slot: int) -> int:
@@ -320,12 +345,34 @@ class SlotDirectory:
         return DirectoryState(slot_id, dense, position, count, identity, live_mask)
 
     def restore(self, checked: DirectoryState) -> None:
-        """Put a state from :meth:`check_state` in place (assignments only: cannot fail)."""
-        self.slot_id = checked.slot_id
-        self._live = checked.live
-        self._position = checked.position
+        """Put a state from :meth:`check_state` in place (copies into the directory's own arrays, which
+        may be views into shared memory; same shapes, so it cannot fail)."""
+        self.slot_id[...] = checked.slot_id
+        self._live[...] = checked.live
+        self._position[...] = checked.position
         self.count = checked.count
         self.identity = checked.identity
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.restore(self.check_state(state))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The directory's arrays by name (what a shared segment must hold besides its scalars)."""
+        return {"slot_id": self.slot_id, "live": self._live, "position": self._position}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        for name, a in arrays.items():
+            if a.shape != (self.capacity,) or a.dtype != np.int64:
+                raise ValueError(f"directory array {name}: {a.dtype}{a.shape}, expected int64({self.capacity},)")
+        self.slot_id, self._live, self._position = arrays["slot_id"], arrays["live"], arrays["position"]
+
+    def rebuild_live(self) -> None:
+        """Recompute the dense live list, ``count`` and ``identity`` from ``slot_id`` alone (after a
+        process died half-way through changing them; the live list's order may change)."""
+        live = np.flatnonzero(self.slot_id >= 0)
+        n = live.size
+        self._live[:n] = live
+        self._position[live] = np.arange(n, dtype=np.int64)
+        self.count = n
+        self.identity = bool(n == 0 or live[-1] == n - 1)

@@ -19,6 +19,7 @@ import numpy as np
 from ReplayTables.engine.draws import Draws, split_draws
 from ReplayTables.engine.ids import SlotDirectory, foreign_id_error, uniform_positions_of
 from ReplayTables.engine.mass import Mass
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import mapping, number
 from ReplayTables.engine.sumtree import SumTree
 from ReplayTables.engine.weights import MIN_WEIGHT
@@ -63,6 +64,9 @@ class Sampler:
     prioritized = False
     #: must every insert come with a priority?
     requires_priority = False
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the sampler's scalars in ``arena`` (see ``state.py``); a uniform sampler has none."""
 
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
         """Refuse checked raw priorities this sampler cannot store (called before any change)."""
@@ -177,7 +181,21 @@ class PrioritizedSampler(Sampler):
         self.stratified = bool(stratified)
         self.requires_priority = new_priority_mode == "given"
         self.tree = SumTree(capacity)
-        self.max_q = 1.0
+        self.scalars = Scalars("sampler.max_q", [1.0], np.float64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the running maximum ``max_q`` and the tree's zero count in ``arena``."""
+        self.scalars.bind(arena)
+        self.tree.bind(arena)
+
+    @property
+    def max_q(self) -> float:
+        """The running maximum of stored priorities (new items get it in ``'max'`` mode)."""
+        return float(self.scalars.view[0])
+
+    @max_q.setter
+    def max_q(self, value: float) -> None:
+        self.scalars.array[0] = value
 
     def _q(self, p: np.ndarray) -> np.ndarray:
         """Raw stored priorities ``p ** priority_exponent`` (not yet bounded, see :meth:`_stored`);
@@ -328,7 +346,9 @@ class PrioritizedSampler(Sampler):
         return max_q, tree
 
     def restore(self, checked: tuple[float, SumTree]) -> None:
-        self.max_q, self.tree = checked
+        max_q, tree = checked
+        self.max_q = max_q
+        self.tree.copy_from(tree)  # in place: the tree's arrays may be views into shared memory
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:

@@ -144,7 +144,7 @@ class SegmentTable:
             self.storage = PackedStorage(schema.fields, self.capacity)
         ids, gone, placement, evicted = self.index.insert(lens, self.rng)
         for rows, steps in placement:
-            self.storage.write_batch(steps, [a[rows] for a in arrays])
+            self.storage.write(steps, [a[rows] for a in arrays])
         stored = ids != NOT_STORED
         new_slots = ids[stored] % self.capacity
         if gone.size:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import array, bool_array, mapping
 from ReplayTables.errors import CheckpointError
 
@@ -93,11 +94,44 @@ class SumTree:
         self.cum = aligned_full(total, 0.0)  # running sums inside each block
         self.mins = aligned_full(total, np.inf)
         self.leaves = aligned_full(leaf_n, 0.0)
-        self.zero_count = 0
+        self.scalars = Scalars("tree.zero_count", [0], np.int64)  # live leaves of priority 0
         self._marks = np.zeros(total, dtype=np.int64)  # per-call visit codes (see kernels._repair)
         self._stamp = 0
         self._all_live = np.ones(256, dtype=np.bool_)
         self._scratch = np.empty(256, dtype=np.int64)
+
+    @property
+    def zero_count(self) -> int:
+        """Live leaves holding priority 0 (stored as -0.0)."""
+        return int(self.scalars.view[0])
+
+    @zero_count.setter
+    def zero_count(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    def bind(self, arena: Arena) -> None:
+        """Keep ``zero_count`` in ``arena`` (see ``state.py``)."""
+        self.scalars.bind(arena)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tree's arrays by name (what a shared segment must hold besides ``zero_count``)."""
+        return {"sums": self.sums, "cum": self.cum, "mins": self.mins, "leaves": self.leaves}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        mine = self.arrays()
+        for name, a in arrays.items():
+            if a.shape != mine[name].shape or a.dtype != mine[name].dtype:
+                raise ValueError(f"tree array {name}: {a.dtype}{a.shape}, expected {mine[name].dtype}"
+                                 f"{mine[name].shape}")
+        for name, a in arrays.items():
+            setattr(self, name, a)
+
+    def copy_from(self, other: SumTree) -> None:
+        """Take ``other``'s leaves, sums and zero count into this tree's own arrays (same capacity)."""
+        for name, a in other.arrays().items():
+            getattr(self, name)[...] = a
+        self.zero_count = other.zero_count
 
     # ------------------------------------------------------------ queries
     @property
@@ -192,6 +226,7 @@ class SumTree:
     # ------------------------------------------------------------ state
     def __setstate__(self, state: dict[str, Any]) -> None:
         # unpickled (or deep-copied) arrays lose the block alignment: copy them back onto it
+        state.pop("zero_count", None)
         for name in ("sums", "cum", "mins", "leaves"):
             arr = state[name]
             state[name] = aligned_full(arr.shape[0], 0.0)

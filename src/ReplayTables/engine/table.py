@@ -46,8 +46,9 @@ from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.samplers import Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
+from ReplayTables.engine.state import Arena, Counters, LocalArena
 from ReplayTables.engine.state_checks import check_counters, check_fields, integer, mapping, nbytes, string
-from ReplayTables.engine.storage import PackedStorage, row_layout
+from ReplayTables.engine.storage import PackedStorage, RowStorage, row_layout
 from ReplayTables.engine.table_lock import TableLock
 from ReplayTables.engine.weights import importance_weights
 from ReplayTables.engine.writers import Writer, make_writer
@@ -123,7 +124,9 @@ class TableState(NamedTuple):
     """A checked table state, every part ready to be put in place (see :meth:`Table.check_state`)."""
 
     schema: Schema | None
-    storage: PackedStorage | None
+    storage: RowStorage | None
+    #: checked saved rows to copy into ``storage`` (``None``: ``storage`` holds them already)
+    rows: np.ndarray | None
     writer: dict[str, int]
     directory: DirectoryState
     sampler: Any
@@ -234,7 +237,8 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity", shard_tag: int = 0) -> None:
+                 capacity_name: str = "capacity", storage: RowStorage | None = None,
+                 arena: Arena | None = None, shard_tag: int = 0) -> None:
         if isinstance(shard_tag, bool) or not isinstance(shard_tag, (int, np.integer)) \
                 or not 0 <= shard_tag < MAX_SHARDS:
             raise ConfigError("shard_tag", shard_tag, f"an integer from 0 to {MAX_SHARDS - 1}")
@@ -257,11 +261,17 @@ class Table:
         self.rng = rng
         self._check_bytes(0)
         self.directory = SlotDirectory(self.capacity)
-        self.storage: PackedStorage | None = None
+        #: where rows go once the fields are known (allocated then, or already allocated by the caller:
+        #: a reopened memory-mapped file); ``storage`` is ``None`` until then
+        self._storage = storage if storage is not None else PackedStorage()
+        self.storage: RowStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
         self.reserved_names: frozenset[str] = frozenset()
-        self.counters = {"added": 0, "evicted": 0, "not_stored": 0, "sampled": 0, "deleted": 0,
-                         "stale_updates": 0}
+        self.counters = Counters("table.counters", COUNTERS)
+        #: where the scalars of the table and its components live (see ``state.py``)
+        self.arena = arena if arena is not None else LocalArena()
+        for component in (self.counters, self.writer, self.directory, self.sampler):
+            component.bind(self.arena)
         self._add_fast: Any = None
         self._add_batch_fast: Any = None
         if self.schema.resolved:
@@ -282,8 +292,16 @@ class Table:
     def _allocate(self) -> None:
         assert self.schema.fields is not None
         row_bytes = sum(f.nbytes for f in self.schema.fields)
-        self._check_bytes(row_bytes)
-        self.storage = PackedStorage(self.schema.fields, self.capacity)
+        storage = self._storage
+        if storage.allocated:
+            if storage.fields != self.schema.fields or storage.capacity != self.capacity:
+                raise ConfigError("storage", f"{storage.capacity} slots of {storage.fields}",
+                                  f"{self.capacity} slots of the table's fields {self.schema.fields}")
+        else:
+            if storage.kind == PackedStorage.kind:  # a file may exceed RAM; memory must fit
+                self._check_bytes(row_bytes)
+            storage.allocate(self.schema.fields, self.capacity)
+        self.storage = storage
         self._add_fast = None
         self._add_batch_fast = None
 
@@ -298,7 +316,7 @@ class Table:
         check_reserved(schema, self.reserved_names)
         return schema
 
-    def _ensure_storage(self, schema: Schema) -> PackedStorage:
+    def _ensure_storage(self, schema: Schema) -> RowStorage:
         if self.storage is None:
             self.schema = schema
             self._allocate()
@@ -331,7 +349,7 @@ class Table:
             slot = self.writer.place_one(self.rng)
             return self._commit_one(storage, slot, arrays, prio)
 
-    def _commit_one(self, storage: PackedStorage, slot: int, arrays: list[np.ndarray],
+    def _commit_one(self, storage: RowStorage, slot: int, arrays: list[np.ndarray],
                     prio: np.ndarray | None) -> int:
         self.counters["added"] += 1
         if slot < 0:
@@ -394,10 +412,10 @@ class Table:
             ids = directory.assign(slots)
             slot_arr = slots
         if isinstance(items_idx, slice) and items_idx == slice(0, m):
-            storage.write_batch(slots, arrays)
+            storage.write(slots, arrays)
             out = ids
         else:
-            storage.write_batch(slots, [a[items_idx] for a in arrays])
+            storage.write(slots, [a[items_idx] for a in arrays])
             out = np.full(m, NOT_STORED, dtype=np.int64)
             out[items_idx] = ids
             self.counters["not_stored"] += m - len(ids)
@@ -534,7 +552,7 @@ class Table:
             "rng": _rng_state(self.rng),
         }
 
-    def check_state(self, state: Any, where: str = "table", rows: np.ndarray | None = None) -> TableState:
+    def check_state(self, state: Any, where: str = "table", rows_in_storage: bool = False) -> TableState:
         """Check a saved :meth:`state_dict` completely; changes nothing.
 
         Every component checks its own part (the writer, directory, sampler,
@@ -543,7 +561,8 @@ class Table:
         memory is checked against the machine before it is built. A value that
         cannot be right is a :class:`CheckpointError`; a state of another kind of
         table (capacity, writer, sampler settings, fields) a :class:`ConfigError`.
-        ``rows``: the step rows live in that (memory-mapped) array, not in the state.
+        ``rows_in_storage``: the state has no rows because the table's storage holds
+        them (a reopened memory-mapped file).
         """
         m = mapping(where, state, ("capacity", "schema", "writer", "sampler", "directory", "storage", "counters",
                                    "rng"))
@@ -568,7 +587,7 @@ class Table:
         check_allocation(f"{where}.capacity", capacity, table_nbytes(capacity, row_bytes, self.sampler),
                          f"a table of {capacity} slots of {row_bytes} bytes", error=CheckpointError)
         saved_rows = None
-        if m["storage"] is not None or (schema is not None and rows is None):
+        if m["storage"] is not None or (schema is not None and not rows_in_storage):
             if schema is None:
                 raise CheckpointError(f"{where}.storage", "saved rows", "None (the state has no schema)")
             assert schema.fields is not None
@@ -580,16 +599,18 @@ class Table:
         rng = check_rng_state(m["rng"], f"{where}.rng", self.rng)
         # every value is good: build what needs memory (nothing of this table is touched yet)
         sampler = self.sampler.check_state(m["sampler"], directory.live_mask, f"{where}.sampler")
-        storage = None
+        storage: RowStorage | None = None
         if schema is not None:
             assert schema.fields is not None
-            if saved_rows is not None:
+            if self.storage is not None and self.storage.fields == schema.fields:
+                storage = self.storage  # saved rows are copied into it by restore()
+            elif saved_rows is not None:
                 storage = PackedStorage.from_rows(schema.fields, capacity, saved_rows)
-            elif rows is not None:
-                if rows.shape != (capacity, row_layout(schema.fields)[1]):
-                    raise ConfigError("rows", f"shape {rows.shape}", f"({capacity}, {row_layout(schema.fields)[1]})")
-                storage = PackedStorage(schema.fields, capacity, rows=rows)
-        return TableState(schema, storage, writer, directory, sampler, counters, rng)
+                saved_rows = None
+            else:
+                raise ConfigError("storage", "no saved rows", f"a storage holding the rows of {capacity} slots of "
+                                                              f"{schema.fields} (a reopened file)")
+        return TableState(schema, storage, saved_rows, writer, directory, sampler, counters, rng)
 
     def restore(self, checked: TableState) -> None:
         """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
@@ -602,11 +623,38 @@ class Table:
         if checked.schema is not None:
             self.schema = checked.schema
         self.storage = checked.storage
+        if checked.storage is not None and checked.rows is not None:
+            checked.storage.restore_arrays(checked.rows)
         self.writer.restore(checked.writer)
         self.directory.restore(checked.directory)
         self.sampler.restore(checked.sampler)
-        self.counters = dict(checked.counters)
+        self.counters.update(checked.counters)
         self.rng.bit_generator.state = checked.rng
+
+    def bind(self, arena: Arena, carry: bool = True) -> None:
+        """Keep the table's scalars in ``arena`` from now on.
+
+        ``carry=True`` copies the current values in first (a creator moving its
+        state into shared memory); ``carry=False`` adopts what ``arena`` holds (a
+        process attaching to state someone else keeps). The arena must hold every
+        array of the current arena's layout. A bound rate limiter is not moved:
+        bind it again with :meth:`bind_rate_limiter`.
+        """
+        layout = self.arena.layout()
+        for name, (shape, dtype) in layout.items():
+            arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
+        if carry:
+            arena.copy_from(self.arena)
+        for component in (self.counters, self.writer, self.directory, self.sampler):
+            component.bind(arena)
+        self.arena = arena
+        self._add_fast = None  # the generated lanes hold views of the old arrays
+        self._add_batch_fast = None
+
+    def bind_rate_limiter(self, limiter: Any) -> None:
+        """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena
+        (its current counts are carried over; an arena that holds them already wins)."""
+        limiter.bind(self.arena.array("rate_limiter.counts", (2,), np.int64, initial=limiter.counts))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, writer and sampler kinds).
@@ -635,9 +683,3 @@ class Table:
         state["_add_fast"] = None  # generated code is rebuilt on first add
         state["_add_batch_fast"] = None
         return state  # the lock pickles as a new, unlocked one (TableLock.__reduce__)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self.storage is not None:
-            # views share memory with rows after unpickling only if rebuilt from rows
-            self.storage = PackedStorage(self.storage.fields, self.capacity, rows=self.storage.rows)
