@@ -40,7 +40,7 @@ class ReplayBuffer(TableBuffer):
         max_size = check_capacity("max_size", max_size)
         check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,
-                            capacity_name="max_size")
+                            capacity_name="max_size", lazy_ids=True)
         # a field called e.g. ``weights`` would hide the batch's importance weights; fields
         # that come from the first dict added are checked when that add fixes them
         self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)

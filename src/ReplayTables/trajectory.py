@@ -167,7 +167,11 @@ class TrajectoryReplay(TableBuffer):
         self.storage_kind = storage
         # open() passes the reopened directory; a path is a new one, created below once the arguments are checked
         self.path = None if path is None else path.root if isinstance(path, MappedDirectory) else Path(path)
-        self.compression_level = compression_level
+        if isinstance(compression_level, bool) or not isinstance(compression_level, (int, np.integer)) \
+                or not 1 <= compression_level <= 22:  # checked for every storage: a typo is not silently kept
+            raise ConfigError("compression_level", compression_level,
+                              "an integer Zstandard level from 1 to 22 (used by storage='zstd')")
+        self.compression_level = int(compression_level)
         self._sample_calls = 0
         self._capacity_arg = capacity
         capacity = capacity // self.num_streams * self.num_streams

@@ -127,6 +127,7 @@ def compile_add_one(table: Table) -> Any:
         body.append("    new_id = slot")  # a never-used slot at the end of the dense prefix: the rule's id
         body.append("    SID[slot] = slot")
         body.append("    D[0] = slot + 1")
+        body.append("    if slot + 1 >= directory.filled: directory.reach(slot + 1)")  # a lazy directory
         body.append("else:")
         body.append("    new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
     else:
@@ -135,6 +136,7 @@ def compile_add_one(table: Table) -> Any:
         body.append("if slot < 0:")
         body.append("    N[NOT_STORED_N] += 1")
         body.append("    return NOT_STORED")
+        body.append("if slot >= directory.filled: directory.reach(slot)")
         body.append("if directory.slot_id[slot] >= 0: N[EVICTED] += 1")
         body.append("new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
@@ -190,6 +192,7 @@ def compile_add_batch(table: Table) -> Any:
             "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
             "    N[EVICTED] += m",
             "elif start == count:",  # never-written slots: the rule gives the slots themselves
+            "    if stop >= directory.filled: directory.reach(stop)",  # a lazy directory
             "    ids = np.arange(start, stop, dtype=np.int64)",
             "    D[0] = stop",
             "else: return slow(items)",

@@ -17,6 +17,16 @@ newcomer that took its slot.
 written; ``-(last_id + 2)`` if its item was deleted (so the next write still
 knows the slot's generation).
 
+A directory made with ``lazy=True`` (for tables whose writer fills slots in
+order, 0, 1, 2, ..., until it is full) writes those ``-1`` markers only ahead of
+the highest slot written so far, doubling as it goes: ``slot_id[filled:]`` is
+still the zero memory the allocation returned, which the operating system does
+not commit. So ``ReplayBuffer(2**28)`` costs a few pages, not 2 GB, until it
+fills. The unfilled zeros are never mistaken for items: every slot written so
+far is below ``filled``, an id lookup compares ``slot_id[id % capacity] == id``
+(0 matches only id 0, whose slot 0 is always filled) and :meth:`state_dict` shows
+them as ``-1``.
+
 The directory also keeps a dense list of live slots for uniform draws. While
 no item has been deleted, live slots are exactly ``0 .. count-1`` (both writers
 fill slots in order), so the list is not materialised and a uniform draw is a
@@ -161,13 +171,23 @@ class DirectoryState:
     live_mask: np.ndarray
 
 
+#: Slots whose ``-1`` marker a lazy directory writes up front (then it doubles as slots are written).
+FIRST_FILL = 4096
+
+
 class SlotDirectory:
     """Slot ids and the dense live list; its two scalars (``count``, ``identity``) live in
     ``scalars``, an arena array once the table binds it (see ``state.py``)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, lazy: bool = False) -> None:
         self.capacity = capacity
-        self.slot_id = np.full(capacity, -1, dtype=np.int64)
+        if lazy:
+            self.slot_id = np.zeros(capacity, dtype=np.int64)  # untouched pages stay uncommitted
+            self.filled = min(capacity, FIRST_FILL)
+            self.slot_id[:self.filled] = -1
+        else:
+            self.slot_id = np.full(capacity, -1, dtype=np.int64)
+            self.filled = capacity
         self._live = np.empty(capacity, dtype=np.int64)
         self._position = np.empty(capacity, dtype=np.int64)
         # [count, identity]; identity is 1 while live slots are exactly 0..count-1 and _live/_position are not kept
@@ -196,8 +216,20 @@ class SlotDirectory:
         self.scalars.view[1] = 1 if value else 0
 
     # ------------------------------------------------------------ assignment
+    def reach(self, stop: int) -> None:
+        """Make ``slot_id`` exact (``-1`` where never written) below ``stop`` and at ``stop``.
+
+        A lazy directory's writers call this before they read or write a slot at or
+        beyond :attr:`filled`; slots below it are exact already."""
+        if stop >= self.filled and self.filled < self.capacity:
+            new = min(self.capacity, max(stop + 1, 2 * self.filled))
+            self.slot_id[self.filled:new] = -1
+            self.filled = new
+
     def assign_one(self, slot: int) -> int:
         """Give ``slot`` to a new item; returns its id."""
+        if slot + 1 >= self.filled:
+            self.reach(slot + 1)
         old = int(self.slot_id[slot])
         new = next_id(old, slot, self.capacity)
         if old < 0:
@@ -210,6 +242,7 @@ class SlotDirectory:
 
     def assign_range(self, start: int, stop: int) -> np.ndarray:
         """Give the contiguous slots ``start..stop-1`` to new items; returns their ids."""
+        self.reach(stop)
         if self.identity:
             # no deletions yet: slots below count are live, slots from count on never written
             if stop <= self.count:  # every slot live: the rule's first case
@@ -225,6 +258,8 @@ class SlotDirectory:
 
     def assign(self, slots: np.ndarray) -> np.ndarray:
         """Give ``slots`` (unique) to new items; returns their ids."""
+        if slots.size:
+            self.reach(int(slots.max()) + 1)
         old = self.slot_id[slots]
         new = next_ids(old, slots, self.capacity)
         fresh = slots[old < 0]
@@ -301,7 +336,11 @@ class SlotDirectory:
         return 24 * int(capacity)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"slot_id": self.slot_id, "live": self.live_slots().copy(), "count": self.count,
+        slot_id = self.slot_id
+        if self.filled < self.capacity:  # the unfilled tail reads as what it means: never written
+            slot_id = slot_id.copy()
+            slot_id[self.filled:] = -1
+        return {"slot_id": slot_id, "live": self.live_slots().copy(), "count": self.count,
                 "identity": self.identity}
 
     def check_state(self, state: Any, where: str = "directory") -> DirectoryState:
@@ -348,6 +387,7 @@ class SlotDirectory:
         """Put a state from :meth:`check_state` in place (copies into the directory's own arrays, which
         may be views into shared memory; same shapes, so it cannot fail)."""
         self.slot_id[...] = checked.slot_id
+        self.filled = self.capacity
         self._live[...] = checked.live
         self._position[...] = checked.position
         self.count = checked.count

@@ -114,6 +114,11 @@ class SegmentTable:
         if not schema.resolved:
             schema = Schema.from_structure(None)
             schema.resolve(columns, batched=True)
+            assert schema.fields is not None
+            row_bytes = sum(f.nbytes for f in schema.fields)  # the rows are allocated on this first add
+            check_allocation("capacity", self.capacity, self.capacity * row_bytes
+                             + self.nbytes_for(self.capacity, self.sampler),
+                             f"{self.capacity} timesteps of {row_bytes} bytes")
         m, arrays = schema.coerce_batch(schema.values_of(columns))
         lens = np.asarray(lengths)
         if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu"):

@@ -238,7 +238,7 @@ class Table:
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
                  capacity_name: str = "capacity", storage: RowStorage | None = None,
-                 arena: Arena | None = None, shard_tag: int = 0) -> None:
+                 arena: Arena | None = None, shard_tag: int = 0, lazy_ids: bool = False) -> None:
         if isinstance(shard_tag, bool) or not isinstance(shard_tag, (int, np.integer)) \
                 or not 0 <= shard_tag < MAX_SHARDS:
             raise ConfigError("shard_tag", shard_tag, f"an integer from 0 to {MAX_SHARDS - 1}")
@@ -260,7 +260,9 @@ class Table:
             raise ConfigError("rng", rng, "a numpy.random.Generator or a non-negative int seed")
         self.rng = rng
         self._check_bytes(0)
-        self.directory = SlotDirectory(self.capacity)
+        # lazy_ids: only items added through this table take slots (in the writer's order), so the
+        # directory may write its never-written markers as the slots fill (see engine.ids)
+        self.directory = SlotDirectory(self.capacity, lazy=lazy_ids)
         #: where rows go once the fields are known (allocated then, or already allocated by the caller:
         #: a reopened memory-mapped file); ``storage`` is ``None`` until then
         self._storage = storage if storage is not None else PackedStorage()
@@ -401,6 +403,7 @@ class Table:
         self.counters["added"] += m
         if isinstance(slots, slice):
             start, stop = slots.start, slots.stop
+            directory.reach(stop)
             if directory.identity:
                 self.counters["evicted"] += max(0, min(stop, directory.count) - start)
             else:
@@ -408,6 +411,8 @@ class Table:
             ids = directory.assign_range(start, stop)
             slot_arr = None
         else:
+            if slots.size:
+                directory.reach(int(slots.max()) + 1)
             self.counters["evicted"] += int((directory.slot_id[slots] >= 0).sum())
             ids = directory.assign(slots)
             slot_arr = slots

@@ -23,9 +23,11 @@ __all__ = ["PrioritizedReplayBuffer"]
 
 
 def check_number(name: str, value: Any, lo: float, hi: float = math.inf) -> float:
+    """``value`` as a float if it is a finite real number in ``[lo, hi]`` (``inf`` and NaN are refused:
+    ``alpha=inf`` makes every stored priority 0 or inf, ``beta=inf`` every weight 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (lo <= float(value) <= hi):
-        raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+            or not math.isfinite(float(value)) or not (lo <= float(value) <= hi):
+        raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
     return float(value)
 
 

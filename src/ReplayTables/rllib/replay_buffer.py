@@ -58,6 +58,9 @@ class ReplayBuffer(Checkpointable):
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, seed: int | None = None) -> None:
         self.capacity = check_capacity("capacity", capacity)
+        # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
+        check_allocation("capacity", self.capacity, self.nbytes_for(self.capacity),
+                         f"the index of {self.capacity} timesteps")
         self.storage_unit = StorageUnit.of(storage_unit)
         self.replay_sequence_length = _check_sequence_args(self.capacity, self.storage_unit, replay_sequence_length,
                                                            replay_burn_in)
