@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
 from ReplayTables.checkpoint import refusing, split_arrays
 from ReplayTables.engine.episodes import EpisodeRing
@@ -57,9 +58,10 @@ from ReplayTables.engine.storage import (
     RowStorage,
     frame_field,
 )
-from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_table_bytes, table_nbytes
+from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_count, check_table_bytes, table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
+from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
 
 __all__ = ["SequenceBatch", "SequenceConfig", "TrajectoryReplay", "TransitionBatch"]
@@ -124,7 +126,11 @@ class TrajectoryReplay(TableBuffer):
         path: directory of a memory-mapped buffer (created; must not hold one).
         compression_level: Zstandard level for ``storage="zstd"``.
         rng: a ``numpy.random.Generator``, or an int seed for ``np.random.default_rng(seed)``.
+        rate_limiter: a :class:`~ReplayTables.rate_limiters.RateLimiter` that steps and
+            samples wait for (``timeout=`` on each call). Each step counts one insert
+            (it becomes one transition); each sampled transition or window one sample.
 
+    Every public call is atomic (it holds the buffer's lock), so threads may share it.
     ``max_size`` counts records (observations, each episode's final one included);
     ``size()`` and ``len()`` count the complete transitions that can be sampled now.
     """
@@ -134,7 +140,7 @@ class TrajectoryReplay(TableBuffer):
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
                  path: str | os.PathLike[str] | MappedDirectory | None = None, compression_level: int = 3,
-                 rng: np.random.Generator | int | None = None) -> None:
+                 rng: np.random.Generator | int | None = None, rate_limiter: RateLimiter | None = None) -> None:
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
         self.obs_dtype = _dtype("obs_dtype", obs_dtype)
@@ -213,6 +219,7 @@ class TrajectoryReplay(TableBuffer):
         self._files = files
         seq = sequence
         self._table = table
+        self._init_concurrency(rate_limiter)
         self._ring = EpisodeRing(table, frames, self.num_streams, n_step=self.n_step, frame_stack=self.frame_stack,
                                  zero_pad_stacks=stack_padding == "zeros", seq_length=seq.length if seq else 0,
                                  burn_in=seq.burn_in if seq else 0, pad_sequences=seq.pad if seq else False)
@@ -220,16 +227,19 @@ class TrajectoryReplay(TableBuffer):
 
     # ------------------------------------------------------------ sizes (max_size / size / len: TableBuffer)
 
+    @atomic
     def ids(self) -> np.ndarray:
         """Ids of every transition that can be sampled now (in slot order)."""
         directory = self._table.directory
         result: np.ndarray = directory.slot_id[np.sort(directory.live_slots())].copy()
         return result
 
+    @atomic
     def num_sequences(self) -> int:
         """Valid sequence windows that can be sampled now (0 without a :class:`SequenceConfig`)."""
         return 0 if self._ring.starts is None else self._ring.starts.count
 
+    @atomic
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         out["frame_bytes"] = self._ring.frames.nbytes
@@ -281,6 +291,7 @@ class TrajectoryReplay(TableBuffer):
             self._files.mark_dirty()
 
     # ------------------------------------------------------------ writing
+    @atomic
     def begin_episodes(self, obs: Any, streams: Any = None) -> None:
         """Start new episodes on ``streams`` (all by default, or indices / a bool mask).
 
@@ -290,6 +301,7 @@ class TrajectoryReplay(TableBuffer):
         idx = self._streams(streams)
         arr = self._obs("obs", obs, idx.size)
         self._ring.check_open(idx, want_open=False)
+        self._admission.insert(0, None)  # a closed buffer takes no new episode
         if idx.size:
             self._mark_dirty()
             self._ring.begin(idx, arr)
@@ -298,8 +310,9 @@ class TrajectoryReplay(TableBuffer):
         """Start a new episode on one stream with its first observation (after ``env.reset()``)."""
         self.begin_episodes(np.asarray(obs)[None], np.array([stream]))
 
+    @atomic
     def add_steps(self, action: Any, reward: Any, next_obs: Any, terminated: Any, truncated: Any, *,
-                  streams: Any = None, **extras: Any) -> np.ndarray:
+                  streams: Any = None, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step on each selected stream (all by default).
 
         Arrays have one row per selected stream. ``next_obs`` is what ``env.step``
@@ -308,6 +321,8 @@ class TrajectoryReplay(TableBuffer):
         streams, then :meth:`begin_episodes` with the reset observations).
         Returns the ids of the transitions this step completed. Every input is
         checked before anything is stored; a bad call leaves the buffer unchanged.
+        With a rate limiter the call waits until all ``m`` steps may be inserted, at
+        most ``timeout`` seconds, then raises ``RateLimitTimeout`` having stored nothing.
         """
         idx = self._streams(streams)
         m = idx.size
@@ -324,18 +339,23 @@ class TrajectoryReplay(TableBuffer):
             raise SchemaError("reward", reward, "finite rewards (no NaN or inf)")
         obs = self._obs("next_obs", next_obs, m)
         self._ring.check_open(idx, want_open=True)
+        self._admission.insert(m, timeout)
         if m == 0:
             return np.empty(0, dtype=np.int64)
         self._mark_dirty()
-        return self._ring.step(idx, arrays, obs, term, trunc)
+        ids = self._ring.step(idx, arrays, obs, term, trunc)
+        self._admission.inserted(m)
+        return ids
 
+    @atomic
     def add_step(self, action: Any, reward: Any, next_obs: Any, terminated: bool, truncated: bool, *,
-                 stream: int = 0, **extras: Any) -> np.ndarray:
+                 stream: int = 0, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step: what ``env.step(action)`` returned, plus the action.
 
         Returns the ids of the transitions this step completed (with ``n_step=n``
         a transition is complete ``n - 1`` steps later, or when its episode ends).
         Checked like :meth:`add_steps`; a bad call leaves the buffer unchanged.
+        ``timeout``: as for :meth:`add_steps`.
         """
         if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) \
                 or not 0 <= stream < self.num_streams:
@@ -354,8 +374,11 @@ class TrajectoryReplay(TableBuffer):
         stream = int(stream)
         if not self._ring.open[stream]:
             self._ring.check_open(np.array([stream]), want_open=True)
+        self._admission.insert(1, timeout)
         self._mark_dirty()
-        return self._ring.step_one(stream, arrays, obs, term, trunc)
+        ids = self._ring.step_one(stream, arrays, obs, term, trunc)
+        self._admission.inserted(1)
+        return ids
 
     @staticmethod
     def _flag(name: str, value: Any) -> bool:
@@ -381,24 +404,33 @@ class TrajectoryReplay(TableBuffer):
                                discount=t["discount"], steps=t["steps"], extras=extras, ids=ids, weights=weights,
                                probabilities=probabilities)
 
-    def sample(self, n: int) -> TransitionBatch:
-        """``n`` complete transitions (uniformly, or by priority with importance ``weights``)."""
-        # the transition's other steps (next observation, n-step rewards) are read from the
-        # same storage: under the table's lock, so no add can overwrite them in between
-        with self._table.lock:
-            if self.per is None:
-                s = self._table.sample(n)
-            else:
-                s = self._table.sample(n, self.beta)
-                self._sample_calls += 1
-            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+    @atomic
+    def sample(self, n: int, *, timeout: float | None = None) -> TransitionBatch:
+        """``n`` complete transitions (uniformly, or by priority with importance ``weights``).
 
+        With a rate limiter, waits until it allows a sample of ``n``, at most
+        ``timeout`` seconds, then raises ``RateLimitTimeout``. The transition's other
+        steps (next observation, n-step rewards) are read from the same storage under
+        the table's lock, so no add can overwrite them in between.
+        """
+        n = check_count("n", n)
+        self._admission.sample(n, timeout)
+        if self.per is None:
+            s = self._table.sample(n)
+        else:
+            s = self._table.sample(n, self.beta)
+            self._sample_calls += 1
+        batch = self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        self._admission.sampled(len(s.ids))
+        return batch
+
+    @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        with self._table.lock:
-            s = self._table.get(ids, beta=None if self.per is None else self.beta)
-            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        s = self._table.get(ids, beta=None if self.per is None else self.beta)
+        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
+    @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """New raw priorities by id (needs ``per``); evicted ids are skipped and counted as stale."""
         if self.per is None:
@@ -407,21 +439,26 @@ class TrajectoryReplay(TableBuffer):
             ids = ids.ids
         return self._table.update_priorities(ids, priorities)
 
-    def sample_sequences(self, n: int) -> SequenceBatch:
+    @atomic
+    def sample_sequences(self, n: int, *, timeout: float | None = None) -> SequenceBatch:
         """``n`` windows of ``burn_in + length`` steps, uniformly over valid windows.
 
-        Cost is ``O(n * (burn_in + length))``, independent of the buffer size.
+        Cost is ``O(n * (burn_in + length))``, independent of the buffer size. With a
+        rate limiter, waits (at most ``timeout`` seconds) until it allows a sample of
+        ``n`` from the windows stored now.
         """
         starts = self._ring.starts
         if starts is None or self.sequence is None:
             raise ConfigError("sequence", None, "a SequenceConfig given to the constructor")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ConfigError("n", n, "a non-negative integer")
+        self._admission.sample(int(n), timeout, lambda: starts.count)
         if starts.count == 0:
             raise EmptyBufferError("sequences", 0, f"at least one stored window of {self.sequence.length} steps"
                                                    f" (+{self.sequence.burn_in} burn-in)")
         anchors = starts.sample(self._table.rng, int(n))
         s = self._ring.sequence_arrays(anchors)
+        self._admission.sampled(int(n))
         f = s["fields"]
         return SequenceBatch(obs=s["obs"], next_obs=s["next_obs"], action=f[0], reward=f[1], terminated=f[2],
                              truncated=f[3], extras={k: a for k, a in zip(self.extras, f[4:])}, mask=s["mask"],
@@ -437,7 +474,7 @@ class TrajectoryReplay(TableBuffer):
                 "sequence": None if self.sequence is None else dataclasses.asdict(self.sequence),
                 "per": None if self.per is None else dataclasses.asdict(self.per),
                 "storage": self.storage_kind, "path": None if self.path is None else str(self.path),
-                "compression_level": self.compression_level}
+                "compression_level": self.compression_level, **self._limiter_init()}
 
     @classmethod
     def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator | int | None,
@@ -446,6 +483,7 @@ class TrajectoryReplay(TableBuffer):
         args["extras"] = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in args["extras"].items()}
         args["sequence"] = None if args["sequence"] is None else SequenceConfig(**args["sequence"])
         args["per"] = None if args["per"] is None else PERConfig(**args["per"])
+        args["rate_limiter"] = cls._limiter_arg(init)
         if args["storage"] == "memmap" and reopen is None:
             # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
             args["storage"], args["path"] = "memory", None
@@ -463,6 +501,7 @@ class TrajectoryReplay(TableBuffer):
     def _restore_frontend_state(self, checked: int) -> None:
         self._sample_calls = checked
 
+    @atomic
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["arrays"].update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
@@ -483,6 +522,7 @@ class TrajectoryReplay(TableBuffer):
         if stored is not None:
             self._ring.frames.restore_arrays(stored)
 
+    @atomic
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.path is not None:
             raise ConfigError("storage", "memmap", "an in-memory buffer (a memory-mapped one reopens with "
@@ -498,7 +538,7 @@ class TrajectoryReplay(TableBuffer):
     def _check_init(cls, init: Any) -> dict[str, Any]:
         """Saved constructor arguments, each of the type the constructor takes (their ranges and
         combinations are the constructor's to check)."""
-        m = dict(mapping("init", init, cls._INIT_KEYS))
+        m = cls._check_limiter_init(dict(mapping("init", init, cls._INIT_KEYS, ("rate_limiter",))))
         integer("init.capacity", m["capacity"], 1, MAX_COUNT)
         for key in ("num_streams", "frame_stack", "n_step"):
             integer(f"init.{key}", m[key], 1, MAX_COUNT)
@@ -551,6 +591,7 @@ class TrajectoryReplay(TableBuffer):
         return {**init, "storage": "memory", "path": None} if init["storage"] == "memmap" else init
 
     # ------------------------------------------------------------ memory-mapped buffers
+    @atomic
     def flush(self) -> None:
         """Make a memory-mapped buffer durable: data files flushed, then the small state saved.
 
@@ -569,12 +610,16 @@ class TrajectoryReplay(TableBuffer):
         meta, arrays = split_arrays(state)
         arrays.update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
         self._files.flush_state(type(self), {"init": self._init_args(), "table": meta,
-                                             "frontend": self._frontend_state()}, arrays)
+                                             "frontend": self._full_frontend_state()}, arrays)
 
     def close(self) -> None:
-        """Flush a memory-mapped buffer (nothing to do for the others)."""
-        if self.path is not None:
-            self.flush()
+        """Flush a memory-mapped buffer, then refuse steps and samples from now on and wake
+        every call waiting for the rate limiter with a ``BufferClosedError`` (see
+        :meth:`TableBuffer.close <ReplayTables.base.TableBuffer.close>`)."""
+        with self._lock:
+            if self.path is not None:
+                self.flush()
+            super().close()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str],
@@ -606,7 +651,7 @@ class TrajectoryReplay(TableBuffer):
             if buffer._init_args() != init:
                 raise CheckpointError("init", init, f"the arguments the buffer was built with: {buffer._init_args()}")
             checked = (buffer._table.check_state(table, rows_in_storage=True),
-                       buffer._check_frontend_state(manifest.get("frontend", {})),
+                       buffer._check_frontend(manifest.get("frontend", {})),
                        buffer._check_arrays(arrays, frames=False))
             buffer._restore_parts(checked)
         return buffer

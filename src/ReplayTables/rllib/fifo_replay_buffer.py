@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.table import check_count
 from ReplayTables.errors import ConfigError
 from ReplayTables.rllib.batches import SampleBatch
@@ -25,6 +26,7 @@ class FifoReplayBuffer(ReplayBuffer):
     def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "fragments", **kwargs: Any) -> None:
         super().__init__(capacity, storage_unit, **kwargs)
 
+    @atomic
     def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
         if kwargs:

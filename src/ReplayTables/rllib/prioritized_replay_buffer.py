@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler
 from ReplayTables.errors import ConfigError, PriorityError
 from ReplayTables.rllib.batches import SampleBatch
@@ -91,6 +92,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             return np.add.reduceat(w, starts) / plan.lengths
         return None
 
+    @atomic
     def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> SampleBatch:
         """``num_items`` items in proportion to priority, with ``weights`` and ``batch_indexes``."""
         if kwargs:
@@ -108,6 +110,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             batch["batch_indexes"] = np.repeat(ids, rows)
         return batch
 
+    @atomic
     def update_priorities(self, batch_indexes: Any, priorities: Any) -> int:
         """Set new raw priorities of items by id (``batch_indexes`` of a sample).
 
@@ -120,12 +123,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """
         return self._table.update_priorities(batch_indexes, priorities)
 
+    @atomic
     def priorities(self, ids: Any) -> np.ndarray:
         """Stored priorities ``p ** alpha`` of items by id."""
         _, slots = self._table.locate(ids)
         result: np.ndarray = self._sampler.tree.get(slots).copy()
         return result
 
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         out = super().stats(debug)
         out["max_priority"] = self._sampler.max_q

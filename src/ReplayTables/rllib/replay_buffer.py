@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, table_lock
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.segment_table import SegmentTable
@@ -50,6 +51,8 @@ class ReplayBuffer(Checkpointable):
         replay_zero_init_states: ``state_in_*`` columns come out as zeros
             (otherwise the stored state at each sequence's first real step).
         seed: seed of the buffer's random generator (sampling, reservoir).
+
+    Every public call is atomic (it holds the table's lock), so threads may share it.
     """
 
     _placement = "ring"
@@ -73,6 +76,7 @@ class ReplayBuffer(Checkpointable):
         self.seed = None if seed is None else int(seed)
         self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._lock = table_lock(self._table)
         self._dropped_episodes = 0
 
     # ------------------------------------------------------------ subclass hooks
@@ -120,11 +124,13 @@ class ReplayBuffer(Checkpointable):
             raise ConfigError("add()", sorted(kwargs), "no extra arguments for this buffer")
         return None
 
+    @atomic
     def check(self, batch: Any, **kwargs: Any) -> None:
         """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
         stored, plan, columns = self._plan(batch)
         self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
 
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
         """Split ``batch`` into items of the storage unit and store them; returns their ids.
 
@@ -138,6 +144,7 @@ class ReplayBuffer(Checkpointable):
         return ids
 
     # ------------------------------------------------------------ hooks
+    @atomic
     def draw(self, num_items: int) -> np.ndarray:
         """Ids of ``num_items`` items drawn (with replacement) by this buffer's sampler.
 
@@ -147,31 +154,35 @@ class ReplayBuffer(Checkpointable):
         ids: np.ndarray = self._table.sample(num_items).ids
         return ids
 
+    @atomic
     def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
         """The items with these ids, concatenated in order (an error naming stale ids).
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        with self._table.lock:  # the ids and their rows at one instant
-            arr, slots = self._table.locate(ids)
-            batch, rows = self._read(slots)
+        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
+        batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return batch
 
+    @atomic
     def hit_counts(self, ids: Any) -> np.ndarray:
         """How many times each item was drawn since it was stored."""
         return self._table.hit_counts(ids)
 
+    @atomic
     def delete(self, ids: Any) -> int:
         """Remove items by id (all must be stored; otherwise nothing is removed)."""
         return self._table.delete(ids)
 
+    @atomic
     def item_ids(self) -> np.ndarray:
         """Ids of all stored items, oldest first."""
         return self._table.oldest(len(self))
 
     # ------------------------------------------------------------ sample
+    @atomic
     def sample(self, num_items: int, **kwargs: Any) -> SampleBatch:
         """``num_items`` items drawn uniformly with replacement, concatenated."""
         if kwargs:
@@ -205,6 +216,7 @@ class ReplayBuffer(Checkpointable):
         return out, lengths
 
     # ------------------------------------------------------------ stats & state
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         """Counters and sizes: added/sampled/evicted counts, entries, timesteps, bytes."""
         t = self._table
