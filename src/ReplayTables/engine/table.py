@@ -510,14 +510,62 @@ class Table:
             return Sample(arr, slots, self.storage.gather(slots), q, probabilities, weights, mass.size, mass)
 
     # ------------------------------------------------------------ change
-    def delete(self, ids: Any) -> None:
-        """Remove items by id; all ids must be live (nothing is removed otherwise)."""
+    # Layouts that decide slots themselves (the per-stream episode rings) write rows first
+    # and make them items once complete; these calls are their only way to change the table.
+    def write_rows(self, slots: np.ndarray, values: list[np.ndarray]) -> None:
+        """Write step rows at ``slots`` (checked values, one array per field); items are not changed."""
+        with self.lock:
+            assert self.storage is not None
+            self.storage.write(slots, values)
+
+    def write_row(self, slot: int, values: list[Any]) -> None:
+        """Write one row at ``slot`` (checked values); items are not changed."""
+        with self.lock:
+            assert self.storage is not None
+            for column, value in zip(self.storage.columns, values):
+                column[slot] = value
+
+    def admit(self, slots: np.ndarray) -> np.ndarray:
+        """Make the rows at ``slots`` (unique, written, not live) items: their ids, by the one id rule."""
+        with self.lock:
+            directory = self.directory
+            ids = directory.assign(slots)
+            if self.sampler.prioritized:
+                self.sampler.on_insert(slots, None, directory)
+            self.counters["added"] += int(slots.shape[0])
+            return tag_ids(ids, self.shard_tag)
+
+    def admit_one(self, slot: int) -> np.ndarray:
+        """:meth:`admit` for one slot (the per-step path: the directory's scalar id rule)."""
+        with self.lock:
+            directory = self.directory
+            ids = np.array([directory.assign_one(slot) | self._tag], dtype=np.int64)
+            if self.sampler.prioritized:
+                self.sampler.on_insert(np.array([slot], dtype=np.int64), None, directory)
+            self.counters["added"] += 1
+            return ids
+
+    def evict_slots(self, slots: np.ndarray) -> int:
+        """Remove the items at those of ``slots`` (unique) that hold one, counted as evicted; returns how many."""
+        with self.lock:
+            directory = self.directory
+            live = slots[directory.slot_id[slots] >= 0]
+            if live.size:
+                directory.remove(live)
+                self.sampler.on_delete(live)
+                self.counters["evicted"] += int(live.size)
+            return int(live.size)
+
+    def delete(self, ids: Any) -> int:
+        """Remove items by id; all ids must be live (nothing is removed otherwise). Returns how
+        many items were removed (an id given twice counts once), as every table does."""
         with self.lock:
             _, slots = self.locate(ids)
             slots = np.unique(slots)
             self.directory.remove(slots)
             self.sampler.on_delete(slots)
             self.counters["deleted"] += int(slots.size)
+            return int(slots.size)
 
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """Set raw priorities; stale ids are skipped and counted (ids of another shard are
