@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.layouts.step_ranges import SegmentIndex
 from ReplayTables.engine.samplers import PrioritizedSampler
 from ReplayTables.engine.segment_table import SegmentTable
-from ReplayTables.engine.segments import SegmentIndex
 from ReplayTables.errors import ConfigError, SchemaError, StaleIdError
 
 ops = st.lists(st.one_of(

@@ -19,9 +19,9 @@ at sample time by index), n-step targets respect ``terminated`` vs.
 ``truncated``, and :meth:`TrajectoryReplay.sample_sequences` draws fixed-length
 windows with burn-in for recurrent agents. Storage is in memory, in
 memory-mapped files (``storage="memmap"``) or Zstandard-compressed
-(``storage="zstd"``). The machinery lives in the engine (``episodes``,
-``accumulators``, ``sequences``, ``storage``); this
-module checks input and translates the API.
+(``storage="zstd"``). The machinery lives in the engine (``layouts/episodes``,
+``layouts/nstep``, ``layouts/sequence_starts``, ``storage``); this module checks
+input and translates the API.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ import numpy as np
 from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
 from ReplayTables.checkpoint import refusing, split_arrays
-from ReplayTables.engine.episodes import EpisodeRing
+from ReplayTables.engine.layouts.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
 from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
 from ReplayTables.engine.state_checks import (

@@ -4,7 +4,7 @@ The same rules as :class:`~ReplayTables.engine.table.Table`, for items that
 are runs of timesteps (sequences, episodes, whole batches) instead of single
 rows: a schema discovered from the first batch and checked afterwards, packed
 columnar storage of *timesteps* (each step stored once), a
-:class:`~ReplayTables.engine.segments.SegmentIndex` that maps items to ranges
+:class:`~ReplayTables.engine.layouts.step_ranges.SegmentIndex` that maps items to ranges
 of steps (ring or reservoir placement, ids with generations), and one of the
 engine's samplers drawing *items*. Every input is checked before anything
 changes; only ids leave the table. Every public call holds ``self.lock`` (a
@@ -20,13 +20,13 @@ import numpy as np
 
 from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.layouts.step_ranges import SegmentIndex
 from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler, check_priorities
 from ReplayTables.engine.schema import Field, Schema
-from ReplayTables.engine.segments import SegmentIndex
 from ReplayTables.engine.state_checks import check_counters, integer, mapping
 from ReplayTables.engine.storage import PackedStorage
 from ReplayTables.engine.table import (

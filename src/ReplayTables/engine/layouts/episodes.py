@@ -1,4 +1,4 @@
-"""Episode rings: a step stream stored with every observation once.
+"""The per-stream episode layout: a step stream stored with every observation once.
 
 Layout. The capacity is split into one ring per environment stream (``streams``
 rings of ``per_stream`` records). A *record* is one observation plus the fields
@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.accumulators import nstep_targets, ready_range
-from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask
+from ReplayTables.engine.layouts.nstep import nstep_targets, ready_range
+from ReplayTables.engine.layouts.sequence_starts import StartIndex, expand_ranges, new_anchors, window_mask
 from ReplayTables.engine.state_checks import MAX_INT, bool_array, int_array
 from ReplayTables.engine.storage import FrameStore
 from ReplayTables.engine.table import Table

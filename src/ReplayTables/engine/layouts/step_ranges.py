@@ -1,4 +1,4 @@
-"""Segments: variable-length items kept as ranges of timestep slots.
+"""The step-range layout: variable-length items kept as ranges of timestep slots.
 
 A :class:`SegmentIndex` knows nothing about data. It hands out *step slots*
 (rows of a storage of ``steps`` timesteps) to items of any length, and gives
