@@ -121,7 +121,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         :class:`~ReplayTables.PriorityError` and change nothing. Returns how many
         updates were applied.
         """
-        return self._table.update_priorities(batch_indexes, priorities)
+        return self._table.update_priorities(batch_indexes, priorities, field="batch_indexes")
 
     @atomic
     def priorities(self, ids: Any) -> np.ndarray:

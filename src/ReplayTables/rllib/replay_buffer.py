@@ -1,6 +1,7 @@
 """RLlib's ``ReplayBuffer`` on the engine: items of a :class:`StorageUnit` over a true ring of timesteps.
 
-Storage is one :class:`~ReplayTables.engine.segment_table.SegmentTable`: the
+Storage is one engine :class:`~ReplayTables.engine.table.Table` with a
+:class:`~ReplayTables.engine.layouts.step_ranges.StepRanges` layout: the
 columns of every stored timestep live once in packed columnar memory, items are
 ranges of those timesteps with ids that carry a generation, and items are drawn
 by the engine's samplers. This module only translates RLlib's API (batches in,
@@ -21,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.atomic import atomic, table_lock
+from ReplayTables.engine.layouts.step_ranges import StepRanges
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
-from ReplayTables.engine.segment_table import SegmentTable
 from ReplayTables.engine.state_checks import MAX_INT, array, integer, mapping
-from ReplayTables.engine.table import MAX_COUNT, check_capacity
+from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, step_table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 from ReplayTables.rllib.batches import SampleBatch, as_columns
 from ReplayTables.rllib.checkpointable import Checkpointable
@@ -74,8 +75,9 @@ class ReplayBuffer(Checkpointable):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
-        self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
-                                   sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._ranges = StepRanges(self.capacity, self._placement, self._region())
+        self._table = Table(self.capacity, layout=self._ranges, sampler=self._make_sampler(),
+                            rng=np.random.default_rng(self.seed), count_name="num_items")
         self._lock = table_lock(self._table)
         self._dropped_episodes = 0
 
@@ -103,7 +105,7 @@ class ReplayBuffer(Checkpointable):
     @property
     def num_timesteps(self) -> int:
         """Timesteps stored now (never more than ``capacity``)."""
-        return self._table.index.live_steps
+        return self._ranges.live_steps
 
     # ------------------------------------------------------------ add
     def _plan(self, batch: Any) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
@@ -128,7 +130,7 @@ class ReplayBuffer(Checkpointable):
     def check(self, batch: Any, **kwargs: Any) -> None:
         """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
         stored, plan, columns = self._plan(batch)
-        self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
+        self._table.check_items(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
 
     @atomic
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
@@ -139,7 +141,7 @@ class ReplayBuffer(Checkpointable):
         """
         stored, plan, columns = self._plan(batch)
         priorities = self._priorities(plan, columns, kwargs)
-        ids = self._table.add(stored, plan.lengths, priorities)
+        ids = self._table.add_items(stored, plan.lengths, priorities)
         self._dropped_episodes += plan.dropped_episodes
         return ids
 
@@ -197,7 +199,7 @@ class ReplayBuffer(Checkpointable):
             L, B = self.replay_sequence_length, self.replay_burn_in
             arrays, valid, _ = table.read_windows(slots, B, L, "eps_id")
             out = SampleBatch(zip(table.names, arrays))
-            lengths = table.index.length[slots]
+            lengths = self._ranges.length[slots]
             out["mask"] = valid.reshape(-1)
             out["seq_lens"] = (B + lengths).astype(np.int32)
             n = slots.shape[0]
@@ -260,7 +262,7 @@ class ReplayBuffer(Checkpointable):
     @classmethod
     def nbytes_for(cls, capacity: int) -> int:
         """Bytes a buffer of ``capacity`` timesteps holds before any row is stored."""
-        return SegmentTable.nbytes_for(capacity, cls._sampler_class())
+        return step_table_nbytes(capacity, cls._sampler_class())
 
     @classmethod
     def _sampler_class(cls) -> type[Sampler]:
