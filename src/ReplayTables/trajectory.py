@@ -36,6 +36,7 @@ import numpy as np
 from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
 from ReplayTables.checkpoint import refusing, split_arrays
+from ReplayTables.engine import validators
 from ReplayTables.engine.layouts.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
 from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
@@ -99,9 +100,7 @@ def _dtype(name: str, value: Any) -> np.dtype[Any]:
 
 
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(name, value, "a positive integer")
-    return int(value)
+    return validators.integer(name, value, 1, MAX_COUNT, expected="a positive integer")
 
 
 class TrajectoryReplay(TableBuffer):

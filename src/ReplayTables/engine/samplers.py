@@ -20,8 +20,10 @@ from ReplayTables.engine.draws import Draws, split_draws
 from ReplayTables.engine.ids import SlotDirectory, foreign_id_error, uniform_positions_of
 from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.state import Arena, Scalars
-from ReplayTables.engine.state_checks import mapping, number
+from ReplayTables.engine.state_checks import mapping
+from ReplayTables.engine.state_checks import number as saved_number
 from ReplayTables.engine.sumtree import SumTree
+from ReplayTables.engine.validators import number
 from ReplayTables.engine.weights import MIN_WEIGHT
 from ReplayTables.errors import ConfigError, PriorityError
 
@@ -169,9 +171,9 @@ class PrioritizedSampler(Sampler):
 
     def __init__(self, capacity: int, priority_exponent: float = 0.5, uniform_probability: float = 1e-3,
                  new_priority_mode: str = "max", max_decay: float = 1.0, stratified: bool = False) -> None:
-        _check_range("priority_exponent", priority_exponent, 0.0, math.inf)
-        _check_range("uniform_probability", uniform_probability, 0.0, 1.0)
-        _check_range("max_decay", max_decay, 0.0, 1.0)
+        number("priority_exponent", priority_exponent, 0.0)
+        number("uniform_probability", uniform_probability, 0.0, 1.0)
+        number("max_decay", max_decay, 0.0, 1.0)
         if new_priority_mode not in NEW_PRIORITY_MODES:
             raise ConfigError("new_priority_mode", new_priority_mode, f"one of {NEW_PRIORITY_MODES}")
         self.priority_exponent = float(priority_exponent)
@@ -340,7 +342,7 @@ class PrioritizedSampler(Sampler):
         """``max_q`` (finite, >= 0: 0 is reached with ``max_decay=0`` and zero priorities) and
         a new tree built from the checked leaves (swapped in by :meth:`restore`)."""
         m = mapping(where, state, ("max_q", "tree"), ("name", "config"))
-        max_q = number(f"{where}.max_q", m["max_q"], 0.0)
+        max_q = saved_number(f"{where}.max_q", m["max_q"], 0.0)
         tree = SumTree(self.tree.capacity)
         tree.restore(tree.check_state(m["tree"], f"{where}.tree", live))
         return max_q, tree
@@ -349,12 +351,6 @@ class PrioritizedSampler(Sampler):
         max_q, tree = checked
         self.max_q = max_q
         self.tree.copy_from(tree)  # in place: the tree's arrays may be views into shared memory
-
-
-def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
-            or not (lo <= float(value) <= hi):
-        raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
 
 
 _NO_ORDER = np.empty(0, dtype=np.bool_)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine import validators
 from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
 from ReplayTables.engine.ids import (
@@ -217,17 +218,13 @@ def table_nbytes(capacity: int, row_bytes: int, sampler: type[Sampler] | Sampler
 
 
 def check_capacity(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_COUNT:
-        raise ConfigError(name, value, f"an integer from 1 to {MAX_COUNT}")
-    return int(value)
+    return validators.integer(name, value, 1, MAX_COUNT)
 
 
 def check_count(name: str, value: Any) -> int:
     if type(value) is int and 0 <= value <= MAX_COUNT:
         return value  # the common case in one test (bool is a subclass of int, not int itself)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
-        raise ConfigError(name, value, f"an integer from 0 to {MAX_COUNT}")
-    return int(value)
+    return validators.integer(name, value, 0, MAX_COUNT)
 
 
 def check_reserved(schema: Schema, reserved: frozenset[str]) -> None:
