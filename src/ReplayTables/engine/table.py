@@ -394,7 +394,8 @@ class Table:
         """Store one item; returns its id (``NOT_STORED`` if the writer declined it)."""
         fast = self._add_fast
         if fast is not None and priority is None:
-            return int(fast(item))  # the generated lane holds the lock itself
+            new_id: int = fast(item)  # a Python int; the generated lane holds the lock itself
+            return new_id
         with self.lock:
             schema = self._prepare(item, batched=False)
             arrays = schema.coerce(schema.values_of(item))
