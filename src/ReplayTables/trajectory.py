@@ -35,6 +35,7 @@ import numpy as np
 
 from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
+from ReplayTables.batch import SequenceBatch, TransitionBatch
 from ReplayTables.checkpoint import refusing, split_arrays
 from ReplayTables.engine import validators
 from ReplayTables.engine.layouts.episodes import EpisodeRing
@@ -63,7 +64,7 @@ from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_co
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
 from ReplayTables.rate_limiters import RateLimiter
-from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
+from ReplayTables.trajectory_types import SequenceConfig
 
 __all__ = ["SequenceBatch", "SequenceConfig", "TrajectoryReplay", "TransitionBatch"]
 
