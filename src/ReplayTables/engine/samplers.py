@@ -103,7 +103,7 @@ class Sampler:
         ``floor(point * size)`` just as a uniform one does. ``order``: the positions
         of the uniform points among all (``None``: prioritized ones first).
         """
-        points = _in_order(draws, order)
+        points = draws.uniform if order is None and not draws.prioritized.shape[0] else _in_order(draws, order)
         n = points.shape[0]
         slots = directory.slots_at(uniform_positions_of(points, directory.count))
         ids: np.ndarray = directory.slot_id[slots]

@@ -676,8 +676,8 @@ class Table:
         else:
             self.layout.record_hits(slots)
             fields = [] if read is not None else self.read(slots)[0]
-        return Sample(tag_ids(ids, self.shard_tag), slots, fields, q, probabilities, weights, own.size, mass,
-                      None if read is None else read(slots))
+        return Sample(tag_ids(ids, self.shard_tag) if self._tag else ids, slots, fields, q, probabilities, weights,
+                      own.size, mass, None if read is None else read(slots))
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their slots; a :class:`StaleIdError` naming any stale id or
