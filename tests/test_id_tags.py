@@ -119,3 +119,19 @@ def test_ids_of_another_shard_are_refused_and_change_nothing(prioritized: bool) 
 def test_shard_tag_is_checked(bad: object) -> None:
     with pytest.raises(ConfigError, match="shard_tag"):
         Table(4, Transition, shard_tag=bad)  # type: ignore[arg-type]
+
+
+def test_step_range_tables_tag_their_ids_too() -> None:
+    from ReplayTables.engine.layouts.step_ranges import StepRanges
+
+    t = Table(12, layout=StepRanges(12), sampler=PrioritizedSampler(12), rng=0, shard_tag=3)
+    ids = t.add_items({"v": np.arange(6)}, [2, 2, 2])
+    assert (shard_of(ids) == 3).all()
+    assert (shard_of(t.sample(10).ids) == 3).all() and (shard_of(t.oldest(3)) == 3).all()
+    np.testing.assert_array_equal(t.get(ids[1:2]).fields[0], [2, 3])
+    assert t.update_priorities(ids, [1.0, 2.0, 3.0]) == 3
+    before = copy.deepcopy(t.state_dict())
+    with pytest.raises(StaleIdError, match="shard 3"):
+        t.delete(untag(ids))
+    assert_equal_state(t.state_dict(), before)
+    assert t.take_oldest(1, t.read)[0].tolist() == ids[:1].tolist()

@@ -34,7 +34,7 @@ def episodes(lengths: list[int], first_id: int = 0, complete: bool = True) -> di
 
 
 def snapshot(buffer: ReplayBuffer) -> tuple[object, ...]:
-    return (len(buffer), buffer.num_timesteps, buffer.stats()["added_count"], repr(buffer._table.index.state_dict()))
+    return (len(buffer), buffer.num_timesteps, buffer.stats()["added_count"], repr(buffer._table.layout.state_dict()))
 
 
 # ---------------------------------------------------------------- storage units

@@ -1,4 +1,5 @@
-"""Engine SegmentIndex / SegmentTable (the variable-length item store under ReplayTables.rllib).
+"""The step-range layout: engine StepRanges and a Table over it (the variable-length item store under
+ReplayTables.rllib).
 
 Checked against a plain-Python model of a true ring of timesteps: the newest
 items that fit are kept, deleted items leave holes until the ring comes round,
@@ -14,10 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.layouts.step_ranges import StepRanges
 from ReplayTables.engine.samplers import PrioritizedSampler
-from ReplayTables.engine.segment_table import SegmentTable
-from ReplayTables.engine.segments import SegmentIndex
+from ReplayTables.engine.table import Table
 from ReplayTables.errors import ConfigError, SchemaError, StaleIdError
+
+
+def step_table(capacity: int, **kwargs: object) -> Table:
+    return Table(capacity, layout=StepRanges(capacity), **kwargs)  # type: ignore[arg-type]
+
 
 ops = st.lists(st.one_of(
     st.tuples(st.just("add"), st.lists(st.integers(1, 7), min_size=1, max_size=6)),
@@ -28,7 +34,7 @@ ops = st.lists(st.one_of(
 @settings(max_examples=int(os.environ.get("RT_EXAMPLES", "80")), deadline=None)
 @given(ops, st.integers(4, 24))
 def test_ring_matches_model(operations: list, capacity: int) -> None:
-    table = SegmentTable(capacity, rng=np.random.default_rng(0))
+    table = step_table(capacity, rng=np.random.default_rng(0))
     model: list[tuple[int, int, int]] = []   # (id, first value, length) of live items, in write order
     deleted: set[int] = set()
     head = 0                                 # absolute position (rows offered so far)
@@ -40,7 +46,7 @@ def test_ring_matches_model(operations: list, capacity: int) -> None:
             if not lengths:
                 continue
             n = sum(lengths)
-            ids = table.add({"v": np.arange(value, value + n, dtype=np.int64)}, np.array(lengths))
+            ids = table.add_items({"v": np.arange(value, value + n, dtype=np.int64)}, np.array(lengths))
             cut = head + n - capacity
             spans = [s for s in spans if s[1] >= cut]
             model = [m for m in model if any(s[0] == m[0] for s in spans)]
@@ -63,7 +69,7 @@ def test_ring_matches_model(operations: list, capacity: int) -> None:
             with pytest.raises(StaleIdError):
                 table.delete([victim[0]])
         assert table.size == len(model)
-        assert table.index.live_steps == sum(m[2] for m in model) <= capacity
+        assert table.layout.live_steps == sum(m[2] for m in model) <= capacity
         if model:
             ids = np.array([m[0] for m in model])
             _, slots = table.locate(ids)
@@ -73,13 +79,13 @@ def test_ring_matches_model(operations: list, capacity: int) -> None:
             assert table.oldest(len(model)).tolist() == ids.tolist()
         stale = [i for i in deleted if i not in {m[0] for m in model}]
         if stale:
-            _, valid = table.index.directory.lookup(np.array(stale))
+            _, valid = table.layout.directory.lookup(np.array(stale))
             assert not valid.any()
 
 
 def test_uniform_draws_cover_live_items_only() -> None:
-    table = SegmentTable(10, rng=np.random.default_rng(1))
-    ids = table.add({"v": np.arange(9)}, np.array([2, 3, 4]))
+    table = step_table(10, rng=np.random.default_rng(1))
+    ids = table.add_items({"v": np.arange(9)}, np.array([2, 3, 4]))
     table.delete(ids[1:2])
     s = table.sample(3000)
     slots, probs = s.slots, s.probabilities
@@ -87,13 +93,13 @@ def test_uniform_draws_cover_live_items_only() -> None:
     assert np.array_equal(drawn, s.ids)
     assert set(drawn.tolist()) == {ids[0], ids[2]}
     assert abs((drawn == ids[0]).mean() - 0.5) < 0.04 and np.allclose(probs, 0.5)
-    assert table.index.hits[slots].sum() > 0 and table.hit_counts(ids[[0, 2]]).sum() == 3000
+    assert table.layout.hits[slots].sum() > 0 and table.hit_counts(ids[[0, 2]]).sum() == 3000
 
 
 def test_prioritized_items_and_windows() -> None:
     sampler = PrioritizedSampler(12, priority_exponent=1.0, uniform_probability=0.0)
-    table = SegmentTable(12, sampler=sampler, rng=np.random.default_rng(2))
-    ids = table.add({"v": np.arange(1, 9), "e": np.array([0, 0, 0, 0, 1, 1, 1, 1])}, np.array([2, 2, 2, 2]))
+    table = step_table(12, sampler=sampler, rng=np.random.default_rng(2))
+    ids = table.add_items({"v": np.arange(1, 9), "e": np.array([0, 0, 0, 0, 1, 1, 1, 1])}, np.array([2, 2, 2, 2]))
     table.update_priorities(ids, [0.0, 1.0, 0.0, 3.0])
     s = table.sample(4000, beta=1.0)
     w = s.weights
@@ -110,7 +116,7 @@ def test_prioritized_items_and_windows() -> None:
 
 
 def test_reservoir_index_places_items_in_regions() -> None:
-    index = SegmentIndex(10, "reservoir", region=3)     # 3 regions of 3 steps
+    index = StepRanges(10, "reservoir", region=3)     # 3 regions of 3 steps
     rng = np.random.default_rng(0)
     ids, gone, placement, evicted = index.insert(np.array([3, 2, 3]), rng)
     assert ids.tolist() == [0, 1, 2] and evicted == 0 and gone.size == 0
@@ -122,18 +128,18 @@ def test_reservoir_index_places_items_in_regions() -> None:
         ids, _, _, _ = index.insert(np.array([1]), rng)
     assert index.directory.count == 3 and index.writer is not None and index.writer.seen == 53
     with pytest.raises(ConfigError):
-        SegmentIndex(10, "lifo")
+        StepRanges(10, "lifo")
     with pytest.raises(ConfigError):
-        SegmentIndex(10, "reservoir", region=11)
+        StepRanges(10, "reservoir", region=11)
 
 
 def test_checks_change_nothing() -> None:
-    table = SegmentTable(8, rng=np.random.default_rng(0))
-    table.add({"v": np.arange(4)}, np.array([4]))
+    table = step_table(8, rng=np.random.default_rng(0))
+    table.add_items({"v": np.arange(4)}, np.array([4]))
     state = repr(table.state_dict())
     for columns, lengths in (({"v": np.arange(3)}, [2, 2]), ({"v": np.arange(3)}, [[3]]),
                              ({"v": np.arange(9)}, [9]), ({"v": np.arange(3)}, [0, 3]),
                              ({"w": np.arange(3)}, [3]), ({"v": np.arange(3.5)}, [3])):
         with pytest.raises(SchemaError):
-            table.add(columns, np.array(lengths))
+            table.add_items(columns, np.array(lengths))
     assert repr(table.state_dict()) == state

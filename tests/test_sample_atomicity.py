@@ -1,6 +1,6 @@
 """Atomic samples and the table lock.
 
-1. Every public call of ``Table`` and ``SegmentTable`` holds ``table.lock``: while
+1. Every public call of ``Table`` (one row per item, and step ranges) holds ``table.lock``: while
    another thread holds it, the call does not finish (checked after 100 ms) and
    it finishes within 5 s of the release. Negative control: ``size`` (a plain
    attribute read, no lock) finishes while the lock is held, so the probe can tell.
@@ -21,8 +21,8 @@ import pytest
 
 from conftest import Transition, item, items
 from ReplayTables.engine.draws import Draws
+from ReplayTables.engine.layouts.step_ranges import StepRanges
 from ReplayTables.engine.samplers import PrioritizedSampler
-from ReplayTables.engine.segment_table import SegmentTable
 from ReplayTables.engine.table import Table
 from ReplayTables.engine.table_lock import TableLock
 from ReplayTables.errors import StaleIdError
@@ -84,13 +84,16 @@ def test_every_public_table_call_holds_the_lock(prioritized: bool) -> None:
     assert not blocks_while_locked(t.lock, lambda: t.size)
 
 
-def test_every_public_segment_table_call_holds_the_lock() -> None:
-    t = SegmentTable(32, sampler=PrioritizedSampler(32), rng=np.random.default_rng(0))
+def test_every_public_step_range_table_call_holds_the_lock() -> None:
+    t = Table(32, layout=StepRanges(32), sampler=PrioritizedSampler(32), rng=0)
     columns = {"v": np.arange(6)}
-    assert blocks_while_locked(t.lock, lambda: t.add(columns, [2, 2, 2]))
+    assert blocks_while_locked(t.lock, lambda: t.add_items(columns, [2, 2, 2]))
     ids = t.oldest(3)
+    _, slots = t.locate(ids)
     state = copy.deepcopy(t.state_dict())
     for call in (lambda: t.sample(2), lambda: t.update_priorities(ids, [1.0, 2.0, 3.0]), lambda: t.mass(),
+                 lambda: t.check_items(columns, [6]), lambda: t.read(slots), lambda: t.read_windows(slots, 1, 3),
+                 lambda: t.hit_counts(ids), lambda: t.ids_of(slots), lambda: t.get(ids),
                  lambda: t.state_dict(), lambda: t.load_state_dict(state), lambda: t.oldest(1),
                  lambda: t.take_oldest(1, t.read), lambda: t.delete(t.oldest(1))):
         assert blocks_while_locked(t.lock, call)

@@ -125,12 +125,12 @@ def test_sample_from_an_empty_table_is_an_error() -> None:
         prioritized_table(10, 0.1).sample_from(Draws(np.array([0.5]), np.empty(0)))
 
 
-def test_segment_table_sample_from_reads_in_the_same_call() -> None:
-    from ReplayTables.engine.segment_table import SegmentTable
+def test_step_range_table_sample_from_reads_in_the_same_call() -> None:
+    from ReplayTables.engine.layouts.step_ranges import StepRanges
 
-    t = SegmentTable(20, sampler=PrioritizedSampler(20, priority_exponent=1.0, uniform_probability=0.0),
-                     rng=np.random.default_rng(0))
-    ids = t.add({"v": np.arange(6)}, [2, 2, 2], priorities=[1.0, 1.0, 2.0])
+    t = Table(20, layout=StepRanges(20), sampler=PrioritizedSampler(20, priority_exponent=1.0, uniform_probability=0.0),
+              rng=0)
+    ids = t.add_items({"v": np.arange(6)}, [2, 2, 2], priorities=[1.0, 1.0, 2.0])
     g = Mass(6, 8.0, 1.0, 0.0)  # as if another shard held 3 more items of total 4
     s = t.sample_from(Draws(np.array([0.1, 0.9]), np.empty(0)), beta=1.0, totals=g, read=t.read)
     np.testing.assert_array_equal(s.ids, [ids[0], ids[2]])
@@ -138,3 +138,8 @@ def test_segment_table_sample_from_reads_in_the_same_call() -> None:
     np.testing.assert_allclose(s.probabilities, [1 / 8, 2 / 8])
     np.testing.assert_allclose(s.weights, [1.0, 0.5])
     assert s.size == 3 and s.mass == g
+    assert s.fields == []  # the reader read what it needs
+    s = t.sample_from(Draws(np.array([0.9]), np.empty(0)))
+    np.testing.assert_array_equal(s.fields[0], [4, 5])  # without a reader: the item's rows
+    with pytest.raises(ConfigError, match="add_items"):
+        t.add({"v": 1})  # one-row adds belong to the one-row layout

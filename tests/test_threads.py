@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+import ReplayTables
+import thread_stress as stress
 from conftest import Transition, item, items
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.rate_limiters import MinSize
@@ -204,3 +206,42 @@ def test_the_lock_is_reentrant_so_calls_compose() -> None:
     with buffer.lock:  # sample and update as one atomic step
         batch = buffer.sample(4)
         assert buffer.update_priorities(batch, np.full(4, 3.0)) == 4
+
+
+# ------------------------------------------------------------------ 4 threads x mixed operations
+OPS = 20_000  # per thread; the slow variant runs the 250k
+
+
+def front_end_a_stress(prioritized: bool, ops: int, tmp_path: Path, seed: int = 0) -> tuple[Any, list[stress.Log]]:
+    buffer: Any = (PrioritizedReplay(4096, Transition, seed, PERConfig()) if prioritized
+                   else ReplayBuffer(4096, Transition, seed))
+    return buffer, stress.run_threads(stress.front_end_a_worker(buffer, ops, tmp_path, prioritized), seed)
+
+
+@pytest.mark.parametrize("prioritized", [False, True], ids=["ReplayBuffer", "PrioritizedReplay"])
+def test_four_threads_of_mixed_operations_leave_the_buffer_exact(prioritized: bool, tmp_path: Path) -> None:
+    buffer, logs = front_end_a_stress(prioritized, OPS, tmp_path)
+    totals = stress.check(buffer, logs)
+    assert totals.ops["add"] > 0.25 * 4 * OPS and totals.ops["delete"] > 0.05 * 4 * OPS
+    assert buffer.stats()["evicted"] > 0 and totals.deleted.size > 0
+    assert totals.stale > 0 or not prioritized  # updates did meet overwritten and deleted ids
+    assert totals.saves, "no thread saved"
+    loaded = ReplayTables.load(totals.saves[0])  # a save taken mid-run is one instant of the buffer
+    live = stress.live_slot_ids(loaded)
+    assert loaded.size() == live.size > 0
+    assert np.array_equal(stress.a_keys(loaded.get(live)), totals.key_of(live))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prioritized", [False, True], ids=["ReplayBuffer", "PrioritizedReplay"])
+def test_four_threads_of_250k_mixed_operations_leave_the_buffer_exact(prioritized: bool, tmp_path: Path) -> None:
+    stress.check(*front_end_a_stress(prioritized, 250_000, tmp_path))
+
+
+@pytest.mark.parametrize("corruption", list(stress.CORRUPTIONS))
+def test_the_checker_catches_a_corrupted_buffer(corruption: str, tmp_path: Path) -> None:
+    buffer, logs = front_end_a_stress(True, 2_000, tmp_path, seed=1)
+    stress.check(buffer, logs)  # whole before ...
+    stress.CORRUPTIONS[corruption](buffer)
+    with pytest.raises(AssertionError):  # ... and caught after one invariant is broken
+        stress.check(buffer, logs)

@@ -9,8 +9,14 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ReplayTables.engine.accumulators import nstep_targets, ready_range
-from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask, window_offsets
+from ReplayTables.engine.layouts.nstep import nstep_targets, ready_range
+from ReplayTables.engine.layouts.sequence_starts import (
+    StartIndex,
+    expand_ranges,
+    new_anchors,
+    window_mask,
+    window_offsets,
+)
 
 
 @settings(max_examples=60, deadline=None)

@@ -20,6 +20,7 @@ from ReplayTables.engine.samplers import NEW_PRIORITY_MODES, PrioritizedSampler,
 from ReplayTables.engine.state import Scalars
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 from ReplayTables.engine.table import check_count
+from ReplayTables.engine.validators import number
 from ReplayTables.errors import ConfigError
 from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.ReplayBuffer import ReplayBuffer
@@ -72,10 +73,7 @@ class PERConfig:
             raise ConfigError("new_priority_mode", self.new_priority_mode, f"one of {NEW_PRIORITY_MODES}")
         for name, lo, hi in (("uniform_probability", 0.0, 1.0), ("priority_exponent", 0.0, math.inf),
                              ("max_decay", 0.0, 1.0), ("beta", 0.0, math.inf), ("beta_final", 0.0, math.inf)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi \
-                    or not math.isfinite(value):
-                raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
+            number(name, getattr(self, name), lo, hi)
         if self.beta_steps is not None and (isinstance(self.beta_steps, bool)
                                             or not isinstance(self.beta_steps, int) or self.beta_steps < 1):
             raise ConfigError("beta_steps", self.beta_steps, "None or a positive integer")

@@ -78,8 +78,7 @@ class ReplayBuffer(TableBuffer):
         nothing.
         """
         if self._plain and timeout is None:  # no limiter, not closed: nothing to wait for or count
-            with self._lock:
-                return self._table.add(item)
+            return self._table.add(item)  # the table's add holds the (same) lock itself
         return self._add_admitted(item, None, timeout)
 
     def add_batch(self, items: Any, *, timeout: float | None = None) -> np.ndarray:

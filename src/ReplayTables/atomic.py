@@ -19,10 +19,9 @@ import functools
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numpy as np
-
 from ReplayTables.engine.admission import admit_insert, admit_sample
 from ReplayTables.engine.table_lock import TableLock, TableLockProtocol, check_timeout
+from ReplayTables.engine.validators import integer
 from ReplayTables.errors import BufferClosedError, CheckpointError, ConfigError
 from ReplayTables.rate_limiters import RateLimiter
 
@@ -76,9 +75,7 @@ def limiter_from_config(config: Any, where: str = "init.rate_limiter") -> RateLi
 
 def check_k(k: Any) -> int:
     """A number of items for ``can_insert`` / ``can_sample``: an integer >= 1."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ConfigError("k", k, "a number of items >= 1")
-    return int(k)
+    return integer("k", k, 1, 2**62, expected="a number of items >= 1")
 
 
 def closed_error(what: str) -> BufferClosedError:

@@ -1,13 +1,18 @@
-"""Batch: what ``sample`` and ``get`` hand back.
+"""Batches: what ``sample`` and ``get`` of every front-end-A buffer hand back (one place for them).
 
-Each field of the user's structure is an attribute holding the stacked array
-(leading axis = batch), next to ``ids`` (int64 item ids, to pass back to
-``update_priorities``) and ``weights`` (importance-sampling weights; ones for
-uniform replay). ``batch.data`` is an instance of the user's own structure.
+:class:`Batch` (``ReplayBuffer``, ``PrioritizedReplay``): each field of the
+user's structure is an attribute holding the stacked array (leading axis =
+batch), next to ``ids`` (int64 item ids, to pass back to ``update_priorities``)
+and ``weights`` (importance-sampling weights; ones for uniform replay).
+``batch.data`` is an instance of the user's own structure.
+:class:`TransitionBatch` and :class:`SequenceBatch` are what the step-stream
+buffer (``TrajectoryReplay``) samples. The RLlib front end's batches are RLlib's
+own types (``ReplayTables.rllib.batches``).
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,7 +22,7 @@ from ReplayTables.engine.schema import Schema
 if TYPE_CHECKING:
     from ReplayTables.interop import FrameworkBatch
 
-__all__ = ["Batch", "FieldBatch"]
+__all__ = ["Batch", "FieldBatch", "SequenceBatch", "TransitionBatch"]
 
 
 class FieldBatch:
@@ -104,3 +109,52 @@ class Batch(FieldBatch):
         from ReplayTables.interop import to_jax
 
         return to_jax(self)
+
+
+@dataclass
+class TransitionBatch:
+    """Sampled transitions. The learner's target is ``returns + discount * V(next_obs)``.
+
+    ``obs`` / ``next_obs`` are ``[B, *obs_shape]``, or ``[B, k, *obs_shape]`` with
+    ``frame_stack=k`` (oldest frame first). ``next_obs`` is the bootstrap
+    observation ``steps`` steps ahead; ``discount`` is ``gamma ** steps``, or 0
+    when the window ended by termination; ``terminated`` / ``truncated`` say how
+    the window ended (both False when it ran ``n_step`` steps). ``reward`` is the
+    first step's reward; ``returns`` the n-step discounted return (equal to
+    ``reward`` for ``n_step=1``).
+    """
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    next_obs: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    returns: np.ndarray
+    discount: np.ndarray
+    steps: np.ndarray
+    extras: dict[str, np.ndarray]
+    ids: np.ndarray
+    weights: np.ndarray
+    probabilities: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass
+class SequenceBatch:
+    """Sampled windows, each ``[B, burn_in + T, ...]``; ``mask`` is False on padding steps."""
+
+    obs: np.ndarray
+    next_obs: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    extras: dict[str, np.ndarray]
+    mask: np.ndarray
+    burn_in: int
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[0])

@@ -19,9 +19,9 @@ at sample time by index), n-step targets respect ``terminated`` vs.
 ``truncated``, and :meth:`TrajectoryReplay.sample_sequences` draws fixed-length
 windows with burn-in for recurrent agents. Storage is in memory, in
 memory-mapped files (``storage="memmap"``) or Zstandard-compressed
-(``storage="zstd"``). The machinery lives in the engine (``episodes``,
-``accumulators``, ``sequences``, ``storage``); this
-module checks input and translates the API.
+(``storage="zstd"``). The machinery lives in the engine (``layouts/episodes``,
+``layouts/nstep``, ``layouts/sequence_starts``, ``storage``); this module checks
+input and translates the API.
 """
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ import numpy as np
 
 from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
+from ReplayTables.batch import SequenceBatch, TransitionBatch
 from ReplayTables.checkpoint import refusing, split_arrays
-from ReplayTables.engine.episodes import EpisodeRing
+from ReplayTables.engine import validators
+from ReplayTables.engine.layouts.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
 from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
 from ReplayTables.engine.state import Scalars
@@ -63,7 +65,7 @@ from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_co
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
 from ReplayTables.rate_limiters import RateLimiter
-from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
+from ReplayTables.trajectory_types import SequenceConfig
 
 __all__ = ["SequenceBatch", "SequenceConfig", "TrajectoryReplay", "TransitionBatch"]
 
@@ -100,9 +102,7 @@ def _dtype(name: str, value: Any) -> np.dtype[Any]:
 
 
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(name, value, "a positive integer")
-    return int(value)
+    return validators.integer(name, value, 1, MAX_COUNT, expected="a positive integer")
 
 
 class TrajectoryReplay(TableBuffer):
@@ -479,9 +479,8 @@ class TrajectoryReplay(TableBuffer):
     @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        with self._table.lock:
-            s = self._table.get(ids, beta=None if self.per is None else self.beta)
-            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        s = self._table.get(ids, beta=None if self.per is None else self.beta)
+        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:

@@ -1,17 +1,15 @@
-"""What the step-stream front end takes and hands back: the sequence settings and the two batch types.
+"""The step-stream front end's sequence settings (its batch types are in :mod:`ReplayTables.batch`).
 
-Kept apart from :mod:`ReplayTables.trajectory` (the buffer itself) so the data
-types a learner touches can be read on their own; both are re-exported there.
+Kept apart from :mod:`ReplayTables.trajectory` (the buffer itself) so the
+settings can be read on their own; re-exported there.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ReplayTables.errors import ConfigError
 
-__all__ = ["SequenceBatch", "SequenceConfig", "TransitionBatch"]
+__all__ = ["SequenceConfig"]
 
 
 @dataclass(frozen=True)
@@ -37,52 +35,3 @@ class SequenceConfig:
             raise ConfigError("burn_in", self.burn_in, "a non-negative integer")
         if not isinstance(self.pad, bool):
             raise ConfigError("pad", self.pad, "True or False")
-
-
-@dataclass
-class TransitionBatch:
-    """Sampled transitions. The learner's target is ``returns + discount * V(next_obs)``.
-
-    ``obs`` / ``next_obs`` are ``[B, *obs_shape]``, or ``[B, k, *obs_shape]`` with
-    ``frame_stack=k`` (oldest frame first). ``next_obs`` is the bootstrap
-    observation ``steps`` steps ahead; ``discount`` is ``gamma ** steps``, or 0
-    when the window ended by termination; ``terminated`` / ``truncated`` say how
-    the window ended (both False when it ran ``n_step`` steps). ``reward`` is the
-    first step's reward; ``returns`` the n-step discounted return (equal to
-    ``reward`` for ``n_step=1``).
-    """
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    next_obs: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    returns: np.ndarray
-    discount: np.ndarray
-    steps: np.ndarray
-    extras: dict[str, np.ndarray]
-    ids: np.ndarray
-    weights: np.ndarray
-    probabilities: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-
-@dataclass
-class SequenceBatch:
-    """Sampled windows, each ``[B, burn_in + T, ...]``; ``mask`` is False on padding steps."""
-
-    obs: np.ndarray
-    next_obs: np.ndarray
-    action: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    extras: dict[str, np.ndarray]
-    mask: np.ndarray
-    burn_in: int
-
-    def __len__(self) -> int:
-        return int(self.mask.shape[0])

@@ -426,3 +426,29 @@ def within_range(values, lo, hi):
         if not (lo <= x <= hi):
             return False
     return True
+
+
+@nb.njit(cache=True, nogil=True)
+def split_mixture(d, uniform, prioritized, uniform_points, is_uniform):
+    """Split draws ``d`` (in [0, 1)) of a mixture with uniform part ``uniform`` in one pass.
+
+    A draw below ``uniform`` becomes the uniform point ``d / uniform``, any other
+    the prioritized point ``(d - uniform) / (1 - uniform)`` (the same arithmetic as
+    ``draws.split_draws``); ``is_uniform[i]`` says which. Returns how many were
+    uniform: ``uniform_points[:ku]`` and ``prioritized[:n - ku]`` hold the points in
+    draw order.
+    """
+    rest = 1.0 - uniform
+    kp = 0
+    ku = 0
+    for i in range(d.shape[0]):
+        x = d[i]
+        if x < uniform:
+            uniform_points[ku] = x / uniform
+            ku += 1
+            is_uniform[i] = True
+        else:
+            prioritized[kp] = (x - uniform) / rest
+            kp += 1
+            is_uniform[i] = False
+    return ku

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine import validators
 from ReplayTables.errors import CheckpointError, ReplayTablesError
 
 __all__ = [
@@ -72,18 +73,13 @@ def mapping(where: str, value: Any, required: tuple[str, ...] = (), optional: tu
 
 
 def integer(where: str, value: Any, lo: int = 0, hi: int = MAX_INT) -> int:
-    """An integer in ``[lo, hi]`` (a bool or a float is not one)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise CheckpointError(where, value, f"an integer from {lo} to {hi}")
-    return int(value)
+    """An integer in ``[lo, hi]`` (a bool or a float is not one): ``validators.integer`` for saved state."""
+    return validators.integer(where, value, lo, hi, CheckpointError)
 
 
 def number(where: str, value: Any, lo: float = -math.inf, hi: float = math.inf) -> float:
-    """A finite number in ``[lo, hi]``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or not lo <= float(value) <= hi:
-        raise CheckpointError(where, value, f"a finite number in [{lo}, {hi}]")
-    return float(value)
+    """A finite number in ``[lo, hi]``: ``validators.number`` for saved state."""
+    return validators.number(where, value, lo, hi, CheckpointError)
 
 
 def boolean(where: str, value: Any) -> bool:

@@ -1,7 +1,12 @@
 """Table: the engine core that every front end wires up.
 
-A table owns one schema, one storage, one writer, one sampler and the slot
-directory, and applies the engine's rules:
+A table owns one schema, one storage, one sampler, the item directory and a
+layout (how items map to rows): one row per item placed by a writer (a FIFO
+ring or a reservoir: ``add``, ``add_batch``), items of any length as ranges of
+timestep rows (``layout=StepRanges(...)``: ``add_items``, ``read``), or per-stream
+episode rings that write rows and admit complete transitions
+(``layouts/episodes.py``: ``write_rows``, ``admit``, ``evict_slots``). Its public
+calls are its only mutators. It applies the engine's rules:
 
 * every input is checked *before* anything changes, so an error leaves the
   table exactly as it was;
@@ -25,10 +30,12 @@ draws the points from the table's own rng and calls it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine import validators
 from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
 from ReplayTables.engine.ids import (
@@ -40,6 +47,7 @@ from ReplayTables.engine.ids import (
     local_ids,
     tag_ids,
 )
+from ReplayTables.engine.layouts.step_ranges import StepRanges
 from ReplayTables.engine.mass import Mass, probabilities_against
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.rng_state import check_rng_state
@@ -61,7 +69,11 @@ from ReplayTables.errors import (
     StaleIdError,
 )
 
-__all__ = ["COUNTERS", "Sample", "Table", "TableState", "check_capacity", "check_ids", "check_schema_state"]
+__all__ = ["COUNTERS", "STEP_RANGE_COUNTERS", "Reader", "Sample", "StepRangeState", "Table", "TableState",
+           "check_capacity", "check_ids", "check_schema_state", "step_table_nbytes"]
+
+#: What a front end reads for the item slots of a sample (called under the table's lock).
+Reader = Callable[[np.ndarray], Any]
 
 
 class Sample(NamedTuple):
@@ -77,6 +89,9 @@ class Sample(NamedTuple):
         size: items stored when the sample was taken.
         mass: the totals the probabilities and weights are relative to (the table's
             own, or the global mass a sharded buffer passed in).
+        data: what the caller's ``read(slots)`` returned, called in the same call
+            (``None`` without ``read``; with a step-range layout, ``fields`` are then
+            left empty, the reader having read what it needs).
     """
 
     ids: np.ndarray
@@ -87,6 +102,7 @@ class Sample(NamedTuple):
     weights: np.ndarray
     size: int
     mass: Mass
+    data: Any = None
 
 
 #: Larger capacities or sample sizes cannot be allocated on any machine we target.
@@ -118,6 +134,8 @@ def check_table_bytes(name: str, capacity: int, row_bytes: int, prioritized: boo
     check_allocation(name, capacity, capacity * per_slot, f"{capacity} slots of {per_slot} bytes")
 #: The table's counters, as ``stats()`` reports them.
 COUNTERS = ("added", "evicted", "not_stored", "sampled", "deleted", "stale_updates")
+#: The counters of a table whose items are step ranges (``added_steps``: timesteps offered).
+STEP_RANGE_COUNTERS = ("added", "added_steps", "evicted", "not_stored", "sampled", "deleted", "stale_updates")
 
 
 class TableState(NamedTuple):
@@ -132,6 +150,23 @@ class TableState(NamedTuple):
     sampler: Any
     counters: dict[str, int]
     rng: dict[str, Any]
+
+
+class StepRangeState(NamedTuple):
+    """A checked state of a table with a step-range layout (see :meth:`Table.check_state`)."""
+
+    schema: Schema
+    storage: RowStorage | None
+    #: the checked layout state (``StepRanges.check_state``)
+    ranges: dict[str, Any]
+    sampler: Any
+    counters: dict[str, int]
+    rng: dict[str, Any]
+
+
+def step_table_nbytes(capacity: int, sampler: type[Sampler] | Sampler) -> int:
+    """Bytes a step-range table of ``capacity`` timesteps holds without its rows (index and sampler)."""
+    return StepRanges.nbytes_for(capacity) + sampler.nbytes_for(capacity)
 
 
 def saved_row_bytes(storage: Any) -> int | None:
@@ -183,17 +218,13 @@ def table_nbytes(capacity: int, row_bytes: int, sampler: type[Sampler] | Sampler
 
 
 def check_capacity(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_COUNT:
-        raise ConfigError(name, value, f"an integer from 1 to {MAX_COUNT}")
-    return int(value)
+    return validators.integer(name, value, 1, MAX_COUNT)
 
 
 def check_count(name: str, value: Any) -> int:
     if type(value) is int and 0 <= value <= MAX_COUNT:
         return value  # the common case in one test (bool is a subclass of int, not int itself)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= MAX_COUNT:
-        raise ConfigError(name, value, f"an integer from 0 to {MAX_COUNT}")
-    return int(value)
+    return validators.integer(name, value, 0, MAX_COUNT)
 
 
 def check_reserved(schema: Schema, reserved: frozenset[str]) -> None:
@@ -233,12 +264,28 @@ def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
 
 
 class Table:
-    """Fixed-capacity item store: schema + storage + writer + sampler + ids."""
+    """Fixed-capacity item store: schema + storage + layout + sampler + ids (see the module docstring).
+
+    Args:
+        capacity: rows (timesteps) stored at most.
+        structure: the schema's source (NamedTuple, dataclass, dict of FieldSpec, or
+            ``None``: fixed by the first add).
+        writer: the placement of the one-row-per-item layout (``"fifo"``, ``"reservoir"``
+            or a Writer); not used with ``layout``.
+        layout: ``None`` (one row per item) or a :class:`StepRanges` of ``capacity`` steps.
+        sampler, rng: what draws items, and the generator behind it (an int: a seed).
+        capacity_name, count_name: the argument names errors report for the
+            capacity and a sample's size (the front end's own names).
+        storage, arena: where rows and scalar state live (``engine/storage``, ``state.py``).
+        shard_tag: the shard index every id carries (``ids.py``).
+        lazy_ids: the directory writes its markers as slots fill (one-row layout only).
+    """
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity", lazy_ids: bool = False, shard_tag: int = 0,
-                 storage: RowStorage | None = None, arena: Arena | None = None) -> None:
+                 capacity_name: str = "capacity", storage: RowStorage | None = None,
+                 arena: Arena | None = None, shard_tag: int = 0, lazy_ids: bool = False,
+                 layout: StepRanges | None = None, count_name: str = "n") -> None:
         if isinstance(shard_tag, bool) or not isinstance(shard_tag, (int, np.integer)) \
                 or not 0 <= shard_tag < MAX_SHARDS:
             raise ConfigError("shard_tag", shard_tag, f"an integer from 0 to {MAX_SHARDS - 1}")
@@ -249,6 +296,11 @@ class Table:
         self.lock = TableLock()
         self.capacity = check_capacity(capacity_name, capacity)
         self.capacity_name = capacity_name
+        self.count_name = count_name
+        if layout is not None and (not isinstance(layout, StepRanges) or layout.steps != self.capacity):
+            raise ConfigError("layout", layout, f"None or a StepRanges of {self.capacity} steps")
+        #: ``None``: one row per item, placed by ``writer``; else the step ranges of the items
+        self.layout = layout
         self.schema = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
         self.writer = make_writer(writer, self.capacity) if isinstance(writer, str) else writer
         self.sampler = sampler if sampler is not None else UniformSampler()
@@ -262,14 +314,14 @@ class Table:
         self._check_bytes(0)
         # lazy_ids: only items added through this table take slots (in the writer's order), so the
         # directory may write its never-written markers as the slots fill (see engine.ids)
-        self.directory = SlotDirectory(self.capacity, lazy=lazy_ids)
+        self.directory = SlotDirectory(self.capacity, lazy=lazy_ids) if layout is None else layout.directory
         #: where rows go once the fields are known (allocated then, or already allocated by the caller:
         #: a reopened memory-mapped file); ``storage`` is ``None`` until then
         self._storage = storage if storage is not None else PackedStorage()
         self.storage: RowStorage | None = None
         #: top-level field names the front end's batches reserve (checked when fields are fixed)
         self.reserved_names: frozenset[str] = frozenset()
-        self.counters = Counters("table.counters", COUNTERS)
+        self.counters = Counters("table.counters", COUNTERS if layout is None else STEP_RANGE_COUNTERS)
         #: where the scalars of the table and its components live (see ``state.py``)
         self.arena = arena if arena is not None else LocalArena()
         for component in (self.counters, self.writer, self.directory, self.sampler):
@@ -288,8 +340,17 @@ class Table:
     def fields(self) -> list[Field]:
         return self.schema.fields or []
 
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
     def _check_bytes(self, row_bytes: int) -> None:
-        check_table_bytes(self.capacity_name, self.capacity, row_bytes, self.sampler.prioritized)
+        if self.layout is None:
+            check_table_bytes(self.capacity_name, self.capacity, row_bytes, self.sampler.prioritized)
+        else:
+            check_allocation(self.capacity_name, self.capacity, self.capacity * row_bytes
+                             + step_table_nbytes(self.capacity, self.sampler),
+                             f"{self.capacity} timesteps of {row_bytes} bytes")
 
     def _allocate(self) -> None:
         assert self.schema.fields is not None
@@ -311,6 +372,9 @@ class Table:
         """The schema to check ``item`` against. Before the first add it is a resolved
         copy, which :meth:`_ensure_storage` adopts only once the whole add has passed
         its checks, so a refused first item fixes no dtype or shape."""
+        if self.layout is not None:
+            raise ConfigError("add", type(item).__name__, "add_items(columns, lengths): this table's items are "
+                                                          "ranges of steps")
         if self.storage is not None:
             return self.schema
         schema = copy.copy(self.schema)
@@ -330,7 +394,8 @@ class Table:
         """Store one item; returns its id (``NOT_STORED`` if the writer declined it)."""
         fast = self._add_fast
         if fast is not None and priority is None:
-            return int(fast(item))  # the generated lane holds the lock itself
+            new_id: int = fast(item)  # a Python int; the generated lane holds the lock itself
+            return new_id
         with self.lock:
             schema = self._prepare(item, batched=False)
             arrays = schema.coerce(schema.values_of(item))
@@ -430,26 +495,153 @@ class Table:
             self.sampler.on_insert(slot_arr, None if prio is None else prio[items_idx], directory)
         return out
 
+    # ------------------------------------------------------------ step-range layout
+    def _steps(self) -> StepRanges:
+        if self.layout is None:
+            raise ConfigError("layout", None, "a StepRanges layout (this table stores one row per item: add, "
+                                              "add_batch)")
+        return self.layout
+
+    def check_items(self, columns: Mapping[str, Any], lengths: Any, priorities: Any = None) -> tuple[
+            Schema, list[np.ndarray], np.ndarray, np.ndarray | None]:
+        """Validate a batch of step-range items without changing anything:
+        ``(schema, arrays, lengths, priorities)``."""
+        with self.lock:
+            index = self._steps()
+            schema = self.schema
+            if not schema.resolved:
+                schema = Schema.from_structure(None)
+                schema.resolve(columns, batched=True)
+                assert schema.fields is not None
+                self._check_bytes(sum(f.nbytes for f in schema.fields))  # the rows are allocated on this first add
+            m, arrays = schema.coerce_batch(schema.values_of(columns))
+            lens = np.asarray(lengths)
+            if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu"):
+                raise SchemaError("lengths", lengths, "a 1-d array of item lengths")
+            lens = lens.astype(np.int64, copy=False)
+            if int(lens.sum()) != m:
+                raise SchemaError("lengths", int(lens.sum()), f"item lengths that add up to the {m} rows of the batch")
+            index.check_lengths(lens)
+            prio = None
+            if priorities is not None:
+                prio = check_priorities(priorities, lens.shape[0])
+            elif self.sampler.requires_priority:
+                raise SchemaError("priorities", None, "a priority for every item")
+            return schema, arrays, lens, prio
+
+    def add_items(self, columns: Mapping[str, Any], lengths: Any, priorities: Any = None) -> np.ndarray:
+        """Store step-range items given as consecutive rows of ``columns`` (``lengths`` rows
+        each); returns one id per item (``NOT_STORED`` for items a reservoir declined)."""
+        with self.lock:
+            index = self._steps()
+            schema, arrays, lens, prio = self.check_items(columns, lengths, priorities)
+            if lens.size == 0:
+                return np.empty(0, dtype=np.int64)
+            storage = self._ensure_storage(schema)
+            ids, gone, placement, evicted = index.insert(lens, self.rng)
+            for rows, steps in placement:
+                storage.write(steps, [a[rows] for a in arrays])
+            stored = ids != NOT_STORED
+            new_slots = ids[stored] % self.capacity
+            if gone.size:
+                self.sampler.on_delete(gone)
+            if self.sampler.prioritized and new_slots.size:
+                self.sampler.on_insert(new_slots, None if prio is None else prio[stored], self.directory)
+            c = self.counters
+            c["added"] += int(lens.size)
+            c["added_steps"] += int(lens.sum())
+            c["evicted"] += evicted
+            c["not_stored"] += int(lens.size - new_slots.size)
+            return tag_ids(ids, self.shard_tag)
+
+    def ids_of(self, slots: np.ndarray) -> np.ndarray:
+        """Ids of the live items in ``slots``."""
+        with self.lock:
+            return tag_ids(self.directory.slot_id[slots], self.shard_tag)
+
+    def read(self, slots: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Columns of the step-range items in ``slots``, rows concatenated in order, and their lengths."""
+        with self.lock:
+            steps, lengths = self._steps().steps_of(slots)
+            assert self.storage is not None
+            return self.storage.gather(steps), lengths
+
+    def read_windows(self, slots: np.ndarray, before: int, total: int,
+                     episode_field: str | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+        """Windows of ``total`` steps per step-range item (``before`` burn-in steps, then the
+        item, then padding), flattened to ``len(slots) * total`` rows.
+
+        Returns ``(arrays, valid, in_item)`` (masks of shape ``(len(slots), total)``).
+        Invalid rows are zero. With ``episode_field``, burn-in steps of another
+        episode than the item's first step are invalid too.
+        """
+        with self.lock:
+            phys, valid, in_item = self._steps().windows(slots, before, total)
+            assert self.storage is not None
+            arrays = self.storage.gather(phys.reshape(-1))
+            if before and episode_field is not None and episode_field in self.names:
+                eps = arrays[self.names.index(episode_field)].reshape(len(slots), total, -1)
+                first = eps[:, before:before + 1]
+                same = (eps == first).reshape(len(slots), total, -1).all(axis=2)
+                valid = valid & (same | in_item)
+            if not valid.all():
+                flat = ~valid.reshape(-1)
+                for a in arrays:  # views into the fresh gathered copy, so writable
+                    a[flat] = 0
+            return arrays, valid, in_item
+
+    def hit_counts(self, ids: Any) -> np.ndarray:
+        """How many times each step-range item was drawn since it was stored."""
+        with self.lock:
+            index = self._steps()
+            _, slots = self.locate(ids)
+            result: np.ndarray = index.hits[slots].copy()
+            return result
+
+    def oldest(self, k: int) -> np.ndarray:
+        """Ids of the ``k`` oldest live step-range items (fewer if fewer are stored)."""
+        with self.lock:
+            slots = self._steps().oldest_slots(k)
+            return tag_ids(self.directory.slot_id[slots], self.shard_tag)
+
+    def take_oldest(self, k: int, read: Reader) -> tuple[np.ndarray, Any]:
+        """Ids of the ``k`` oldest step-range items and ``read(their slots)``, then remove them
+        and count them as sampled: a queue's pop, in one atomic call."""
+        with self.lock:
+            k = check_count(self.count_name, k)
+            slots = self._steps().oldest_slots(k)
+            ids = tag_ids(self.directory.slot_id[slots], self.shard_tag)
+            if ids.size == 0:
+                return ids, None
+            data = read(slots)
+            self.delete(ids)
+            self.counters["sampled"] += int(ids.size)
+            return ids, data
+
     # ------------------------------------------------------------ read
     def mass(self) -> Mass:
         """The totals this table's probabilities are relative to (see :mod:`~ReplayTables.engine.mass`)."""
         with self.lock:
             return self.sampler.mass(self.directory)
 
-    def sample(self, n: int, beta: float | None = None) -> Sample:
+    def sample(self, n: int, beta: float | None = None, read: Reader | None = None) -> Sample:
         """``n`` items drawn by the sampler (with replacement), in one atomic call.
 
         The points come from the table's rng (:meth:`Sampler.split`) and are turned
         into items by :meth:`sample_from` against the table's own mass. With
         ``beta`` the weights are importance weights for that exponent, else ones.
+        ``read(slots)`` (optional) reads more around the items in the same call;
+        its result is ``Sample.data``. With a step-range layout each draw counts a
+        hit of its item (:meth:`hit_counts`).
         """
         with self.lock:
-            n = check_count("n", n)
+            n = check_count(self.count_name, n)
             self._check_sample(n)
             draws, order = self.sampler.split(n, self.rng, self.directory)
-            return self._sample_locked(draws, order, beta, None)
+            return self._sample_locked(draws, order, beta, None, read)
 
-    def sample_from(self, draws: Draws, beta: float | None = None, totals: Mass | None = None) -> Sample:
+    def sample_from(self, draws: Draws, beta: float | None = None, totals: Mass | None = None,
+                    read: Reader | None = None) -> Sample:
         """The items given points select (see :class:`~ReplayTables.engine.draws.Draws`), in one call.
 
         Items of ``draws.prioritized`` come first, then those of ``draws.uniform``.
@@ -463,24 +655,29 @@ class Table:
             self._check_sample(checked.n)
             if totals is not None and not isinstance(totals, Mass):
                 raise ConfigError("totals", totals, "a Mass or None")
-            return self._sample_locked(checked, None, beta, totals)
+            return self._sample_locked(checked, None, beta, totals, read)
 
     def _check_sample(self, n: int) -> None:
         if self.directory.count == 0:
             raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        if n > LARGE_SAMPLE:
-            check_sample_bytes("n", n, self.storage.row_bytes if self.storage is not None else 0)
+        if n > LARGE_SAMPLE:  # every item has at least one row
+            check_sample_bytes(self.count_name, n, self.storage.row_bytes if self.storage is not None else 0)
 
     def _sample_locked(self, draws: Draws, order: np.ndarray | None, beta: float | None,
-                       totals: Mass | None) -> Sample:
+                       totals: Mass | None, read: Reader | None) -> Sample:
         own = self.sampler.mass(self.directory)
         mass = own if totals is None else totals
         slots, ids, q, probabilities = self.sampler.select(draws, order, self.directory, mass)
         weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
         assert self.storage is not None
         self.counters["sampled"] += int(slots.shape[0])
-        return Sample(tag_ids(ids, self.shard_tag), slots, self.storage.gather(slots), q, probabilities, weights,
-                      own.size, mass)
+        if self.layout is None:
+            fields = self.storage.gather(slots)
+        else:
+            self.layout.record_hits(slots)
+            fields = [] if read is not None else self.read(slots)[0]
+        return Sample(tag_ids(ids, self.shard_tag) if self._tag else ids, slots, fields, q, probabilities, weights,
+                      own.size, mass, None if read is None else read(slots))
 
     def locate(self, ids: Any, field: str = "ids") -> tuple[np.ndarray, np.ndarray]:
         """Validated ids and their slots; a :class:`StaleIdError` naming any stale id or
@@ -507,23 +704,75 @@ class Table:
             q = self.sampler.stored(slots)
             probabilities = probabilities_against(q, mass)
             weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
-            return Sample(arr, slots, self.storage.gather(slots), q, probabilities, weights, mass.size, mass)
+            fields = self.storage.gather(slots) if self.layout is None else self.read(slots)[0]
+            return Sample(arr, slots, fields, q, probabilities, weights, mass.size, mass)
 
     # ------------------------------------------------------------ change
-    def delete(self, ids: Any) -> None:
-        """Remove items by id; all ids must be live (nothing is removed otherwise)."""
+    # Layouts that decide slots themselves (the per-stream episode rings) write rows first
+    # and make them items once complete; these calls are their only way to change the table.
+    def write_rows(self, slots: np.ndarray, values: list[np.ndarray]) -> None:
+        """Write step rows at ``slots`` (checked values, one array per field); items are not changed."""
+        with self.lock:
+            assert self.storage is not None
+            self.storage.write(slots, values)
+
+    def write_row(self, slot: int, values: list[Any]) -> None:
+        """Write one row at ``slot`` (checked values); items are not changed."""
+        with self.lock:
+            assert self.storage is not None
+            for column, value in zip(self.storage.columns, values):
+                column[slot] = value
+
+    def admit(self, slots: np.ndarray) -> np.ndarray:
+        """Make the rows at ``slots`` (unique, written, not live) items: their ids, by the one id rule."""
+        with self.lock:
+            directory = self.directory
+            ids = directory.assign(slots)
+            if self.sampler.prioritized:
+                self.sampler.on_insert(slots, None, directory)
+            self.counters["added"] += int(slots.shape[0])
+            return tag_ids(ids, self.shard_tag)
+
+    def admit_one(self, slot: int) -> np.ndarray:
+        """:meth:`admit` for one slot (the per-step path: the directory's scalar id rule)."""
+        with self.lock:
+            directory = self.directory
+            ids = np.array([directory.assign_one(slot) | self._tag], dtype=np.int64)
+            if self.sampler.prioritized:
+                self.sampler.on_insert(np.array([slot], dtype=np.int64), None, directory)
+            self.counters["added"] += 1
+            return ids
+
+    def evict_slots(self, slots: np.ndarray) -> int:
+        """Remove the items at those of ``slots`` (unique) that hold one, counted as evicted; returns how many."""
+        with self.lock:
+            directory = self.directory
+            live = slots[directory.slot_id[slots] >= 0]
+            if live.size:
+                directory.remove(live)
+                self.sampler.on_delete(live)
+                self.counters["evicted"] += int(live.size)
+            return int(live.size)
+
+    def delete(self, ids: Any) -> int:
+        """Remove items by id; all ids must be live (nothing is removed otherwise). Returns how
+        many items were removed (an id given twice counts once), as every table does."""
         with self.lock:
             _, slots = self.locate(ids)
             slots = np.unique(slots)
-            self.directory.remove(slots)
+            if self.layout is None:
+                self.directory.remove(slots)
+            else:
+                self.layout.remove(slots)
             self.sampler.on_delete(slots)
             self.counters["deleted"] += int(slots.size)
+            return int(slots.size)
 
-    def update_priorities(self, ids: Any, priorities: Any) -> int:
+    def update_priorities(self, ids: Any, priorities: Any, field: str = "ids") -> int:
         """Set raw priorities; stale ids are skipped and counted (ids of another shard are
-        refused). Returns how many were applied."""
+        refused). Returns how many were applied. ``field``: the name errors give ``ids``."""
         with self.lock:
-            arr = check_ids(ids)
+            arr = check_ids(ids, field)
             fused = getattr(self.sampler, "update_by_ids", None)
             if fused is not None:
                 applied = int(fused(self.directory, arr, priorities, self.shard_tag))
@@ -531,7 +780,7 @@ class Table:
                 return applied
             p = check_priorities(priorities, arr.shape[0])
             self.sampler.validate(p)
-            slots, valid = self.directory.lookup(local_ids("ids", arr, self.shard_tag))
+            slots, valid = self.directory.lookup(local_ids(field, arr, self.shard_tag))
             if not valid.all():
                 self.counters["stale_updates"] += int((~valid).sum())
                 slots, p = slots[valid], p[valid]
@@ -546,6 +795,16 @@ class Table:
             return self._state_dict_locked()
 
     def _state_dict_locked(self) -> dict[str, Any]:
+        if self.layout is not None:
+            return {
+                "capacity": self.capacity,
+                "schema": self.schema.to_json() if self.schema.resolved else None,
+                "index": self.layout.state_dict(),
+                "sampler": {"name": self.sampler.name, "config": self.sampler.config(), **self.sampler.state_dict()},
+                "storage": self.storage.state_dict() if self.storage is not None else None,
+                "counters": dict(self.counters),
+                "rng": _rng_state(self.rng),
+            }
         return {
             "capacity": self.capacity,
             "schema": self.schema.to_json() if self.schema.resolved else None,
@@ -557,7 +816,8 @@ class Table:
             "rng": _rng_state(self.rng),
         }
 
-    def check_state(self, state: Any, where: str = "table", rows_in_storage: bool = False) -> TableState:
+    def check_state(self, state: Any, where: str = "table",
+                    rows_in_storage: bool = False) -> TableState | StepRangeState:
         """Check a saved :meth:`state_dict` completely; changes nothing.
 
         Every component checks its own part (the writer, directory, sampler,
@@ -567,8 +827,11 @@ class Table:
         cannot be right is a :class:`CheckpointError`; a state of another kind of
         table (capacity, writer, sampler settings, fields) a :class:`ConfigError`.
         ``rows_in_storage``: the state has no rows because the table's storage holds
-        them (a reopened memory-mapped file).
+        them (a reopened memory-mapped file). A step-range table's state has the
+        layout's ``index`` where a one-row table has ``writer`` and ``directory``.
         """
+        if self.layout is not None:
+            return self._check_step_state(self.layout, state, where)
         m = mapping(where, state, ("capacity", "schema", "writer", "sampler", "directory", "storage", "counters",
                                    "rng"))
         capacity = integer(f"{where}.capacity", m["capacity"], 1, MAX_COUNT)
@@ -617,12 +880,61 @@ class Table:
                                                               f"{schema.fields} (a reopened file)")
         return TableState(schema, storage, saved_rows, writer, directory, sampler, counters, rng)
 
-    def restore(self, checked: TableState) -> None:
+    def _check_step_state(self, index: StepRanges, state: Any, where: str) -> StepRangeState:
+        """:meth:`check_state` of a step-range table: every component, and the sampler
+        against the live items; builds what needs memory only after the values are
+        known to be good; changes nothing."""
+        m = mapping(where, state, ("capacity", "schema", "index", "sampler", "storage", "counters", "rng"))
+        capacity = integer(f"{where}.capacity", m["capacity"], 1, MAX_COUNT)
+        if capacity != self.capacity:
+            raise ConfigError(f"{where}.capacity", capacity, f"{self.capacity} (this buffer's capacity)")
+        smp = mapping(f"{where}.sampler", m["sampler"], ("name",), closed=False)
+        if smp["name"] != self.sampler.name or smp.get("config", {}) != self.sampler.config():
+            raise ConfigError(f"{where}.sampler", {k: smp.get(k) for k in ("name", "config")},
+                              f"{self.sampler.name} with {self.sampler.config()}")
+        checked_index = index.check_state(m["index"], f"{where}.index")
+        schema, row_bytes = check_schema_state(m["schema"], Schema.from_structure(None), f"{where}.schema", capacity,
+                                               saved_row_bytes(m["storage"]))
+        check_allocation(f"{where}.capacity", capacity,
+                         capacity * row_bytes + step_table_nbytes(capacity, self.sampler),
+                         f"a table of {capacity} timesteps of {row_bytes} bytes", error=CheckpointError)
+        rows = None
+        if (schema is None) != (m["storage"] is None):
+            raise CheckpointError(f"{where}.storage", "saved rows" if m["storage"] is not None else None,
+                                  "rows exactly when the state has a schema")
+        if schema is not None:
+            assert schema.fields is not None
+            rows = PackedStorage.check_state(m["storage"], schema.fields, capacity, f"{where}.storage")
+        elif checked_index["directory"].count:
+            raise CheckpointError(f"{where}.index.directory.count", checked_index["directory"].count,
+                                  "0 (the state has no schema, so no item can be stored)")
+        counters = check_counters(f"{where}.counters", m["counters"], STEP_RANGE_COUNTERS)
+        rng = check_rng_state(m["rng"], f"{where}.rng", self.rng)
+        sampler = self.sampler.check_state(smp, checked_index["directory"].live_mask, f"{where}.sampler")
+        storage: RowStorage | None = None
+        if schema is not None:
+            assert schema.fields is not None and rows is not None
+            storage = PackedStorage.from_rows(schema.fields, capacity, rows)
+        return StepRangeState(schema if schema is not None else Schema.from_structure(None), storage, checked_index,
+                              sampler, counters, rng)
+
+    def restore(self, checked: TableState | StepRangeState) -> None:
         """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
         with self.lock:
             self._restore_locked(checked)
 
-    def _restore_locked(self, checked: TableState) -> None:
+    def _restore_locked(self, checked: TableState | StepRangeState) -> None:
+        if isinstance(checked, StepRangeState):
+            assert self.layout is not None
+            self.layout.restore(checked.ranges)
+            self.schema = checked.schema
+            self.storage = checked.storage
+            if checked.storage is not None:
+                self._storage = checked.storage
+            self.counters.update(checked.counters)
+            self.rng.bit_generator.state = checked.rng
+            self.sampler.restore(checked.sampler)
+            return
         self._add_fast = None
         self._add_batch_fast = None
         if checked.schema is not None:

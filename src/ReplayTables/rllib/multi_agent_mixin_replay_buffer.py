@@ -75,7 +75,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         if ids.size:
             buf = self.replay_buffers[key]
             with buf._lock:
-                _, live = buf._table.index.directory.lookup(ids)
+                _, live = buf._table.directory.lookup(ids)
             if not live.all():
                 self._new_dropped += int((~live).sum())
                 ids = ids[live]

@@ -15,6 +15,7 @@ import numpy as np
 
 from ReplayTables.atomic import atomic
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler
+from ReplayTables.engine.validators import number
 from ReplayTables.errors import ConfigError, PriorityError
 from ReplayTables.rllib.replay_buffer import ReplayBuffer
 from ReplayTables.rllib.storage_unit import StorageUnit
@@ -23,12 +24,9 @@ __all__ = ["PrioritizedReplayBuffer"]
 
 
 def check_number(name: str, value: Any, lo: float, hi: float = math.inf) -> float:
-    """``value`` as a float if it is a finite real number in ``[lo, hi]`` (``inf`` and NaN are refused:
-    ``alpha=inf`` makes every stored priority 0 or inf, ``beta=inf`` every weight 0)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or not (lo <= float(value) <= hi):
-        raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
-    return float(value)
+    """``value`` as a finite float in ``[lo, hi]`` (``inf`` and NaN are refused: ``alpha=inf`` makes
+    every stored priority 0 or inf, ``beta=inf`` every weight 0); see ``engine/validators.py``."""
+    return number(name, value, lo, hi)
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -129,7 +127,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         :class:`~ReplayTables.PriorityError` and change nothing. Returns how many
         updates were applied.
         """
-        applied = self._table.update_priorities(batch_indexes, priorities)
+        applied = self._table.update_priorities(batch_indexes, priorities, field="batch_indexes")
         self._rllib.priority_updates += applied
         return applied
 

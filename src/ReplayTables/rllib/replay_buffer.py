@@ -1,6 +1,7 @@
 """RLlib's ``ReplayBuffer`` on the engine: items of a :class:`StorageUnit` over a true ring of timesteps.
 
-Storage is one :class:`~ReplayTables.engine.segment_table.SegmentTable`: the
+Storage is one engine :class:`~ReplayTables.engine.table.Table` with a
+:class:`~ReplayTables.engine.layouts.step_ranges.StepRanges` layout: the
 columns of every stored timestep live once in packed columnar memory, items are
 ranges of those timesteps with ids that carry a generation, and items are drawn
 by the engine's samplers. This module only translates RLlib's API (batches in,
@@ -26,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.atomic import atomic, table_lock
+from ReplayTables.engine.layouts.step_ranges import StepRanges
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
-from ReplayTables.engine.segment_table import SegmentTable
 from ReplayTables.engine.state_checks import MAX_INT, array, integer, mapping
-from ReplayTables.engine.table import MAX_COUNT, check_capacity
+from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, step_table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 from ReplayTables.rllib import policy_rows
 from ReplayTables.rllib.batches import SampleBatch, as_columns, as_policy_batches, env_steps_of
@@ -101,8 +102,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
-        self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
-                                   sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._ranges = StepRanges(self.capacity, self._placement, self._region())
+        self._table = Table(self.capacity, layout=self._ranges, sampler=self._make_sampler(),
+                            rng=np.random.default_rng(self.seed), count_name="num_items")
         self._lock = table_lock(self._table)
         self._dropped_episodes = 0
         self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index
@@ -135,7 +137,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     @property
     def num_timesteps(self) -> int:
         """Timesteps stored now (never more than ``capacity``)."""
-        return self._table.index.live_steps
+        return self._ranges.live_steps
 
     # ------------------------------------------------------------ add
     def _plan(self, batch: Any) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
@@ -186,7 +188,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     def check(self, batch: Any, **kwargs: Any) -> None:
         """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
         stored, plan, columns = self._plan(batch)
-        self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
+        self._table.check_items(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
 
     @atomic
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
@@ -197,7 +199,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         """
         stored, plan, columns = self._plan(batch)
         priorities = self._priorities(plan, columns, kwargs)
-        ids = self._table.add(stored, plan.lengths, priorities)
+        ids = self._table.add_items(stored, plan.lengths, priorities)
         self._dropped_episodes += plan.dropped_episodes
         if plan.policy_ids is not None and plan.policy_columns is not None:
             self._policy_ids, self._policy_columns = plan.policy_ids, plan.policy_columns
@@ -221,9 +223,8 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        with self._table.lock:  # the ids and their rows at one instant
-            arr, slots = self._table.locate(ids)
-            batch, rows = self._read(slots)
+        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
+        batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return to_rllib(self._finish(batch, sampled=False))
@@ -276,7 +277,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
             L, B = self.replay_sequence_length, self.replay_burn_in
             arrays, valid, _ = table.read_windows(slots, B, L, "eps_id")
             out = SampleBatch(zip(table.names, arrays))
-            lengths = table.index.length[slots]
+            lengths = self._ranges.length[slots]
             out["mask"] = valid.reshape(-1)
             out["seq_lens"] = (B + lengths).astype(np.int32)
             n = slots.shape[0]
@@ -359,7 +360,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     @classmethod
     def nbytes_for(cls, capacity: int) -> int:
         """Bytes a buffer of ``capacity`` timesteps holds before any row is stored."""
-        return SegmentTable.nbytes_for(capacity, cls._sampler_class())
+        return step_table_nbytes(capacity, cls._sampler_class())
 
     @classmethod
     def _sampler_class(cls) -> type[Sampler]:

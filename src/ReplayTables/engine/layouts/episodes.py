@@ -1,4 +1,4 @@
-"""Episode rings: a step stream stored with every observation once.
+"""The per-stream episode layout: a step stream stored with every observation once.
 
 Layout. The capacity is split into one ring per environment stream (``streams``
 rings of ``per_stream`` records). A *record* is one observation plus the fields
@@ -12,8 +12,10 @@ a record within its stream's ring, bounded by the record's step index in its
 episode (``t_in_episode``), so nothing ever reaches into another episode.
 
 Items. The engine :class:`~ReplayTables.engine.table.Table` holds the step fields
-in its packed storage *at the slot of the step's observation*, and its slot
-directory and sampler decide which transitions may be sampled. A transition
+in its storage *at the slot of the step's observation*, and its slot
+directory and sampler decide which transitions may be sampled. The ring changes
+the table only through its calls (``write_rows``, ``admit``, ``evict_slots``),
+under the table's lock. A transition
 becomes an item (gets an id and a priority) only when it is complete: its
 ``n``-step window is stored or its episode has ended (see ``accumulators``).
 
@@ -29,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.accumulators import nstep_targets, ready_range
-from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask
+from ReplayTables.engine.layouts.nstep import nstep_targets, ready_range
+from ReplayTables.engine.layouts.sequence_starts import StartIndex, expand_ranges, new_anchors, window_mask
 from ReplayTables.engine.state_checks import MAX_INT, bool_array, int_array
 from ReplayTables.engine.storage import FrameStore
 from ReplayTables.engine.table import Table
@@ -119,10 +121,9 @@ class EpisodeRing:
              terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
         """One step on each of ``streams``; returns the ids of the transitions completed by it."""
         table = self.table
-        assert table.storage is not None
         cur = self.next_pos[streams] - 1
         cur_slots = self.slot_of(streams, cur)
-        table.storage.write(cur_slots, fields)
+        table.write_rows(cur_slots, fields)
         new = cur + 1
         self._evict(streams, new)
         new_slots = self.slot_of(streams, new)
@@ -136,11 +137,7 @@ class EpisodeRing:
         owner, positions = expand_ranges(lo, hi)
         ids = np.empty(0, dtype=np.int64)
         if positions.size:
-            slots = self.slot_of(streams[owner], positions)
-            ids = table.directory.assign(slots)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(slots, None, table.directory)
-            table.counters["added"] += int(slots.size)
+            ids = table.admit(self.slot_of(streams[owner], positions))
         if self.starts is not None:
             alo, ahi = new_anchors(first, lo, hi, ended, self.seq_length, self.burn_in, self.pad_sequences)
             owner, anchors = expand_ranges(alo, ahi)
@@ -156,14 +153,11 @@ class EpisodeRing:
         index arrays for a single record.
         """
         table = self.table
-        storage = table.storage
-        assert storage is not None
         cs = self.per_stream
         base = stream * cs
         cur = int(self.next_pos[stream]) - 1
         cur_slot = base + cur % cs
-        for column, value in zip(storage.columns, fields):
-            column[cur_slot] = value
+        table.write_row(cur_slot, fields)
         new = cur + 1
         new_slot = base + new % cs
         if new >= cs:
@@ -183,17 +177,9 @@ class EpisodeRing:
         hi = cur if ended else cur - n + 1
         ids = _NO_IDS
         if hi == lo:
-            slot = base + lo % cs
-            ids = np.array([table.directory.assign_one(slot)], dtype=np.int64)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(np.array([slot], dtype=np.int64), None, table.directory)
-            table.counters["added"] += 1
+            ids = table.admit_one(base + lo % cs)
         elif hi > lo:
-            slots = base + np.arange(lo, hi + 1, dtype=np.int64) % cs
-            ids = table.directory.assign(slots)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(slots, None, table.directory)
-            table.counters["added"] += int(slots.size)
+            ids = table.admit(base + np.arange(lo, hi + 1, dtype=np.int64) % cs)
         if self.starts is not None and hi >= lo:
             alo, ahi = new_anchors(np.array([first]), np.array([lo]), np.array([hi]), np.array([ended]),
                                    self.seq_length, self.burn_in, self.pad_sequences)
@@ -203,12 +189,7 @@ class EpisodeRing:
 
     def _evict_slot(self, slot: int) -> None:
         """:meth:`_evict` when nothing reaches back past its own record (no stack, no burn-in)."""
-        table = self.table
-        if table.directory.slot_id[slot] >= 0:
-            arr = np.array([slot], dtype=np.int64)
-            table.directory.remove(arr)
-            table.sampler.on_delete(arr)
-            table.counters["evicted"] += 1
+        self.table.evict_slots(np.array([slot], dtype=np.int64))
         if self.starts is not None and self.starts.where[slot] >= 0:
             self.starts.remove(np.array([slot], dtype=np.int64))
 
@@ -223,12 +204,7 @@ class EpisodeRing:
         same = self.t_in_episode[cand] >= rel[None, :]  # still the overwritten record's episode
         k = self.frame_stack
         items = cand[:, :k][same[:, :k]]
-        table = self.table
-        items = np.unique(items[table.directory.slot_id[items] >= 0])
-        if items.size:
-            table.directory.remove(items)
-            table.sampler.on_delete(items)
-            table.counters["evicted"] += int(items.size)
+        self.table.evict_slots(np.unique(items))
         if self.starts is not None:
             b = self.burn_in + 1
             self.starts.remove(cand[:, :b][same[:, :b]])

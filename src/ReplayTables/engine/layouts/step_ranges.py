@@ -1,6 +1,6 @@
-"""Segments: variable-length items kept as ranges of timestep slots.
+"""The step-range layout: variable-length items kept as ranges of timestep slots.
 
-A :class:`SegmentIndex` knows nothing about data. It hands out *step slots*
+A :class:`StepRanges` knows nothing about data. It hands out *step slots*
 (rows of a storage of ``steps`` timesteps) to items of any length, and gives
 every item an *item slot* in a :class:`~ReplayTables.engine.ids.SlotDirectory`,
 so items have ids with generations (stale ids are detected) and the engine's
@@ -38,7 +38,7 @@ from ReplayTables.engine.state_checks import MAX_INT, boolean, int_array, intege
 from ReplayTables.engine.writers import ReservoirWriter
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 
-__all__ = ["PLACEMENTS", "Placement", "SegmentIndex"]
+__all__ = ["PLACEMENTS", "Placement", "StepRanges"]
 
 PLACEMENTS = ("ring", "reservoir")
 
@@ -46,7 +46,7 @@ PLACEMENTS = ("ring", "reservoir")
 Placement = list[tuple[slice | np.ndarray, slice | np.ndarray]]
 
 
-class SegmentIndex:
+class StepRanges:
     """Items as ranges of step slots in a store of ``steps`` timesteps.
 
     Arrays by item slot: ``start`` (first step slot), ``length``, ``origin``

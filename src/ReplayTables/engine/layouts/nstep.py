@@ -1,4 +1,4 @@
-"""Accumulators: turning a stream of steps into stored n-step transitions.
+"""N-step transitions of a step stream: when each becomes complete, and its return.
 
 Two small pure pieces, used on insert and at sample time:
 

@@ -1,4 +1,4 @@
-"""Episode-aware sequence windows: which windows are valid, and where their steps are.
+"""Sequence starts of a step stream: which windows are valid, and where their steps are.
 
 A front end that stores steps in time order (one ring per environment stream,
 or one ring for everything) can sample fixed-length sequences with this module
