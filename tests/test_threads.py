@@ -209,7 +209,8 @@ def test_the_lock_is_reentrant_so_calls_compose() -> None:
 
 
 # ------------------------------------------------------------------ 4 threads x mixed operations
-OPS = 20_000  # per thread; the slow variant runs the 250k
+OPS = 20_000  # per thread on the ReplayTables API; the slow variants run the 250k
+OPS_OTHER = 8_000  # per thread on the step-stream and RLlib buffers (their calls cost more; 250k when slow)
 
 
 def front_end_a_stress(prioritized: bool, ops: int, tmp_path: Path, seed: int = 0) -> tuple[Any, list[stress.Log]]:
@@ -245,3 +246,58 @@ def test_the_checker_catches_a_corrupted_buffer(corruption: str, tmp_path: Path)
     stress.CORRUPTIONS[corruption](buffer)
     with pytest.raises(AssertionError):  # ... and caught after one invariant is broken
         stress.check(buffer, logs)
+
+
+def step_stream_stress(prioritized: bool, ops: int, tmp_path: Path, seed: int = 0) -> tuple[Any, list[stress.Log]]:
+    buffer = TrajectoryReplay(4096, obs_shape=(2,), obs_dtype=np.float32, num_streams=stress.THREADS * 2, rng=seed,
+                              per=PERConfig() if prioritized else None, sequence=SequenceConfig(length=4))
+    return buffer, stress.run_threads(stress.step_stream_worker(buffer, ops, tmp_path, prioritized), seed)
+
+
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "per"])
+def test_four_threads_on_the_step_stream_buffer_leave_it_exact(prioritized: bool, tmp_path: Path) -> None:
+    buffer, logs = step_stream_stress(prioritized, OPS_OTHER, tmp_path)
+    totals = stress.check_step_stream(buffer, logs)
+    assert buffer.stats()["evicted"] > 0 and totals.read_ids.size > 0 and totals.saves
+    assert totals.stale > 0 or not prioritized
+    loaded = ReplayTables.load(totals.saves[-1])
+    live = loaded.ids()
+    assert loaded.size() == live.size > 0
+    assert np.array_equal(stress.step_keys(loaded.get(live)), totals.key_of(live))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "per"])
+def test_four_threads_of_250k_operations_on_the_step_stream_buffer(prioritized: bool, tmp_path: Path) -> None:
+    stress.check_step_stream(*step_stream_stress(prioritized, 250_000, tmp_path))
+
+
+RLLIB_KINDS: dict[str, Callable[[], Any]] = {
+    "ReplayBuffer": lambda: RllibReplayBuffer(capacity=4096, seed=0),
+    "PrioritizedReplayBuffer": lambda: PrioritizedReplayBuffer(capacity=4096, alpha=0.6, seed=0),
+    "ReservoirReplayBuffer": lambda: ReservoirReplayBuffer(capacity=4096, seed=0),
+    "FifoReplayBuffer": lambda: FifoReplayBuffer(capacity=4096, storage_unit="timesteps", seed=0),
+    "MultiAgentReplayBuffer": lambda: MultiAgentReplayBuffer(capacity=4096, seed=0),
+    "MultiAgentPrioritizedReplayBuffer": lambda: MultiAgentPrioritizedReplayBuffer(capacity=4096, seed=0),
+    "MultiAgentMixInReplayBuffer": lambda: MultiAgentMixInReplayBuffer(capacity=4096, replay_ratio=0.5, seed=0),
+}
+
+
+def rllib_stress(name: str, ops: int, tmp_path: Path, seed: int = 0) -> tuple[Any, list[stress.Log]]:
+    buffer = RLLIB_KINDS[name]()
+    return buffer, stress.run_threads(stress.rllib_worker(buffer, ops, tmp_path), seed)
+
+
+@pytest.mark.parametrize("name", list(RLLIB_KINDS))
+def test_four_threads_on_the_rllib_buffers_leave_them_exact(name: str, tmp_path: Path) -> None:
+    buffer, logs = rllib_stress(name, OPS_OTHER, tmp_path)
+    totals = stress.check_rllib(buffer, logs)
+    assert totals.ids.size > 0 and totals.saves
+    loaded = ReplayTables.load(totals.saves[-1])
+    assert type(loaded) is type(buffer) and len(loaded) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RLLIB_KINDS))
+def test_four_threads_of_250k_operations_on_the_rllib_buffers(name: str, tmp_path: Path) -> None:
+    stress.check_rllib(*rllib_stress(name, 250_000, tmp_path))
