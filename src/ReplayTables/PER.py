@@ -200,11 +200,8 @@ class PrioritizedReplay(ReplayBuffer):
             s = self._table.sample(n, beta=self.beta)
             self._sample_calls += 1
             self._admission.sampled(len(s.ids))
-            assert s.weights is not None
-            return self._batch(s, s.weights)
+            return self._batch(s)
 
     @atomic
     def get(self, ids: Any) -> Batch:
-        s = self._table.get(ids)
-        weights = self._sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
-        return self._batch(s, weights)
+        return self._batch(self._table.get(ids, beta=self.beta))

@@ -48,7 +48,7 @@ class ReplayBuffer(TableBuffer):
         max_size = check_capacity("max_size", max_size)
         check_table_bytes("max_size", max_size, 0, prioritized=True)  # before a sum tree is built (counts one)
         self._table = Table(max_size, structure, writer="fifo", sampler=self._make_sampler(max_size), rng=rng,
-                            capacity_name="max_size")
+                            capacity_name="max_size", lazy_ids=True)
         # a field called e.g. ``weights`` would hide the batch's importance weights; fields
         # that come from the first dict added are checked when that add fixes them
         self._table.reserved_names = frozenset(_BATCH_ATTRIBUTES)
@@ -112,8 +112,8 @@ class ReplayBuffer(TableBuffer):
         self._admission.changed()
 
     # ------------------------------------------------------------ reading
-    def _batch(self, s: Sample, weights: np.ndarray) -> Batch:
-        return Batch(self._table.schema, s.fields, s.ids, weights, s.probabilities)
+    def _batch(self, s: Sample) -> Batch:
+        return Batch(self._table.schema, s.fields, s.ids, s.weights, s.probabilities)
 
     def sample(self, n: int, *, timeout: float | None = None) -> Batch:
         """``n`` items drawn uniformly with replacement; ``weights`` are all ones.
@@ -126,13 +126,12 @@ class ReplayBuffer(TableBuffer):
             self._admission.sample(n, timeout)
             s = self._table.sample(n)
             self._admission.sampled(len(s.ids))
-            return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+            return self._batch(s)
 
     @atomic
     def get(self, ids: Any) -> Batch:
         """The items with these ids (an error naming any that were overwritten or deleted)."""
-        s = self._table.get(ids)
-        return self._batch(s, np.ones(len(s.ids), dtype=np.float64))
+        return self._batch(self._table.get(ids))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size()}, max_size={self.max_size}, {self._table.schema!r})"

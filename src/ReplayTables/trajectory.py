@@ -20,7 +20,7 @@ at sample time by index), n-step targets respect ``terminated`` vs.
 windows with burn-in for recurrent agents. Storage is in memory, in
 memory-mapped files (``storage="memmap"``) or Zstandard-compressed
 (``storage="zstd"``). The machinery lives in the engine (``episodes``,
-``accumulators``, ``sequences``, ``memmap_storage``, ``compression``); this
+``accumulators``, ``sequences``, ``storage``); this
 module checks input and translates the API.
 """
 from __future__ import annotations
@@ -35,13 +35,10 @@ import numpy as np
 
 from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
-from ReplayTables.checkpoint import read_checkpoint, refusing, split_arrays, write_checkpoint
-from ReplayTables.engine.compression import CompressedFrames
-from ReplayTables.engine.episodes import EpisodeRing, FrameStore
-from ReplayTables.engine.files import real_directory
-from ReplayTables.engine.memmap_storage import ArrayFrames, create_array, open_array
+from ReplayTables.checkpoint import refusing, split_arrays
+from ReplayTables.engine.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
-from ReplayTables.engine.schema import FieldSpec, check_fits
+from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
 from ReplayTables.engine.state_checks import (
     MAX_INT,
     check_dtype,
@@ -52,7 +49,15 @@ from ReplayTables.engine.state_checks import (
     number,
     string,
 )
-from ReplayTables.engine.storage import PackedStorage
+from ReplayTables.engine.storage import (
+    ArrayFrames,
+    CompressedFrames,
+    FrameStore,
+    MappedDirectory,
+    PackedStorage,
+    RowStorage,
+    frame_field,
+)
 from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_count, check_table_bytes, table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
@@ -134,9 +139,8 @@ class TrajectoryReplay(TableBuffer):
                  action_dtype: Any = np.int64, extras: Mapping[str, Any] | None = None, num_streams: int = 1,
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
-                 path: str | os.PathLike[str] | None = None, compression_level: int = 3,
+                 path: str | os.PathLike[str] | MappedDirectory | None = None, compression_level: int = 3,
                  rng: np.random.Generator | int | None = None, rate_limiter: RateLimiter | None = None) -> None:
-        _reopen = bool(self.__dict__.pop("_reopening", False))  # set by open(): map existing files
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
         self.obs_dtype = _dtype("obs_dtype", obs_dtype)
@@ -167,8 +171,13 @@ class TrajectoryReplay(TableBuffer):
         if (storage == "memmap") != (path is not None):
             raise ConfigError("path", path, "a directory exactly when storage='memmap'")
         self.storage_kind = storage
-        self.path = None if path is None else Path(path)
-        self.compression_level = compression_level
+        # open() passes the reopened directory; a path is a new one, created below once the arguments are checked
+        self.path = None if path is None else path.root if isinstance(path, MappedDirectory) else Path(path)
+        if isinstance(compression_level, bool) or not isinstance(compression_level, (int, np.integer)) \
+                or not 1 <= compression_level <= 22:  # checked for every storage: a typo is not silently kept
+            raise ConfigError("compression_level", compression_level,
+                              "an integer Zstandard level from 1 to 22 (used by storage='zstd')")
+        self.compression_level = int(compression_level)
         self._sample_calls = 0
         self._capacity_arg = capacity
         capacity = capacity // self.num_streams * self.num_streams
@@ -192,26 +201,22 @@ class TrajectoryReplay(TableBuffer):
                                          uniform_probability=per.uniform_probability,
                                          new_priority_mode=per.new_priority_mode, max_decay=per.max_decay,
                                          stratified=per.stratified)
-        if self.path is not None and not _reopen:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if (self.path / "frames.npy").exists():
-                raise ConfigError("path", str(self.path), "a directory without a buffer in it (reopen an existing "
-                                                          "one with TrajectoryReplay.open(path))")
-        table = Table(capacity, fields, writer="fifo", sampler=sampler, rng=rng)
+        files: MappedDirectory | None = None
+        if isinstance(path, MappedDirectory):
+            files = path
+        elif self.path is not None:
+            files = MappedDirectory.create(self.path, "frames.npy")
+        schema = Schema.from_structure(fields)
+        assert schema.fields is not None
+        rows: RowStorage = PackedStorage() if files is None else files.storage("steps.npy", schema.fields, capacity)
         frames: FrameStore
-        rows: np.ndarray | None = None
-        if storage == "zstd":
-            frames = CompressedFrames(capacity, self.obs_shape, self.obs_dtype, level=compression_level)
+        if files is not None:
+            frames = files.frames("frames.npy", self.obs_shape, self.obs_dtype, capacity)
         else:
-            frame_path = None if self.path is None else self.path / "frames.npy"
-            frames = ArrayFrames(capacity, self.obs_shape, self.obs_dtype, path=frame_path, create=not _reopen)
-        if self.path is not None:
-            assert table.storage is not None
-            shape = table.storage.rows.shape
-            rows_path = self.path / "steps.npy"
-            rows = open_array(rows_path, shape, np.uint8) if _reopen else create_array(rows_path, shape, np.uint8)
-            table.storage = PackedStorage(table.storage.fields, capacity, rows=rows)
-        self._rows = rows
+            frames = CompressedFrames(level=compression_level) if storage == "zstd" else ArrayFrames()
+            frames.allocate([frame_field(self.obs_shape, self.obs_dtype)], capacity)
+        table = Table(capacity, schema, writer="fifo", sampler=sampler, rng=rng, storage=rows)
+        self._files = files
         seq = sequence
         self._table = table
         self._init_concurrency(rate_limiter)
@@ -219,7 +224,6 @@ class TrajectoryReplay(TableBuffer):
                                  zero_pad_stacks=stack_padding == "zeros", seq_length=seq.length if seq else 0,
                                  burn_in=seq.burn_in if seq else 0, pad_sequences=seq.pad if seq else False)
         self._step_fields = table.schema
-        self._dirty = False
 
     # ------------------------------------------------------------ sizes (max_size / size / len: TableBuffer)
 
@@ -283,9 +287,8 @@ class TrajectoryReplay(TableBuffer):
         return arr
 
     def _mark_dirty(self) -> None:
-        if self.path is not None and not self._dirty:
-            (self.path / "DIRTY").touch()
-            self._dirty = True
+        if self._files is not None:
+            self._files.mark_dirty()
 
     # ------------------------------------------------------------ writing
     @atomic
@@ -406,32 +409,26 @@ class TrajectoryReplay(TableBuffer):
         """``n`` complete transitions (uniformly, or by priority with importance ``weights``).
 
         With a rate limiter, waits until it allows a sample of ``n``, at most
-        ``timeout`` seconds, then raises ``RateLimitTimeout``.
+        ``timeout`` seconds, then raises ``RateLimitTimeout``. The transition's other
+        steps (next observation, n-step rewards) are read from the same storage under
+        the table's lock, so no add can overwrite them in between.
         """
         n = check_count("n", n)
         self._admission.sample(n, timeout)
         if self.per is None:
             s = self._table.sample(n)
-            weights = np.ones(len(s.ids), dtype=np.float64)
         else:
             s = self._table.sample(n, self.beta)
             self._sample_calls += 1
-            assert s.weights is not None
-            weights = s.weights
-        batch = self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        batch = self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
         self._admission.sampled(len(s.ids))
         return batch
 
     @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        s = self._table.get(ids)
-        weights = np.ones(len(s.ids), dtype=np.float64)
-        if self.per is not None:
-            sampler = self._table.sampler
-            assert isinstance(sampler, PrioritizedSampler)
-            weights = sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
-        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        s = self._table.get(ids, beta=None if self.per is None else self.beta)
+        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:
@@ -481,19 +478,18 @@ class TrajectoryReplay(TableBuffer):
 
     @classmethod
     def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator | int | None,
-                   reopen: bool = False) -> TrajectoryReplay:
+                   reopen: MappedDirectory | None = None) -> TrajectoryReplay:
         args = dict(init)
         args["extras"] = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in args["extras"].items()}
         args["sequence"] = None if args["sequence"] is None else SequenceConfig(**args["sequence"])
         args["per"] = None if args["per"] is None else PERConfig(**args["per"])
         args["rate_limiter"] = cls._limiter_arg(init)
-        if args["storage"] == "memmap" and not reopen:
+        if args["storage"] == "memmap" and reopen is None:
             # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
             args["storage"], args["path"] = "memory", None
-        buffer = cls.__new__(cls)
-        buffer.__dict__["_reopening"] = reopen
-        buffer.__init__(rng=rng, **args)  # type: ignore[misc]
-        return buffer
+        elif reopen is not None:
+            args["path"] = reopen  # the files are mapped again, not created
+        return cls(rng=rng, **args)
 
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
@@ -604,23 +600,18 @@ class TrajectoryReplay(TableBuffer):
         Writes after it are not visible until the next flush (``open`` refuses a
         buffer changed since its last flush rather than show inconsistent data).
         """
-        if self.path is None:
+        if self._files is None:
             raise ConfigError("storage", self.storage_kind, "storage='memmap' (only those have files to flush)")
         table = self._table
         assert table.storage is not None
         self._ring.frames.flush()
-        rows = table.storage.rows
-        if isinstance(rows, np.memmap):
-            rows.flush()
+        table.storage.flush()
         state = table.state_dict()
         state["storage"] = None  # the step rows are the memory-mapped file itself
         meta, arrays = split_arrays(state)
         arrays.update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
-        manifest = {"class": "ReplayTables.trajectory:TrajectoryReplay", "init": self._init_args(), "table": meta,
-                    "frontend": self._full_frontend_state()}
-        write_checkpoint(self.path / "state", manifest, arrays)
-        (self.path / "DIRTY").unlink(missing_ok=True)
-        self._dirty = False
+        self._files.flush_state(type(self), {"init": self._init_args(), "table": meta,
+                                             "frontend": self._full_frontend_state()}, arrays)
 
     def close(self) -> None:
         """Flush a memory-mapped buffer, then refuse steps and samples from now on and wake
@@ -647,15 +638,7 @@ class TrajectoryReplay(TableBuffer):
             raise ConfigError("rng", rng, "None, a numpy.random.Generator or a non-negative int seed")
         root = Path(path)
         with refusing(root):
-            if not real_directory(root):
-                raise CheckpointError("path", str(root), "the directory of a memory-mapped buffer")
-            if os.path.lexists(root / "DIRTY"):
-                raise CheckpointError("path", str(root), "a buffer flushed after its last change (it was written "
-                                                         "to and not flushed; its state file is older than its data)")
-            if not real_directory(root / "state"):
-                raise CheckpointError("path", str(root / "state"), "the state folder of a flushed buffer (a "
-                                                                   "directory, not a symlink)")
-            manifest, arrays = read_checkpoint(root / "state")
+            files, manifest, arrays = MappedDirectory.reopen(root)
             init, table, saved_rng = cls._check_before_construction(manifest, arrays)
             if init["storage"] != "memmap":
                 raise CheckpointError("init.storage", init["storage"], "'memmap' (open() reopens memory-mapped "
@@ -665,10 +648,10 @@ class TrajectoryReplay(TableBuffer):
             raise ConfigError("rng", type(rng.bit_generator).__name__,
                               f"a {type(saved_rng.bit_generator).__name__} generator, as the buffer saved")
         with refusing(root):
-            buffer = cls._construct(init, None, rng if rng is not None else saved_rng, reopen=True)
+            buffer = cls._construct(init, None, rng if rng is not None else saved_rng, reopen=files)
             if buffer._init_args() != init:
                 raise CheckpointError("init", init, f"the arguments the buffer was built with: {buffer._init_args()}")
-            checked = (buffer._table.check_state(table, rows=buffer._rows),
+            checked = (buffer._table.check_state(table, rows_in_storage=True),
                        buffer._check_frontend(manifest.get("frontend", {})),
                        buffer._check_arrays(arrays, frames=False))
             buffer._restore_parts(checked)

@@ -12,8 +12,10 @@ a record within its stream's ring, bounded by the record's step index in its
 episode (``t_in_episode``), so nothing ever reaches into another episode.
 
 Items. The engine :class:`~ReplayTables.engine.table.Table` holds the step fields
-in its packed storage *at the slot of the step's observation*, and its slot
-directory and sampler decide which transitions may be sampled. A transition
+in its storage *at the slot of the step's observation*, and its slot
+directory and sampler decide which transitions may be sampled. The ring changes
+the table only through its calls (``write_rows``, ``admit``, ``evict_slots``),
+under the table's lock. A transition
 becomes an item (gets an id and a priority) only when it is complete: its
 ``n``-step window is stored or its episode has ended (see ``accumulators``).
 
@@ -25,13 +27,14 @@ All of this is vectorised over the streams in a call.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ReplayTables.engine.accumulators import nstep_targets, ready_range
 from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask
 from ReplayTables.engine.state_checks import MAX_INT, bool_array, int_array
+from ReplayTables.engine.storage import FrameStore
 from ReplayTables.engine.table import Table
 from ReplayTables.errors import CheckpointError, ConfigError, EpisodeError
 
@@ -42,32 +45,6 @@ _NO_IDS.flags.writeable = False
 
 #: The step fields every ring stores, in this order, before any extras.
 STEP_FIELDS = ("action", "reward", "terminated", "truncated")
-
-
-class FrameStore(Protocol):
-    """Where observations live: one frame per slot (``memmap_storage``, ``compression``)."""
-
-    kind: str
-    capacity: int
-
-    @property
-    def nbytes(self) -> int: ...
-
-    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None: ...
-
-    def read(self, index: np.ndarray) -> np.ndarray: ...
-
-    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray: ...
-
-    def flush(self) -> None: ...
-
-    def arrays(self) -> dict[str, np.ndarray]: ...
-
-    def check_arrays(self, arrays: dict[str, Any], where: str = "frames_") -> Any: ...
-
-    def restore_arrays(self, checked: Any) -> None: ...
-
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 def min_per_stream(n_step: int, frame_stack: int, seq_length: int, burn_in: int) -> int:
@@ -144,10 +121,9 @@ class EpisodeRing:
              terminated: np.ndarray, truncated: np.ndarray) -> np.ndarray:
         """One step on each of ``streams``; returns the ids of the transitions completed by it."""
         table = self.table
-        assert table.storage is not None
         cur = self.next_pos[streams] - 1
         cur_slots = self.slot_of(streams, cur)
-        table.storage.write_batch(cur_slots, fields)
+        table.write_rows(cur_slots, fields)
         new = cur + 1
         self._evict(streams, new)
         new_slots = self.slot_of(streams, new)
@@ -161,11 +137,7 @@ class EpisodeRing:
         owner, positions = expand_ranges(lo, hi)
         ids = np.empty(0, dtype=np.int64)
         if positions.size:
-            slots = self.slot_of(streams[owner], positions)
-            ids = table.directory.assign(slots)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(slots, None, table.directory)
-            table.counters["added"] += int(slots.size)
+            ids = table.admit(self.slot_of(streams[owner], positions))
         if self.starts is not None:
             alo, ahi = new_anchors(first, lo, hi, ended, self.seq_length, self.burn_in, self.pad_sequences)
             owner, anchors = expand_ranges(alo, ahi)
@@ -181,14 +153,11 @@ class EpisodeRing:
         index arrays for a single record.
         """
         table = self.table
-        storage = table.storage
-        assert storage is not None
         cs = self.per_stream
         base = stream * cs
         cur = int(self.next_pos[stream]) - 1
         cur_slot = base + cur % cs
-        for column, value in zip(storage.columns, fields):
-            column[cur_slot] = value
+        table.write_row(cur_slot, fields)
         new = cur + 1
         new_slot = base + new % cs
         if new >= cs:
@@ -208,17 +177,9 @@ class EpisodeRing:
         hi = cur if ended else cur - n + 1
         ids = _NO_IDS
         if hi == lo:
-            slot = base + lo % cs
-            ids = np.array([table.directory.assign_one(slot)], dtype=np.int64)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(np.array([slot], dtype=np.int64), None, table.directory)
-            table.counters["added"] += 1
+            ids = table.admit_one(base + lo % cs)
         elif hi > lo:
-            slots = base + np.arange(lo, hi + 1, dtype=np.int64) % cs
-            ids = table.directory.assign(slots)
-            if table.sampler.prioritized:
-                table.sampler.on_insert(slots, None, table.directory)
-            table.counters["added"] += int(slots.size)
+            ids = table.admit(base + np.arange(lo, hi + 1, dtype=np.int64) % cs)
         if self.starts is not None and hi >= lo:
             alo, ahi = new_anchors(np.array([first]), np.array([lo]), np.array([hi]), np.array([ended]),
                                    self.seq_length, self.burn_in, self.pad_sequences)
@@ -228,12 +189,7 @@ class EpisodeRing:
 
     def _evict_slot(self, slot: int) -> None:
         """:meth:`_evict` when nothing reaches back past its own record (no stack, no burn-in)."""
-        table = self.table
-        if table.directory.slot_id[slot] >= 0:
-            arr = np.array([slot], dtype=np.int64)
-            table.directory.remove(arr)
-            table.sampler.on_delete(arr)
-            table.counters["evicted"] += 1
+        self.table.evict_slots(np.array([slot], dtype=np.int64))
         if self.starts is not None and self.starts.where[slot] >= 0:
             self.starts.remove(np.array([slot], dtype=np.int64))
 
@@ -248,12 +204,7 @@ class EpisodeRing:
         same = self.t_in_episode[cand] >= rel[None, :]  # still the overwritten record's episode
         k = self.frame_stack
         items = cand[:, :k][same[:, :k]]
-        table = self.table
-        items = np.unique(items[table.directory.slot_id[items] >= 0])
-        if items.size:
-            table.directory.remove(items)
-            table.sampler.on_delete(items)
-            table.counters["evicted"] += int(items.size)
+        self.table.evict_slots(np.unique(items))
         if self.starts is not None:
             b = self.burn_in + 1
             self.starts.remove(cand[:, :b][same[:, :b]])
@@ -315,7 +266,7 @@ class EpisodeRing:
         run = self.frames.read_runs(starts, length)
         if any_crossing:
             rows = np.flatnonzero(crossing)
-            run[rows] = self.frames.read(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
+            run[rows] = self.frames.gather(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
         if k > 1:
             t = self.t_in_episode[slots].astype(np.int64)
             short = np.flatnonzero(t < k - 1)
@@ -342,7 +293,7 @@ class EpisodeRing:
         frame_win = self._offset(anchors[:, None], offsets[None, :])
         steps_win = frame_win[:, :-1]
         fields = table.storage.gather(steps_win)
-        frames = self.frames.read(frame_win)
+        frames = self.frames.gather(frame_win)
         if not self.pad_sequences:
             mask = np.ones(steps_win.shape, dtype=bool)
             return {"fields": fields, "obs": frames[:, :-1], "next_obs": frames[:, 1:], "mask": mask}

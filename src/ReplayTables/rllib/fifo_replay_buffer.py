@@ -31,12 +31,10 @@ class FifoReplayBuffer(ReplayBuffer):
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items")
-        ids = self._table.oldest(check_count("num_items", num_items))
+        ids, data = self._table.take_oldest(check_count("num_items", num_items), self._read)
         if ids.size == 0:
             return SampleBatch()
-        batch = self.get(ids)
-        self.delete(ids)
-        self._table.counters["sampled"] += int(ids.size)
+        batch: SampleBatch = data[0]
         batch["weights"] = np.ones(batch.count, dtype=np.float64)
         return batch
 

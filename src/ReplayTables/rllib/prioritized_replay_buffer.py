@@ -24,9 +24,11 @@ __all__ = ["PrioritizedReplayBuffer"]
 
 
 def check_number(name: str, value: Any, lo: float, hi: float = math.inf) -> float:
+    """``value`` as a float if it is a finite real number in ``[lo, hi]`` (``inf`` and NaN are refused:
+    ``alpha=inf`` makes every stored priority 0 or inf, ``beta=inf`` every weight 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (lo <= float(value) <= hi):
-        raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+            or not math.isfinite(float(value)) or not (lo <= float(value) <= hi):
+        raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
     return float(value)
 
 
@@ -96,10 +98,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
         beta = check_number("beta", beta, 0.0)
-        slots, _, weights = self._table.sample(num_items, beta)
-        assert weights is not None
-        ids = self._table.ids_of(slots)
-        batch, rows = self._read(slots)
+        s = self._table.sample(num_items, beta, read=self._read)
+        ids, weights = s.ids, s.weights
+        batch: SampleBatch = s.data[0]
+        rows: np.ndarray = s.data[1]
         if rows.shape[0] == batch.count:  # one row per item
             batch["weights"] = weights
             batch["batch_indexes"] = ids

@@ -61,6 +61,9 @@ class ReplayBuffer(Checkpointable):
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, seed: int | None = None) -> None:
         self.capacity = check_capacity("capacity", capacity)
+        # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
+        check_allocation("capacity", self.capacity, self.nbytes_for(self.capacity),
+                         f"the index of {self.capacity} timesteps")
         self.storage_unit = StorageUnit.of(storage_unit)
         self.replay_sequence_length = _check_sequence_args(self.capacity, self.storage_unit, replay_sequence_length,
                                                            replay_burn_in)
@@ -148,8 +151,8 @@ class ReplayBuffer(Checkpointable):
         Counts one hit per draw for :meth:`hit_counts`; raises
         :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
         """
-        slots, _, _ = self._table.sample(num_items)
-        return self._table.ids_of(slots)
+        ids: np.ndarray = self._table.sample(num_items).ids
+        return ids
 
     @atomic
     def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
@@ -157,7 +160,7 @@ class ReplayBuffer(Checkpointable):
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)
+        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
         batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
@@ -184,8 +187,8 @@ class ReplayBuffer(Checkpointable):
         """``num_items`` items drawn uniformly with replacement, concatenated."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        slots, _, _ = self._table.sample(num_items)
-        return self._read(slots)[0]
+        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]
+        return batch
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
