@@ -73,9 +73,8 @@ class ReplayBuffer(TableBuffer):
         seconds (``None``: no limit), then raises ``RateLimitTimeout`` having stored
         nothing.
         """
-        if self._plain and timeout is None:  # no limiter, not closed: nothing to wait for or count
-            with self._lock:
-                return self._table.add(item)
+        if self._plain and timeout is None:  # no limiter, not closed: the table's add holds the lock itself
+            return self._table.add(item)
         return self._add_admitted(item, None, timeout)
 
     def add_batch(self, items: Any, *, timeout: float | None = None) -> np.ndarray:
@@ -88,6 +87,8 @@ class ReplayBuffer(TableBuffer):
         return self._add_batch(items, None, timeout)
 
     def _add_batch(self, items: Any, priorities: Any, timeout: float | None) -> np.ndarray:
+        if self._plain and timeout is None:
+            return self._table.add_batch(items, priorities)  # holds the table's lock itself
         with self._lock:
             admission = self._admission
             if admission.limiter is None:
