@@ -151,8 +151,8 @@ def main() -> None:
     print(f"\nPER sample+update of {BATCH} on {args.capacity:,} items; 2 writers of {WRITE_BATCH}-row batches, {mode}")
     print("| learner solo steps/s | learner shared steps/s | shared / solo (median, min-max) | writers rows/s |")
     print("|---|---|---|---|")
-    print(f"| {statistics.median(r['solo'] for r in rounds):,.0f} | {statistics.median(r['shared'] for r in rounds):,.0f}"
-          f" | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
+    solo, shared = statistics.median(r["solo"] for r in rounds), statistics.median(r["shared"] for r in rounds)
+    print(f"| {solo:,.0f} | {shared:,.0f} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
           f"| {statistics.median(r['writer_rows_per_s'] for r in rounds):,.0f} |")
     if args.json:
         print(json.dumps(rounds))

@@ -29,7 +29,6 @@ from collections.abc import Callable
 import numpy as np
 
 from bench_concurrency import BATCH, data, full_buffer
-
 from ReplayTables.PER import PrioritizedReplay
 
 
