@@ -301,3 +301,48 @@ def test_four_threads_on_the_rllib_buffers_leave_them_exact(name: str, tmp_path:
 @pytest.mark.parametrize("name", list(RLLIB_KINDS))
 def test_four_threads_of_250k_operations_on_the_rllib_buffers(name: str, tmp_path: Path) -> None:
     stress.check_rllib(*rllib_stress(name, 250_000, tmp_path))
+
+
+class _NoLock:
+    """A lock that excludes nothing (for the control below)."""
+
+    closed = False
+
+    def __enter__(self) -> _NoLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def acquire(self, *args: Any, **kwargs: Any) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+    def notify(self) -> None:
+        pass
+
+
+def test_without_the_lock_the_same_run_breaks_the_buffer(tmp_path: Path) -> None:
+    """The control that shows the stress test has teeth against real races, not only against
+    planted corruption: with the buffer's lock replaced by one that excludes nothing (and the
+    interpreter switching threads often), the same mixed run fails, as the issue reported."""
+    import sys
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    broken = []
+    try:
+        for seed in range(3):  # one failure is enough; races are likely, not certain
+            buffer = PrioritizedReplay(4096, Transition, seed, PERConfig())
+            buffer._table.lock = buffer._lock = buffer._admission.lock = _NoLock()  # type: ignore[assignment]
+            try:
+                stress.check(buffer, stress.run_threads(stress.front_end_a_worker(buffer, 5_000, tmp_path, True),
+                                                        seed))
+            except Exception as exc:  # an inconsistency the checker found, or a crash inside the buffer
+                broken.append(exc)
+                break
+    finally:
+        sys.setswitchinterval(interval)
+    assert broken, "three unlocked runs of 4 x 5,000 mixed operations left the buffer consistent"
