@@ -72,7 +72,8 @@ from ReplayTables.engine.state_checks import (
 )
 from ReplayTables.errors import CheckpointError, ReplayTablesError
 
-__all__ = ["FORMAT_VERSION", "load", "read_checkpoint", "register", "write_checkpoint"]
+__all__ = ["FORMAT_VERSION", "load", "read_checkpoint", "read_manifest", "read_snapshot", "register",
+           "write_checkpoint"]
 
 FORMAT = "ReplayTables checkpoint"
 #: 2: ``manifest.sha256`` beside the manifest. Version 1 directories (without it) still load:
@@ -91,7 +92,7 @@ _REGISTRY: dict[str, type] = {}
 #: The modules that define this package's buffer classes: importing them registers every one.
 #: Fixed here, never taken from a manifest, so loading imports nothing else.
 PACKAGE_BUFFER_MODULES = ("ReplayTables.ReplayBuffer", "ReplayTables.PER", "ReplayTables.trajectory",
-                          "ReplayTables.rllib")
+                          "ReplayTables.rllib", "ReplayTables.distributed")
 
 
 def register(cls: type) -> type:
@@ -197,8 +198,13 @@ def manifest_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-    """Write a new snapshot under ``path`` and make it current atomically."""
+def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+                     contents: Callable[[Path], None] | None = None) -> Path:
+    """Write a new snapshot under ``path`` and make it current atomically.
+
+    ``contents(folder)``, if given, writes more into the new snapshot's folder before
+    its manifest (a sharded buffer's shards); it is as atomic as the rest.
+    """
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise CheckpointError("path", str(root), "a directory (or a path that does not exist yet)")
@@ -209,6 +215,8 @@ def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arr
     tmp = root / f".{name}.partial"
     _clear(tmp)
     tmp.mkdir()
+    if contents is not None:
+        contents(tmp)
     entries = {}
     for key, arr in arrays.items():
         _step(f"array:{key}")
@@ -392,6 +400,22 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     that agree with the manifest and with the file sizes, and the total fitting
     in memory (see the module docstring).
     """
+    _, manifest, arrays = read_snapshot(path)
+    return manifest, arrays
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Only the (checked) manifest of the current snapshot under ``path``; no array is read."""
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError("path", str(root), "an existing checkpoint directory")
+    snap = _current_snapshot(root)
+    assert snap is not None
+    return _read_manifest(snap)
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`read_checkpoint`, and the snapshot folder it read (where more parts may live)."""
     root = Path(path)
     if not root.is_dir():
         raise CheckpointError("path", str(root), "an existing checkpoint directory")
@@ -406,7 +430,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[
     total = sum(e.nbytes for e in entries)
     check_allocation("arrays", f"{len(entries)} arrays", total, f"reading the checkpoint's {len(entries)} arrays",
                      error=CheckpointError)
-    return manifest, {entry.key: _read_array(entry) for entry in entries}
+    return snap, manifest, {entry.key: _read_array(entry) for entry in entries}
 
 
 # ---------------------------------------------------------------- classes and structures
@@ -522,7 +546,9 @@ def load(path: str | os.PathLike[str], structure: Any = None) -> Any:
     """Load a buffer saved with ``buffer.save(path)``: same class, contents, priorities,
     counters and random state, so its next samples equal the original's."""
     with refusing(path):
-        manifest, arrays = read_checkpoint(path)
+        snapshot, manifest, arrays = read_snapshot(path)
         cls = resolve_class(manifest.get("class"))
+        if getattr(cls, "_checkpoint_has_parts", False):  # more than arrays in the snapshot folder
+            return cls._from_snapshot(snapshot, manifest, arrays, structure)  # type: ignore[attr-defined]
         loader: Callable[..., Any] = cls._from_checkpoint  # type: ignore[attr-defined]
         return loader(manifest, arrays, structure)

@@ -18,7 +18,7 @@ __all__ = ["EXTRAS", "require"]
 
 #: the extra of ``pyproject.toml`` that installs each optional module
 EXTRAS = {"torch": "torch", "jax": "jax", "zstandard": "compression", "gymnasium": "examples",
-          "matplotlib": "examples", "tqdm": "examples", "rich": "bench"}
+          "matplotlib": "examples", "tqdm": "examples", "rich": "bench", "ray": "ray"}
 
 
 def require(module: str, extra: str | None = None, feature: str | None = None) -> ModuleType:

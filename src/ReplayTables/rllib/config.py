@@ -152,5 +152,18 @@ def from_config(config: Mapping[str, Any]) -> Any:
     if "type" not in cfg:
         raise ConfigError("type", "<missing>", "a 'type' key naming the buffer class")
     cls = resolve_type(cfg.pop("type"))
-    check_keys(cls, cfg, constructor_params(cls), "replay_buffer_config")
+    allowed = constructor_params(cls)
+    if _takes_rllib_keys(cls):
+        from ReplayTables.rllib.rllib_keys import RLLIB_KEYS
+
+        allowed |= RLLIB_KEYS
+    check_keys(cls, cfg, allowed, "replay_buffer_config")
     return cls(**cfg)
+
+
+def _takes_rllib_keys(cls: type) -> bool:
+    """Our buffer classes (and their subclasses) accept every key of RLlib's config."""
+    from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
+    from ReplayTables.rllib.replay_buffer import ReplayBuffer
+
+    return isinstance(cls, type) and issubclass(cls, (ReplayBuffer, MultiAgentReplayBuffer))

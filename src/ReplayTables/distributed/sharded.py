@@ -1,0 +1,321 @@
+"""ShardedReplay: one replay buffer split over many Ray actors (SPEC 6.4).
+
+``max_size`` items in all, split over ``num_shards`` shard actors, each an
+engine buffer (prioritized with a :class:`~ReplayTables.PER.PERConfig`, uniform
+with ``config=None``). The learner (the process that built the buffer) adds,
+samples and updates priorities; actors anywhere in the cluster add straight to
+a shard through :meth:`ShardedReplay.writer`.
+
+Ids name their shard (see :mod:`ReplayTables.distributed.tags`). A shard that
+dies is left out until Ray has restarted it (see
+:mod:`ReplayTables.distributed.health`); the learner carries on with the rest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.distributed.actors import remote_classes
+from ReplayTables.distributed.health import ShardHealth
+from ReplayTables.distributed.ray_api import ShardDown, get_one, ray, require_running, unwrap
+from ReplayTables.distributed.shard import ShardReport
+from ReplayTables.distributed.tags import MAX_TAG, shard_index
+from ReplayTables.distributed.writer import ShardWriter
+from ReplayTables.engine.samplers import PrioritizedSampler, check_priorities
+from ReplayTables.engine.state_checks import MAX_INT
+from ReplayTables.engine.table import check_capacity, check_ids
+from ReplayTables.errors import ConfigError, EmptyBufferError
+from ReplayTables.PER import PERConfig
+from ReplayTables.rate_limiters import RateLimiter
+
+__all__ = ["ShardedReplay", "shard_capacities"]
+
+#: How long a learner call waits for a shard's reply before leaving the shard out (seconds).
+DEFAULT_SHARD_TIMEOUT = 0.5
+
+
+def shard_capacities(max_size: int, num_shards: int) -> list[int]:
+    """``max_size`` split over ``num_shards`` as evenly as integers allow (the first ones get one more)."""
+    base, extra = divmod(max_size, num_shards)
+    return [base + (1 if k < extra else 0) for k in range(num_shards)]
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_INT:
+        raise ConfigError("seed", seed, f"an integer from 0 to {MAX_INT}")
+    return int(seed)
+
+
+class ShardedReplay:
+    """A replay buffer of ``max_size`` items held by ``num_shards`` Ray actors.
+
+    Args:
+        num_shards: how many shard actors (1 to 32767, at most ``max_size``).
+        max_size: how many items all shards hold together; shard ``k`` holds
+            ``max_size // num_shards`` (the first ``max_size % num_shards`` one more).
+        structure: the items' NamedTuple class, dataclass or dict of fields, as for
+            one buffer.
+        config: a :class:`~ReplayTables.PER.PERConfig` for prioritized replay, or
+            ``None`` for uniform replay.
+        seed: seeds the learner's sample points and every shard's generator.
+        rate_limiter: a :class:`~ReplayTables.rate_limiters.RateLimiter` over the
+            whole buffer (see the "Rate limiting" section of the distributed page).
+        max_restarts: how many times Ray restarts a shard that died (-1: always).
+        shard_timeout: seconds a learner call waits for a shard before leaving it out.
+        actor_options: more ``.options()`` for the shard actors (resources,
+            ``scheduling_strategy``, ...).
+
+    Needs a running Ray (``ray.init()``); Ray is imported only by this package.
+    """
+
+    _checkpoint_has_parts = True
+
+    def __init__(self, num_shards: int, max_size: int, structure: Any = None, config: PERConfig | None = None,
+                 seed: int = 0, rate_limiter: RateLimiter | None = None, *, max_restarts: int = -1,
+                 shard_timeout: float = DEFAULT_SHARD_TIMEOUT, actor_options: dict[str, Any] | None = None) -> None:
+        self._setup(num_shards, max_size, structure, config, seed, rate_limiter, max_restarts, shard_timeout,
+                    actor_options)
+        self._start([0] * self.num_shards, [None] * self.num_shards)
+
+    def _setup(self, num_shards: Any, max_size: Any, structure: Any, config: Any, seed: Any, rate_limiter: Any,
+               max_restarts: Any, shard_timeout: Any, actor_options: Any) -> None:
+        max_size = check_capacity("max_size", max_size)
+        if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)) \
+                or not 1 <= num_shards <= min(MAX_TAG, max_size):
+            raise ConfigError("num_shards", num_shards, f"an integer from 1 to {min(MAX_TAG, max_size)} "
+                                                        f"(at most max_size={max_size}, one item per shard)")
+        if config is not None and not isinstance(config, PERConfig):
+            raise ConfigError("config", config, "a PERConfig (prioritized replay) or None (uniform replay)")
+        if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
+            raise ConfigError("rate_limiter", rate_limiter, "a ReplayTables.rate_limiters.RateLimiter or None")
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < -1:
+            raise ConfigError("max_restarts", max_restarts, "an integer >= -1 (-1: restart a dead shard always)")
+        if isinstance(shard_timeout, bool) or not isinstance(shard_timeout, (int, float)) \
+                or not 0 < shard_timeout < 3600:
+            raise ConfigError("shard_timeout", shard_timeout, "a number of seconds in (0, 3600)")
+        if actor_options is not None and not isinstance(actor_options, dict):
+            raise ConfigError("actor_options", actor_options, "a dict of Ray actor options or None")
+        require_running("ReplayTables.distributed.ShardedReplay")
+        self.num_shards = int(num_shards)
+        self.max_size = max_size
+        self.structure = structure
+        self.config = config
+        self.seed = _seed(seed)
+        self.rate_limiter = rate_limiter
+        self.max_restarts = max_restarts
+        self.shard_timeout = float(shard_timeout)
+        self.actor_options = dict(actor_options or {})
+        self.capacities = shard_capacities(max_size, self.num_shards)
+        sequence = np.random.SeedSequence(self.seed)
+        learner, *shards = sequence.spawn(self.num_shards + 1)
+        self._rng = np.random.default_rng(learner)
+        self._shard_rngs = [np.random.default_rng(s) for s in shards]
+        # the driver's copy of the priority checks, so a refused update changes no shard
+        self._checker = None if config is None else PrioritizedSampler(
+            1, priority_exponent=config.priority_exponent, uniform_probability=config.uniform_probability)
+        self._next = itertools.count()
+
+    def _start(self, lives: list[int], checkpoints: list[str | None]) -> None:
+        shard_cls, ledger_cls = remote_classes()
+        name = f"ReplayTables-shard-ledger-{uuid.uuid4().hex}"
+        self._ledger = ledger_cls.options(num_cpus=0, name=name).remote(lives, checkpoints)
+        options = {"num_cpus": 0, "max_restarts": self.max_restarts, "max_task_retries": 0, **self.actor_options}
+        self._actors = [shard_cls.options(**options).remote(k, self.num_shards, self.capacities[k], self.structure,
+                                                            self.config, self._shard_rngs[k], name)
+                        for k in range(self.num_shards)]
+        r = ray()
+        try:
+            reports = r.get([a.started.remote() for a in self._actors])
+        except r.exceptions.RayTaskError as exc:  # a shard refused its checkpoint
+            for a in [*self._actors, self._ledger]:
+                r.kill(a, no_restart=True)
+            raise unwrap(exc) from None
+        self._health = ShardHealth(self._actors, reports)
+        self._schema: Any = None
+
+    # ------------------------------------------------------------ shards
+    @property
+    def actors(self) -> list[Any]:
+        """The shard actors' handles (shard ``k`` is ``actors[k]``)."""
+        return list(self._actors)
+
+    def _up(self) -> list[int]:
+        self._health.poll()
+        return self._health.up
+
+    def _route(self, exclude: set[int]) -> int:
+        """The up shard with the most free room (by the latest reports); ties go round-robin."""
+        up = [k for k in self._up() if k not in exclude]
+        if not up:
+            raise EmptyBufferError("shards", f"{self.num_shards} shards, none up",
+                                   "at least one shard up (Ray is restarting them)")
+        start = next(self._next)
+        reports = self._health.reports
+        return min(up, key=lambda k: (reports[k].size / reports[k].capacity, (k - start) % self.num_shards))
+
+    def _call_one(self, method: str, *args: Any) -> Any:
+        """Call ``method`` on a routed shard; a shard that is down is left out and the next one tried."""
+        tried: set[int] = set()
+        while True:
+            k = self._route(tried)
+            try:
+                result, report = get_one(getattr(self._actors[k], method).remote(*args), k)
+            except ShardDown as down:
+                self._health.lost(k, down.cause)
+                tried.add(k)
+                continue
+            self._health.heard(k, report)
+            return result
+
+    # ------------------------------------------------------------ adding
+    def add(self, item: Any, /, priority: float | None = None) -> int:
+        """Store one item on a shard; returns its (shard-tagged) id. :meth:`writer` is the fast path."""
+        return int(self._call_one("add", item, priority))
+
+    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
+        """Store a batch on one shard (the emptiest), all or nothing; returns the tagged ids."""
+        ids: np.ndarray = self._call_one("add_batch", items, priorities)
+        return ids
+
+    def writer(self, shard: int | None = None, batch_size: int = 64, max_in_flight: int = 4) -> ShardWriter:
+        """A picklable handle that adds straight to one shard, for Ray tasks and actors.
+
+        Args:
+            shard: which shard; ``None`` takes them in turn (one writer per actor spreads
+                the actors over the shards).
+            batch_size: single ``add`` calls are sent in batches of this many rows.
+            max_in_flight: how many batches may be on their way at once.
+        """
+        if shard is None:
+            shard = next(self._next) % self.num_shards
+        elif isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) \
+                or not 0 <= shard < self.num_shards:
+            raise ConfigError("shard", shard, f"None or a shard index from 0 to {self.num_shards - 1}")
+        return ShardWriter(self._actors[int(shard)], int(shard), self.structure, batch_size, max_in_flight)
+
+    # ------------------------------------------------------------ priorities
+    def update_priorities(self, ids: Any, priorities: Any, wait: bool = True) -> int | None:
+        """Set new raw priorities, one call per shard holding some of the ids.
+
+        ``ids`` is an id array or a batch. Ids of items since overwritten, or handed
+        out by a shard before it restarted, are skipped and counted by their shard
+        (``stats()``). All priorities are checked first: a bad one changes no shard.
+        ``wait=False`` sends the updates and returns ``None`` at once (fire and forget:
+        the shards apply them in order with this learner's later calls).
+        Returns the number applied.
+        """
+        if self.config is None or self._checker is None:
+            raise ConfigError("update_priorities", "config=None", "a prioritized buffer (pass a PERConfig): "
+                                                                  "uniform replay has no priorities")
+        arr = check_ids(getattr(ids, "ids", ids))
+        p = check_priorities(priorities, arr.shape[0])
+        self._checker.validate(p)
+        valid = arr >= 0
+        where = shard_index(np.where(valid, arr, 0), self.num_shards)
+        refs: dict[int, Any] = {}
+        for k in range(self.num_shards):
+            mask = valid & (where == k)
+            if mask.any():
+                refs[k] = self._actors[k].update_priorities.remote(arr[mask], p[mask])
+        if not wait:
+            return None
+        applied = 0
+        for k, ref in refs.items():
+            try:
+                n, report = get_one(ref, k)  # no timeout: a shard compiling its first update is not down
+            except ShardDown as down:
+                self._health.lost(k, down.cause)
+                continue
+            self._health.heard(k, report)
+            applied += int(n)
+        return applied
+
+    # ------------------------------------------------------------ reports
+    def _refresh(self) -> list[ShardReport | None]:
+        """A fresh report from every shard that is up (``None`` for the others)."""
+        up = self._up()
+        refs = {k: self._actors[k].report.remote() for k in up}
+        out: list[ShardReport | None] = [None] * self.num_shards
+        r = ray()
+        ready, _ = r.wait(list(refs.values()), num_returns=len(refs), timeout=self.shard_timeout)
+        ready_set = set(ready)
+        for k, ref in refs.items():
+            if ref not in ready_set:
+                self._health.lost(k, f"no reply within {self.shard_timeout} s")
+                continue
+            try:
+                report = get_one(ref, k)
+            except ShardDown as down:
+                self._health.lost(k, down.cause)
+                continue
+            self._health.heard(k, report)
+            out[k] = report
+        return out
+
+    def size(self) -> int:
+        """Items that can be sampled now: the sum over the shards that are up (asks each of them)."""
+        return sum(r.size for r in self._refresh() if r is not None)
+
+    def __len__(self) -> int:
+        return self.size()
+
+    def stats(self) -> dict[str, Any]:
+        """Totals, and per shard: up, size, capacity, priority mass, stale updates, restarts."""
+        fresh = self._refresh()
+        shards = []
+        for k in range(self.num_shards):
+            report = self._health.reports[k]
+            shards.append({"shard": k, "alive": fresh[k] is not None, "size": report.size if fresh[k] else 0,
+                           "capacity": report.capacity, "priority_total": report.priority_total,
+                           "added": report.added, "sampled": report.sampled, "stale_updates": report.stale,
+                           "restarts": self._health.restarts(k), "life": report.life,
+                           "restored_from": report.restored_from, "last_error": self._health.last_error[k]})
+        up = [s for s in shards if s["alive"]]
+        return {"num_shards": self.num_shards, "shards_up": len(up), "size": sum(s["size"] for s in up),
+                "max_size": self.max_size, "added": sum(s["added"] for s in up),
+                "stale_updates": sum(s["stale_updates"] for s in up), "shards": shards}
+
+    # ------------------------------------------------------------ checkpoints
+    def _init_args(self) -> dict[str, Any]:
+        return {"num_shards": self.num_shards, "max_size": self.max_size, "seed": self.seed,
+                "config": None if self.config is None else dataclasses.asdict(self.config),
+                "max_restarts": self.max_restarts, "shard_timeout": self.shard_timeout}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save every shard and a manifest into directory ``path``, atomically as a whole.
+
+        Every shard writes its part into the new snapshot folder (in parallel, from its
+        own process: on a cluster ``path`` must be a file system every node sees); the
+        snapshot becomes current only once all parts and the manifest are complete.
+        A shard that is down cannot be saved: the save is refused (a
+        :class:`~ReplayTables.errors.CheckpointError`) and the previous checkpoint stays.
+        Later restarts of a shard start from this checkpoint.
+        """
+        from ReplayTables.distributed.checkpoint import save_sharded
+
+        return save_sharded(self, path)
+
+    @classmethod
+    def _from_snapshot(cls, snapshot: Path, manifest: dict[str, Any], arrays: dict[str, np.ndarray],
+                       structure: Any) -> ShardedReplay:
+        from ReplayTables.distributed.checkpoint import load_sharded
+
+        return load_sharded(cls, snapshot, manifest, arrays, structure)
+
+    def close(self) -> None:
+        """Stop the shard actors (their items are gone; a saved checkpoint is not)."""
+        r = ray()
+        for a in [*self._actors, self._ledger]:
+            r.kill(a, no_restart=True)
+
+    def __repr__(self) -> str:
+        kind = "uniform" if self.config is None else "prioritized"
+        return f"ShardedReplay({kind}, num_shards={self.num_shards}, max_size={self.max_size})"
+
+
