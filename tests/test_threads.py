@@ -152,6 +152,36 @@ def rllib_multi(cls: type) -> tuple[Any, dict[str, Callable[[Any], Any]]]:
     return buffer, calls
 
 
+def rllib_episodes(prioritized: bool) -> tuple[Any, dict[str, Callable[[Any], Any]]]:
+    """RLlib's new-stack episode buffers (they take RLlib's episode objects: Ray is imported here)."""
+    from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+
+    from ReplayTables.rllib import EpisodeReplayBuffer, PrioritizedEpisodeReplayBuffer
+
+    def episode(k: int, length: int = 6) -> Any:
+        t = np.arange(length + 1)
+        return SingleAgentEpisode(id_=f"e{k}", observations=list(1000.0 * k + t), actions=list(t[:-1]),
+                                  rewards=list(0.1 * t[1:]), infos=[{} for _ in t], terminated=True,
+                                  len_lookback_buffer=0)
+
+    buffer: Any = (PrioritizedEpisodeReplayBuffer if prioritized else EpisodeReplayBuffer)(capacity=200, seed=0)
+    buffer.add([episode(k) for k in range(5)])
+    state = buffer.get_state()
+    calls: dict[str, Callable[[Any], Any]] = {
+        "add": lambda b: b.add([episode(9)]),
+        "sample": lambda b: b.sample(4, n_step=1),
+        "get_state": lambda b: b.get_state(),
+        "set_state": lambda b: b.set_state(state),
+        "get_metrics": lambda b: b.get_metrics(),
+        "episodes": lambda b: b.episodes,
+    }
+    if prioritized:
+        calls["update_priorities"] = lambda b: b.update_priorities(np.ones(4))  # of the sample below
+        calls["stats"] = lambda b: b.stats()
+        buffer.sample(4, n_step=1)
+    return buffer, calls
+
+
 BUFFERS: dict[str, Callable[[], tuple[Any, dict[str, Callable[[Any], Any]]]]] = {
     "ReplayBuffer": lambda: front_end_a(False),
     "PrioritizedReplay": lambda: front_end_a(True),
@@ -163,14 +193,16 @@ BUFFERS: dict[str, Callable[[], tuple[Any, dict[str, Callable[[Any], Any]]]]] = 
     "rllib.MultiAgentReplayBuffer": lambda: rllib_multi(MultiAgentReplayBuffer),
     "rllib.MultiAgentPrioritizedReplayBuffer": lambda: rllib_multi(MultiAgentPrioritizedReplayBuffer),
     "rllib.MultiAgentMixInReplayBuffer": lambda: rllib_multi(MultiAgentMixInReplayBuffer),
+    "rllib.EpisodeReplayBuffer": lambda: rllib_episodes(False),
+    "rllib.PrioritizedEpisodeReplayBuffer": lambda: rllib_episodes(True),
 }
 
 
 def public_calls() -> list[tuple[str, str]]:
     out = []
     for name, make in BUFFERS.items():
-        _, calls = make()
-        out.extend((name, call) for call in [*calls, "save"])
+        buffer, calls = make()
+        out.extend((name, call) for call in [*calls, *(["save"] if hasattr(buffer, "save") else [])])
     return out
 
 
