@@ -457,7 +457,7 @@ def rllib_worker(buffer: Any, ops: int, save_dir: Path) -> Callable[[int, Any, L
                     batch = buffer.sample(n)
                 except EmptyBufferError:
                     continue
-                for pid, part in (batch.items() if multi else [(policy, batch)]):
+                for pid, part in (batch.policy_batches.items() if multi else [(policy, batch)]):
                     if not len(part):
                         continue
                     keys = row_keys(part)
