@@ -341,3 +341,20 @@ def test_a_pickled_buffer_has_its_own_lock_and_limiter(kind: Kind) -> None:
     assert copy._lock is not buffer._lock and copy._table.lock is copy._lock
     copy.sample(1)
     assert copy.rate_limiter.samples == buffer.rate_limiter.samples + 1
+
+
+def test_a_memory_mapped_step_stream_reopens_with_its_counts(tmp_path: Path) -> None:
+    limiter = SampleToInsertRatio(samples_per_insert=2.0, min_size_to_sample=2, error_buffer=50.0)
+    buffer = TrajectoryReplay(32, obs_shape=(2,), obs_dtype=np.float32, storage="memmap", path=tmp_path / "mm",
+                              rng=0, rate_limiter=limiter)
+    buffer.begin_episode(np.zeros(2, np.float32))
+    for k in range(5):
+        buffer.add_step(k, float(k), np.full(2, k, np.float32), False, False)
+    buffer.sample(3)
+    buffer.close()  # flushes, then refuses steps
+    with pytest.raises(BufferClosedError):
+        buffer.add_step(9, 9.0, np.zeros(2, np.float32), False, False)
+    reopened = TrajectoryReplay.open(tmp_path / "mm")
+    assert reopened.rate_limiter is not None and reopened.rate_limiter.config() == limiter.config()
+    assert reopened.rate_limiter.state_dict() == {"inserts": 5, "samples": 3}
+    assert not reopened.closed and reopened.can_sample(1)

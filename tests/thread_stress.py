@@ -44,6 +44,7 @@ class Log:
     deleted: list[np.ndarray] = field(default_factory=list)
     read_ids: list[np.ndarray] = field(default_factory=list)
     read_keys: list[np.ndarray] = field(default_factory=list)
+    handed_out: list[np.ndarray] = field(default_factory=list)
     sampled: int = 0
     updates: int = 0
     applied: int = 0
@@ -73,6 +74,7 @@ class Totals:
     deleted: np.ndarray
     read_ids: np.ndarray
     read_keys: np.ndarray
+    handed_out: np.ndarray
     sampled: int
     stale: int
     saves: list[Path]
@@ -88,7 +90,7 @@ class Totals:
             return _cat([a for log in logs for a in getattr(log, name)])
 
         return cls(joined("issued_ids"), joined("issued_keys"), joined("deleted"), joined("read_ids"),
-                   joined("read_keys"), sum(log.sampled for log in logs),
+                   joined("read_keys"), joined("handed_out"), sum(log.sampled for log in logs),
                    sum(log.updates - log.applied for log in logs), [p for log in logs for p in log.saves], ops)
 
     def key_of(self, ids: np.ndarray) -> np.ndarray:
@@ -136,9 +138,12 @@ def schedule(rng: np.random.Generator, weights: dict[str, float], ops: int) -> l
 
 def recent(log: Log, rng: np.random.Generator, n: int) -> np.ndarray:
     """Up to ``n`` ids this thread was given lately (some may be gone by now)."""
-    pool = log.issued_ids[-8:]
-    if not pool:
+    if not log.issued_ids:
         return np.empty(0, np.int64)
+    if rng.random() < 0.25:  # now and then an old one, likely overwritten since (a stale id)
+        pool = [log.issued_ids[int(rng.integers(0, len(log.issued_ids)))]]
+    else:
+        pool = log.issued_ids[-8:]
     ids = np.concatenate(pool)
     return ids[rng.integers(0, len(ids), size=min(n, len(ids)))] if len(ids) else ids
 
@@ -295,3 +300,248 @@ def corrupt_counter(buffer: Any) -> None:
 
 
 CORRUPTIONS = {"row": corrupt_row, "size": corrupt_size, "tree": corrupt_tree, "counter": corrupt_counter}
+
+
+# ------------------------------------------------------------------ the step-stream buffer
+STREAMS_PER_THREAD = 2
+
+
+def step_keys(batch: Any) -> np.ndarray:
+    """``key = step * 8 + stream`` of each sampled transition; an AssertionError for a torn one.
+
+    Step ``k`` of stream ``s`` has ``action = reward = k`` and ``next_obs = [k, s]``, and its
+    ``obs`` is the previous step's ``next_obs`` (or an episode's first ``[k - 1, s]``), which
+    lives in another array than the step's row: a torn transition mixes two steps.
+    """
+    a = np.asarray(batch.action, dtype=np.int64)
+    nxt, obs = np.asarray(batch.next_obs), np.asarray(batch.obs)
+    assert (nxt[:, 0] == a).all() and (obs[:, 0] == a - 1).all(), "a torn transition"
+    assert (obs[:, 1] == nxt[:, 1]).all() and (np.asarray(batch.reward) == a).all(), "a torn transition"
+    return a * 8 + nxt[:, 1].astype(np.int64)
+
+
+def step_stream_worker(buffer: Any, ops: int, save_dir: Path, prioritized: bool) -> Callable[[int, Any, Log], None]:
+    weights = {"add_step": 35, "add_steps": 15, "sample": 20, "get": 10, "sample_sequences": 5, "save": 0.05,
+               "update_priorities": 15 if prioritized else 0}
+
+    def work(t: int, rng: np.random.Generator, log: Log) -> None:
+        mine = np.arange(STREAMS_PER_THREAD) + STREAMS_PER_THREAD * t
+        k = np.zeros(STREAMS_PER_THREAD, np.int64)  # the next step of each of this thread's streams
+        buffer.begin_episodes(np.stack([k - 1, mine], 1).astype(np.float32), streams=mine)
+
+        def step(which: np.ndarray) -> None:
+            ks, streams = k[which], mine[which]
+            end = rng.random(len(which)) < 0.01  # an episode ends now and then (truncated)
+            args = (ks, ks.astype(np.float32), np.stack([ks, streams], 1).astype(np.float32),
+                    np.zeros(len(which), bool), end)
+            if len(which) == 1:
+                ids = buffer.add_step(int(ks[0]), float(ks[0]), args[2][0], False, bool(end[0]), stream=int(streams[0]))
+            else:
+                ids = buffer.add_steps(*args, streams=streams)
+            log.issue(ids, ks * 8 + streams)  # n_step=1: each step completes its own transition
+            k[which] += 1
+            if end.any():
+                buffer.begin_episodes(np.stack([k[which][end] - 1, streams[end]], 1).astype(np.float32),
+                                      streams=streams[end])
+
+        for op in schedule(rng, weights, ops):
+            log.ops[op] = log.ops.get(op, 0) + 1
+            if op == "add_step":
+                step(np.array([int(rng.integers(0, STREAMS_PER_THREAD))]))
+            elif op == "add_steps":
+                step(np.arange(STREAMS_PER_THREAD))
+            elif op == "sample":
+                n = int(rng.integers(1, 33))
+                try:
+                    batch = buffer.sample(n)
+                except EmptyBufferError:
+                    continue
+                log.sampled += n
+                log.read(batch.ids, step_keys(batch))
+            elif op == "get":
+                ids = recent(log, rng, 8)
+                if ids.size == 0:
+                    continue
+                try:
+                    batch = buffer.get(ids)
+                except StaleIdError:
+                    continue
+                log.read(batch.ids, step_keys(batch))
+            elif op == "sample_sequences":
+                try:
+                    seq = buffer.sample_sequences(4)
+                except EmptyBufferError:
+                    continue
+                valid = np.asarray(seq.mask, bool)
+                assert (np.asarray(seq.next_obs)[..., 0][valid] == np.asarray(seq.action)[valid]).all(), \
+                    "a torn sequence"
+            elif op == "update_priorities":
+                ids = recent(log, rng, 16)
+                log.updates += len(ids)
+                log.applied += buffer.update_priorities(ids, rng.random(len(ids)) * 10 + 0.01)
+            else:
+                path = save_dir / f"thread{t}"
+                buffer.save(path)
+                log.saves.append(path)
+
+    return work
+
+
+def check_step_stream(buffer: Any, logs: list[Log]) -> Totals:
+    """The module docstring's checks for a step-stream buffer. A slot there can also hold an
+    episode's first observation (no transition), so the live ids are a subset of the newest id
+    per slot, and exactly the ones ``ids()`` lists."""
+    totals = Totals.of(logs)
+    stats = buffer.stats()
+    capacity = buffer.max_size
+    assert np.unique(totals.ids).size == totals.ids.size, "an id was issued twice"
+    assert stats["added"] == totals.ids.size and stats["sampled"] == totals.sampled
+    assert stats["stale_updates"] == totals.stale and stats["deleted"] == 0
+    live = np.sort(buffer.ids())
+    assert np.isin(live, expected_live(totals, capacity)).all(), "a live id that an overwrite must have evicted"
+    assert np.array_equal(live, live_slot_ids(buffer))
+    assert buffer.size() == live.size == stats["added"] - stats["evicted"]
+    assert np.array_equal(totals.key_of(totals.read_ids), totals.read_keys), "a transition read was not its id's"
+    if live.size:
+        assert np.array_equal(step_keys(buffer.get(live)), totals.key_of(live)), "a live id's row is not its own"
+    check_tree(buffer, live % capacity)
+    return totals
+
+
+# ------------------------------------------------------------------ the RLlib API
+def row_keys(batch: Any) -> np.ndarray:
+    """The ``k`` of each row of an RLlib batch (``obs = [k, -k]``); an AssertionError for a torn row."""
+    k = np.asarray(batch["k"], dtype=np.int64)
+    obs = np.asarray(batch["obs"])
+    assert (obs[:, 0] == k).all() and (obs[:, 1] == -k).all(), "a torn row"
+    return k
+
+
+def rows(keys: np.ndarray) -> dict[str, np.ndarray]:
+    return {"obs": np.stack([keys, -keys], axis=1).astype(np.float64), "k": keys.astype(np.int64)}
+
+
+POLICIES = ("p0", "p1")
+
+
+OFFSET = 2**40  # multi-agent logs: policy j's ids are logged as id + j * OFFSET (each policy issues its own)
+
+
+def rllib_worker(buffer: Any, ops: int, save_dir: Path) -> Callable[[int, Any, Log], None]:
+    """Mixed calls on an RLlib-API buffer (single- or multi-agent; items are timesteps)."""
+    from ReplayTables.rllib import FifoReplayBuffer, MultiAgentPrioritizedReplayBuffer, PrioritizedReplayBuffer
+    from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
+
+    multi = isinstance(buffer, MultiAgentReplayBuffer)
+    prioritized = isinstance(buffer, (PrioritizedReplayBuffer, MultiAgentPrioritizedReplayBuffer))
+    fifo = isinstance(buffer, FifoReplayBuffer)
+    weights = {"add": 40, "sample": 25, "get": 0 if multi else 10, "delete": 0 if multi else 8, "save": 0.05,
+               "update_priorities": 15 if prioritized else 0}
+
+    def work(t: int, rng: np.random.Generator, log: Log) -> None:
+        counter = 0
+        j = t % len(POLICIES)
+        policy, offset = POLICIES[j], j * OFFSET if multi else 0
+        for op in schedule(rng, weights, ops):
+            log.ops[op] = log.ops.get(op, 0) + 1
+            if op == "add":
+                m = int(rng.integers(1, 9))
+                keys = (np.arange(counter, counter + m) * THREADS + t).astype(np.int64)
+                counter += m
+                out = buffer.add({policy: rows(keys)} if multi else rows(keys))
+                ids = out[policy] if multi else out
+                log.issue(np.where(ids >= 0, ids + offset, ids), keys)
+            elif op == "sample":
+                n = int(rng.integers(1, 17))
+                try:
+                    batch = buffer.sample(n)
+                except EmptyBufferError:
+                    continue
+                for pid, part in (batch.policy_batches.items() if multi else [(policy, batch)]):
+                    if not len(part):
+                        continue
+                    keys = row_keys(part)
+                    log.sampled += len(keys)
+                    if "batch_indexes" in part:
+                        log.read(np.asarray(part["batch_indexes"]) + POLICIES.index(pid) * OFFSET * multi, keys)
+                    if fifo:
+                        log.handed_out.append(keys)  # a queue hands each item out once
+            elif op == "get":
+                ids = recent(log, rng, 8)
+                if ids.size == 0:
+                    continue
+                try:
+                    batch = buffer.get(ids, with_indexes=True)
+                except StaleIdError:
+                    continue
+                log.read(batch["batch_indexes"], row_keys(batch))
+            elif op == "delete":
+                ids = np.unique(recent(log, rng, 3))
+                if ids.size == 0:
+                    continue
+                try:
+                    buffer.delete(ids)
+                except StaleIdError:
+                    continue
+                log.deleted.append(ids)
+            elif op == "update_priorities":
+                ids = recent(log, rng, 16) - offset
+                if ids.size == 0:
+                    continue
+                p = rng.random(len(ids)) * 10 + 0.01
+                log.updates += len(ids)
+                log.applied += buffer.update_priorities({policy: (ids, p)}) if multi else \
+                    buffer.update_priorities(ids, p)
+            else:
+                path = save_dir / f"thread{t}"
+                buffer.save(path)
+                log.saves.append(path)
+
+    return work
+
+
+def check_rllib_single(buffer: Any, totals: Totals) -> None:
+    """One RLlib-API buffer of timesteps against its joined logs."""
+    stats = buffer.stats()
+    live = np.sort(buffer.item_ids())
+    assert np.unique(totals.ids).size == totals.ids.size, "an id was issued twice"
+    assert stats["added_count"] == totals.ids.size + stats["not_stored_count"]
+    assert stats["deleted_count"] == totals.deleted.size + totals.handed_out.size
+    assert len(buffer) == live.size == stats["num_entries"] == stats["num_timesteps"]
+    assert stats["added_count"] - stats["not_stored_count"] - stats["evicted_count"] - stats["deleted_count"] \
+        == live.size
+    assert np.isin(live, totals.ids).all() and not np.isin(live, totals.deleted).any(), "a live id deleted or unknown"
+    capacity = buffer._table.index.directory.capacity
+    assert np.isin(live, expected_live(totals, capacity)).all(), "a live id whose slot was written again"
+    if totals.handed_out.size:
+        assert np.unique(totals.handed_out).size == totals.handed_out.size, "a queue handed an item out twice"
+        assert not np.isin(totals.key_of(live), totals.handed_out).any(), "an item handed out is still queued"
+    if live.size:
+        batch = buffer.get(live, with_indexes=True)
+        assert np.array_equal(row_keys(batch), totals.key_of(batch["batch_indexes"])), "a live id's row is not its own"
+    check_tree(buffer, buffer._table.index.directory.live_slots())
+
+
+def check_rllib(buffer: Any, logs: list[Log]) -> Totals:
+    """The module docstring's checks for the RLlib API (per policy for the multi-agent buffers)."""
+    from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
+
+    totals = Totals.of(logs)
+    assert np.array_equal(totals.key_of(totals.read_ids), totals.read_keys), "a row read was not its id's row"
+    if not isinstance(buffer, MultiAgentReplayBuffer):
+        stats = buffer.stats()
+        assert stats["stale_updates"] == totals.stale and stats["sampled_count"] == totals.sampled
+        check_rllib_single(buffer, totals)
+        return totals
+    subs = buffer.replay_buffers
+    assert len(buffer) == sum(len(b) for b in subs.values())
+    assert sum(b.stats()["stale_updates"] for b in subs.values()) == totals.stale
+    assert sum(b.stats()["sampled_count"] for b in subs.values()) <= totals.sampled  # a mix-in adds new items by get
+    for j, pid in enumerate(POLICIES):
+        if pid not in subs:
+            continue
+        mine = (totals.ids >= j * OFFSET) & (totals.ids < (j + 1) * OFFSET)
+        part = copy.copy(totals)
+        part.ids, part.keys = totals.ids[mine] - j * OFFSET, totals.keys[mine]
+        check_rllib_single(subs[pid], part)
+    return totals

@@ -161,9 +161,8 @@ class PrioritizedReplay(ReplayBuffer):
 
         ``timeout``: as for :meth:`ReplayBuffer.add <ReplayTables.ReplayBuffer.ReplayBuffer.add>`.
         """
-        if self._plain and timeout is None:
-            with self._lock:
-                return self._table.add(item, priority)
+        if self._plain and timeout is None:  # the table's add holds the lock itself
+            return self._table.add(item, priority)
         return self._add_admitted(item, priority, timeout)
 
     def add_batch(self, items: Any, priorities: Any = None, *, timeout: float | None = None) -> np.ndarray:

@@ -91,6 +91,8 @@ class ReplayBuffer(TableBuffer):
         return self._add_batch(items, None, timeout)
 
     def _add_batch(self, items: Any, priorities: Any, timeout: float | None) -> np.ndarray:
+        if self._plain and timeout is None:
+            return self._table.add_batch(items, priorities)  # holds the table's lock itself
         with self._lock:
             admission = self._admission
             if admission.limiter is None:

@@ -50,7 +50,7 @@ class _Shared(Generic[B]):
     """What the consumer and the thread share (the thread never refers to the Prefetcher itself,
     so a prefetcher nobody holds can be collected and its thread stopped)."""
 
-    __slots__ = ("cond", "depth", "failure", "ready", "stopped")
+    __slots__ = ("cond", "depth", "failure", "producer_waiting", "ready", "stopped")
 
     def __init__(self, depth: int) -> None:
         self.cond = threading.Condition(threading.Lock())
@@ -58,6 +58,7 @@ class _Shared(Generic[B]):
         self.ready: deque[B] = deque()
         self.failure: BaseException | None = None
         self.stopped = False
+        self.producer_waiting = False  # the thread waits for room in the queue (only then is there one to wake)
 
     def stop(self) -> None:
         with self.cond:
@@ -72,7 +73,9 @@ def _produce(shared: _Shared[B], sample: Callable[..., B], n: int) -> None:
         while True:
             with cond:
                 while len(shared.ready) >= shared.depth and not shared.stopped:
+                    shared.producer_waiting = True
                     cond.wait()
+                    shared.producer_waiting = False
                 if shared.stopped:
                     return
             try:
@@ -127,7 +130,8 @@ class Prefetcher(Generic[B], Iterator[B]):
                     raise StopIteration
                 shared.cond.wait()
             batch = shared.ready.popleft()
-            shared.cond.notify_all()
+            if shared.producer_waiting:
+                shared.cond.notify()
             return batch
 
     @property

@@ -556,8 +556,9 @@ class TrajectoryReplay(TableBuffer):
     @atomic
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["arrays"].update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
-        state["arrays"].update({f"frames_{k}": v for k, v in self._ring.frames.arrays().items()})
+        # copies, as the table's: save() writes them after releasing the lock, while other threads step on
+        state["arrays"].update({f"ring_{k}": np.array(v, copy=True) for k, v in self._ring.arrays().items()})
+        state["arrays"].update({f"frames_{k}": np.array(v, copy=True) for k, v in self._ring.frames.arrays().items()})
         return state
 
     def _check_arrays(self, arrays: dict[str, np.ndarray], frames: bool = True) -> tuple[Any, Any]:

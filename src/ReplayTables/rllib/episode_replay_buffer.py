@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, new_lock
 from ReplayTables.engine.episode_steps import EpisodeSteps, flatten_fields
 from ReplayTables.errors import ConfigError, EmptyBufferError, EpisodeError, SchemaError
 from ReplayTables.rllib.episode_compat import (
@@ -70,6 +71,10 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         batch_size_B, batch_length_T: defaults of :meth:`sample` (RLlib's).
         metrics_num_episodes_for_smoothing: window of the smoothed metrics.
         seed: seeds the sampling generator (RLlib's buffers are unseeded).
+
+    Every public call holds the buffer's lock (``buffer.lock``), so threads may share
+    it. RLlib's ``update_priorities`` refers to the last sample: a learner that
+    shares the buffer holds ``buffer.lock`` around its sample and its update.
     """
 
     _prioritized = False
@@ -80,6 +85,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         if unknown:
             raise ConfigError(unknown[0], kwargs[unknown[0]], f"one of the constructor keys "
                                                                 f"{sorted(KNOWN_KEYS | {'capacity'})}")
+        self._lock = new_lock()
         self.capacity = _int("capacity", capacity, 1)
         self.batch_size_B = _int("batch_size_B", batch_size_B, 1)
         self.batch_length_T = _int("batch_length_T", batch_length_T, 0)
@@ -116,6 +122,12 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
     def get_added_timesteps(self, module_id: Any = None) -> int:
         return self._num_timesteps_added
 
+    @property
+    def lock(self) -> Any:
+        """The buffer's re-entrant lock, held by every public call (hold it to compose calls)."""
+        return self._lock
+
+    @atomic
     def get_metrics(self) -> dict[str, Any]:
         """The buffer's metrics, reduced (RLlib's ``MetricsLogger`` keys)."""
         return self.metrics.reduce() if self.metrics is not None else {}
@@ -124,7 +136,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
     def episodes(self) -> list[Any]:
         """The stored episodes as RLlib episode objects, oldest first (a read-only copy, built on
         each access: for inspection and RLlib's tests, not for a training loop)."""
-        return [self._stored_episode(slot) for slot in self.store.order]
+        with self._lock:
+            return [self._stored_episode(slot) for slot in self.store.order]
 
     # ------------------------------------------------------------ add
     def _columns(self, eps: Any, extra_keys: list[Any]) -> tuple[list[Any], list[Any], list[Any]]:
@@ -182,6 +195,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             out.append((eps, cols))
         return out, list(extra_keys or [])
 
+    @atomic
     def add(self, episodes: Any, weight: float | None = None) -> None:
         """Store episode chunks; a chunk whose id is stored continues that episode.
 
@@ -230,6 +244,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             module_to_num_steps_evicted={m: steps_evicted})
 
     # ------------------------------------------------------------ sample
+    @atomic
     def sample(self, num_items: int | None = None, *, batch_size_B: int | None = None,
                batch_length_T: int | None = None, n_step: int | tuple[int, int] | None = None, beta: float = 0.0,
                gamma: float = 0.99, include_infos: bool = False, include_extra_model_outputs: bool = False,
@@ -501,6 +516,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             module_to_num_resamples={m: resamples})
 
     # ------------------------------------------------------------ state
+    @atomic
     def get_state(self) -> dict[str, Any]:
         """A picklable state: the columnar store and the counters (not episode objects)."""
         return {"replaytables_episode_steps": self.store.state_dict(),
@@ -509,6 +525,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
                 "_extra_keys": self._extra_keys, "rng": self.rng.bit_generator.state,
                 "_last_sampled_indices": list(self._last_sampled_indices)}
 
+    @atomic
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state`, or a state of RLlib's own buffer (its episodes are re-added)."""
         if "replaytables_episode_steps" not in state:

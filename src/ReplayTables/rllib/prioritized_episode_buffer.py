@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.samplers import check_priorities
 from ReplayTables.errors import ConfigError, PriorityError
 from ReplayTables.rllib.episode_compat import DEFAULT_MODULE_ID, RLLIB_PRIORITIZED_EPISODE_BUFFER
@@ -90,6 +91,7 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
         return float(max(w, MIN_PRIORITY) ** self._alpha)
 
     # ------------------------------------------------------------ sample
+    @atomic
     def sample(self, num_items: int | None = None, *, batch_size_B: int | None = None,
                batch_length_T: int | None = None, n_step: int | tuple[int, int] | None = None,
                beta: float | None = None, gamma: float = 0.99, include_infos: bool = False,
@@ -128,6 +130,7 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
         return out
 
     # ------------------------------------------------------------ priorities
+    @atomic
     def update_priorities(self, priorities: Any, module_id: Any = None) -> None:
         """New priorities (e.g. ``|TD error|``) for the steps of the last sample, in its order.
 
@@ -154,6 +157,7 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
             self.metrics.log_value("num_priority_updates_lifetime", int(rows.size), reduce="lifetime_sum")
         self._last_sampled_indices = []
 
+    @atomic
     def stats(self) -> dict[str, Any]:
         """Counters of the buffer (per module: this buffer has one, ``default_policy``)."""
         return {"timesteps": self.get_num_timesteps(), "episodes": self.get_num_episodes(),
@@ -164,12 +168,14 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
                 "per_module": {DEFAULT_MODULE_ID: {"priority_updates": self._priority_updates}}}
 
     # ------------------------------------------------------------ state
+    @atomic
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()
         state.update({"_max_priority": self._max_priority, "_alpha": self._alpha,
                       "_priority_updates": self._priority_updates, "_stale_updates": self._stale_updates})
         return state
 
+    @atomic
     def set_state(self, state: dict[str, Any]) -> None:
         if "replaytables_episode_steps" in state and float(state["_alpha"]) != self._alpha:
             raise ConfigError("state._alpha", state["_alpha"], f"{self._alpha} (this buffer's alpha)")
