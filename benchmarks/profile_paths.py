@@ -276,14 +276,16 @@ def w4() -> None:
     sampler = buf._sampler
     tree = sampler.tree
     assert table.storage is not None
+    import ReplayTables.engine.table as table_mod
     import ReplayTables.PER as per_mod
     import ReplayTables.ReplayBuffer as rb_mod
 
-    pieces = [(sampler, "draw", "sample: sampler.draw (rng, kernel, weights)"),
-              (tree, "sample_mixture", "sample: tree.sample_mixture (descent, ids, probabilities)"),
+    pieces = [(sampler, "split", "sample: sampler.split (rng, mixture split)"),
+              (sampler, "select", "sample: sampler.select (kernel call and its arrays)"),
+              (tree, "sample_points", "sample: tree.sample_points (descent, ids, q, probabilities)"),
               (table.directory, "dense", "sample: directory.dense"),
-              (table.directory, "sample_uniform", "sample: directory.sample_uniform"),
-              (sampler, "min_probability", "sample: sampler.min_probability"),
+              (sampler, "mass", "sample: sampler.mass"),
+              (table_mod, "importance_weights", "sample: importance_weights"),
               (table.storage, "gather", "sample: storage.gather (np.take of packed rows + views)"),
               (rb_mod, "Batch", "sample: Batch(...) construction"),
               (per_mod, "Batch", "update: isinstance(ids, Batch) check (PER module's Batch name)"),

@@ -308,6 +308,9 @@ def test_a_sample_beyond_memory_is_a_config_error() -> None:
     ({"action_shape": "x"}, "action_shape"),
     ({"extras": {"logp": ((), object)}}, "extras.logp.dtype"),
     ({"extras": {"logp": (("a",), np.float32)}}, "extras.logp.shape"),
+    ({"compression_level": "x"}, "compression_level"),
+    ({"compression_level": 0}, "compression_level"),
+    ({"compression_level": True, "storage": "zstd"}, "compression_level"),
 ], ids=lambda v: str(v))
 def test_trajectory_constructor_refuses_bad_shapes_and_dtypes(kwargs: dict[str, Any], field: str) -> None:
     args = {"obs_shape": (2,), **kwargs}

@@ -81,8 +81,10 @@ def test_uniform_draws_cover_live_items_only() -> None:
     table = SegmentTable(10, rng=np.random.default_rng(1))
     ids = table.add({"v": np.arange(9)}, np.array([2, 3, 4]))
     table.delete(ids[1:2])
-    slots, probs, _ = table.sample(3000)
+    s = table.sample(3000)
+    slots, probs = s.slots, s.probabilities
     drawn = table.ids_of(slots)
+    assert np.array_equal(drawn, s.ids)
     assert set(drawn.tolist()) == {ids[0], ids[2]}
     assert abs((drawn == ids[0]).mean() - 0.5) < 0.04 and np.allclose(probs, 0.5)
     assert table.index.hits[slots].sum() > 0 and table.hit_counts(ids[[0, 2]]).sum() == 3000
@@ -93,8 +95,9 @@ def test_prioritized_items_and_windows() -> None:
     table = SegmentTable(12, sampler=sampler, rng=np.random.default_rng(2))
     ids = table.add({"v": np.arange(1, 9), "e": np.array([0, 0, 0, 0, 1, 1, 1, 1])}, np.array([2, 2, 2, 2]))
     table.update_priorities(ids, [0.0, 1.0, 0.0, 3.0])
-    slots, _, w = table.sample(4000, beta=1.0)
-    got = table.ids_of(slots)
+    s = table.sample(4000, beta=1.0)
+    w = s.weights
+    got = table.ids_of(s.slots)
     assert set(got.tolist()) == {ids[1], ids[3]} and abs((got == ids[3]).mean() - 0.75) < 0.03
     assert w is not None and np.allclose(w[got == ids[3]], 1 / 3) and np.allclose(w[got == ids[1]], 1.0)
     _, slots = table.locate(ids)

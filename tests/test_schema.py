@@ -175,7 +175,7 @@ def test_storage_views_write_through_and_gather_copies() -> None:
     data = [rng.integers(0, 2, 10).astype(bool), rng.normal(size=(10, 3)),
             rng.integers(0, 255, (10, 5, 3)).astype(np.uint8), rng.integers(-9, 9, 10).astype(np.int32),
             rng.normal(size=(10, 2)).astype(np.float16), rng.normal(size=10).astype(np.float32)]
-    storage.write_batch(slice(0, 10), data)
+    storage.write(slice(0, 10), data)
     for col, f in zip(storage.columns, MIXED):
         assert col.shape == (10, *f.shape) and col.dtype == f.dtype
         assert np.shares_memory(col, storage.rows)
@@ -192,7 +192,7 @@ def test_storage_views_write_through_and_gather_copies() -> None:
 
 def test_storage_write_with_slot_array() -> None:
     storage = PackedStorage(MIXED[:2], 6)
-    storage.write_batch(np.array([4, 1]), [np.array([True, False]), np.ones((2, 3))])
+    storage.write(np.array([4, 1]), [np.array([True, False]), np.ones((2, 3))])
     assert storage.columns[0].tolist() == [False, False, False, False, True, False]
     np.testing.assert_array_equal(storage.columns[1][[1, 4]], np.ones((2, 3)))
     np.testing.assert_array_equal(storage.columns[1][[0, 2, 3, 5]], np.zeros((4, 3)))

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.batch import Batch
 from ReplayTables.engine.samplers import NEW_PRIORITY_MODES, PrioritizedSampler, Sampler
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
+from ReplayTables.engine.table import check_count
 from ReplayTables.errors import ConfigError
+from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
 __all__ = ["PERConfig", "PrioritizedReplay"]
@@ -90,19 +93,19 @@ class PrioritizedReplay(ReplayBuffer):
     """Replay buffer that samples items in proportion to their priorities.
 
     Args:
-        max_size, structure, rng: as for :class:`~ReplayTables.ReplayBuffer.ReplayBuffer`.
+        max_size, structure, rng, rate_limiter: as for :class:`~ReplayTables.ReplayBuffer.ReplayBuffer`.
         config: a :class:`PERConfig`; ``None`` uses the paper's defaults.
     """
 
     def __init__(self, max_size: int, structure: Any = None, rng: np.random.Generator | int | None = None,
-                 config: PERConfig | None = None) -> None:
+                 config: PERConfig | None = None, *, rate_limiter: RateLimiter | None = None) -> None:
         if config is None:
             config = PERConfig()
         if not isinstance(config, PERConfig):
             raise ConfigError("config", config, "a PERConfig or None")
         self.config = config
         self._sample_calls = 0
-        super().__init__(max_size, structure, rng)
+        super().__init__(max_size, structure, rng, rate_limiter=rate_limiter)
 
     def _make_sampler(self, max_size: int) -> Sampler:
         c = self.config
@@ -119,11 +122,11 @@ class PrioritizedReplay(ReplayBuffer):
 
     # ------------------------------------------------------------ checkpoint
     def _init_args(self) -> dict[str, Any]:
-        return {"max_size": self._table.capacity, "config": dataclasses.asdict(self.config)}
+        return {"max_size": self._table.capacity, "config": dataclasses.asdict(self.config), **self._limiter_init()}
 
     @classmethod
     def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator) -> PrioritizedReplay:
-        return cls(init["max_size"], structure, rng, PERConfig(**init["config"]))
+        return cls(init["max_size"], structure, rng, PERConfig(**init["config"]), rate_limiter=cls._limiter_arg(init))
 
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
@@ -137,19 +140,26 @@ class PrioritizedReplay(ReplayBuffer):
 
     @classmethod
     def _check_init(cls, init: Any) -> dict[str, Any]:
-        m = dict(mapping("init", init, ("max_size", "config")))
+        m = dict(mapping("init", init, ("max_size", "config"), ("rate_limiter",)))
         mapping("init.config", m["config"], closed=False)  # its keys and values are PERConfig's to check
-        return m
+        return cls._check_limiter_init(m)
 
     # ------------------------------------------------------------ writing
-    def add(self, item: Any, /, priority: float | None = None) -> int:
-        """Store one item; ``priority`` (raw, before the exponent) is required in 'given' mode."""
-        return self._table.add(item, priority)
+    def add(self, item: Any, /, priority: float | None = None, *, timeout: float | None = None) -> int:
+        """Store one item; ``priority`` (raw, before the exponent) is required in 'given' mode.
 
-    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
+        ``timeout``: as for :meth:`ReplayBuffer.add <ReplayTables.ReplayBuffer.ReplayBuffer.add>`.
+        """
+        if self._plain and timeout is None:
+            with self._lock:
+                return self._table.add(item, priority)
+        return self._add_admitted(item, priority, timeout)
+
+    def add_batch(self, items: Any, priorities: Any = None, *, timeout: float | None = None) -> np.ndarray:
         """Store a batch; ``priorities`` is one raw priority per item (or ``None``)."""
-        return self._table.add_batch(items, priorities)
+        return self._add_batch(items, priorities, timeout)
 
+    @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """Set new raw priorities for sampled items.
 
@@ -161,6 +171,7 @@ class PrioritizedReplay(ReplayBuffer):
             ids = ids.ids
         return self._table.update_priorities(ids, priorities)
 
+    @atomic
     def priorities(self, ids: Any) -> np.ndarray:
         """Stored priorities ``q = p ** priority_exponent`` of live items."""
         _, slots = self._table.locate(ids)
@@ -178,14 +189,19 @@ class PrioritizedReplay(ReplayBuffer):
         """The importance-sampling exponent the next ``sample`` will use."""
         return self.config.beta_at(self._sample_calls)
 
-    def sample(self, n: int) -> Batch:
-        """``n`` items drawn in proportion to priority, with importance weights."""
-        s = self._table.sample(n, beta=self.beta)
-        self._sample_calls += 1
-        assert s.weights is not None
-        return self._batch(s, s.weights)
+    def sample(self, n: int, *, timeout: float | None = None) -> Batch:
+        """``n`` items drawn in proportion to priority, with importance weights.
 
+        ``timeout``: as for :meth:`ReplayBuffer.sample <ReplayTables.ReplayBuffer.ReplayBuffer.sample>`.
+        """
+        with self._lock:
+            n = check_count("n", n)
+            self._admission.sample(n, timeout)
+            s = self._table.sample(n, beta=self.beta)
+            self._sample_calls += 1
+            self._admission.sampled(len(s.ids))
+            return self._batch(s)
+
+    @atomic
     def get(self, ids: Any) -> Batch:
-        s = self._table.get(ids)
-        weights = self._sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
-        return self._batch(s, weights)
+        return self._batch(self._table.get(ids, beta=self.beta))

@@ -1,8 +1,10 @@
-"""What every buffer built on one engine table shares: saving, loading, pickling, stats.
+"""What every buffer built on one engine table shares: saving, loading, pickling, stats,
+its lock and rate limiter, and prefetching.
 
 A front end subclasses :class:`TableBuffer`, builds its :class:`~ReplayTables.engine.table.Table`
-in ``__init__`` and says how to rebuild itself (``_init_args`` / ``_construct``).
-Subclasses are registered for :func:`ReplayTables.load` automatically.
+in ``__init__``, then calls ``_init_concurrency(rate_limiter)``, and says how to rebuild itself
+(``_init_args`` / ``_construct``). Subclasses are registered for :func:`ReplayTables.load`
+automatically. Every public call holds the table's lock (see :mod:`ReplayTables.atomic`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import Admission, atomic, check_k, check_limiter, limiter_from_config, table_lock
 from ReplayTables.checkpoint import (
     checking,
     class_name,
@@ -25,7 +28,10 @@ from ReplayTables.engine.rng_state import make_generator
 from ReplayTables.engine.samplers import SAMPLERS, UniformSampler
 from ReplayTables.engine.state_checks import array, check_fields, integer, mapping
 from ReplayTables.engine.table import MAX_COUNT, Table, table_nbytes
+from ReplayTables.engine.table_lock import TableLockProtocol
 from ReplayTables.errors import CheckpointError
+from ReplayTables.prefetch import Prefetcher
+from ReplayTables.rate_limiters import RateLimiter
 
 __all__ = ["TableBuffer"]
 
@@ -34,10 +40,98 @@ class TableBuffer:
     """Base of buffers that are one engine table plus a front-end API."""
 
     _table: Table
+    _lock: TableLockProtocol
+    _admission: Admission
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+
+    def _init_concurrency(self, rate_limiter: RateLimiter | None) -> None:
+        """The table's lock for every public call, and the rate limiter (if any) they wait for."""
+        self._lock = table_lock(self._table)
+        self._admission = Admission(self._lock, check_limiter(rate_limiter), self._table)
+        #: no limiter and not closed: an add has nothing to wait for or count (the hot path tests only this)
+        self._plain = rate_limiter is None
+
+    def _add_admitted(self, item: Any, priority: Any, timeout: float | None) -> int:
+        """One add that waits for the limiter first and counts itself after (or refuses: closed)."""
+        with self._lock:
+            self._admission.insert(1, timeout)
+            new_id = self._table.add(item, priority)
+            self._admission.inserted(1)
+            return new_id
+
+    # ------------------------------------------------------------ threads and rate limiting
+    @property
+    def lock(self) -> TableLockProtocol:
+        """The buffer's re-entrant lock, held by every public call.
+
+        Hold it yourself to make several calls one atomic step, e.g.
+        ``with buffer.lock: batch = buffer.sample(n); buffer.update_priorities(...)``.
+        Do not wait for other threads while holding it.
+        """
+        return self._lock
+
+    @property
+    def rate_limiter(self) -> RateLimiter | None:
+        """The :class:`~ReplayTables.rate_limiters.RateLimiter` this buffer's adds and samples wait for."""
+        return self._admission.limiter
+
+    def can_insert(self, k: int = 1) -> bool:
+        """Whether an add of ``k`` items would proceed now without waiting (False once closed)."""
+        k = check_k(k)
+        with self._lock:
+            return self._admission.can_insert(k)
+
+    def can_sample(self, k: int = 1) -> bool:
+        """Whether a sample of ``k`` items would proceed now without waiting (False once closed).
+
+        Without a rate limiter: whether anything is stored.
+        """
+        k = check_k(k)
+        with self._lock:
+            return self._admission.can_sample(k)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._lock.closed
+
+    def close(self) -> None:
+        """Refuse adds and samples from now on, and wake every call waiting for the rate
+        limiter with a :class:`~ReplayTables.errors.BufferClosedError`.
+
+        Reading (``get``, ``size``, ``stats``, ``state_dict``, ``save``) still works, so a
+        closed buffer can be checkpointed. Closing twice is harmless.
+        """
+        with self._lock:
+            self._plain = False
+        self._lock.close()
+
+    def prefetch(self, n: int, depth: int = 2) -> Prefetcher[Any]:
+        """An iterator of samples of ``n`` drawn by a background thread, ``depth`` kept ready.
+
+        Priority updates made while iterating apply to the batches sampled after them
+        (at most ``depth + 1`` batches are drawn ahead). Use it as a context manager or
+        call ``close()``; an error in the thread is raised by the next ``next()``.
+        See :class:`~ReplayTables.prefetch.Prefetcher`.
+        """
+        return Prefetcher(self.sample, n, depth)
+
+    def sample(self, n: int, *, timeout: float | None = None) -> Any:
+        """``n`` items drawn by the buffer's sampler (each front end defines it)."""
+        raise NotImplementedError
+
+    def _limiter_init(self) -> dict[str, Any]:
+        """The limiter's config for ``_init_args`` (nothing without one, so older checkpoints load)."""
+        limiter = self._admission.limiter
+        return {} if limiter is None else {"rate_limiter": limiter.config()}
+
+    @staticmethod
+    def _limiter_arg(init: dict[str, Any]) -> RateLimiter | None:
+        config = init.get("rate_limiter")
+        return None if config is None else limiter_from_config(config)
 
     # ------------------------------------------------------------ size
     @property
@@ -59,7 +153,8 @@ class TableBuffer:
 
     @classmethod
     def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator) -> TableBuffer:
-        return cls(**init, structure=structure, rng=rng)  # type: ignore[call-arg]
+        args = {**init, "rate_limiter": cls._limiter_arg(init)}
+        return cls(**args, structure=structure, rng=rng)  # type: ignore[call-arg]
 
     def _frontend_state(self) -> dict[str, Any]:
         return {}
@@ -80,17 +175,50 @@ class TableBuffer:
         pass
 
     # ------------------------------------------------------------ checked restore
+    def _full_frontend_state(self) -> dict[str, Any]:
+        """:meth:`_frontend_state` plus the rate limiter's counts (when there is a limiter)."""
+        state = self._frontend_state()
+        limiter = self._admission.limiter
+        if limiter is not None:
+            state = {**state, "rate_limiter": limiter.state_dict()}
+        return state
+
+    def _check_frontend(self, state: Any) -> tuple[Any, dict[str, int] | None]:
+        """What :meth:`_full_frontend_state` saved, checked: the subclass's part and the limiter's counts."""
+        m = dict(mapping("frontend", state, closed=False))
+        counts = m.pop("rate_limiter", None)
+        limiter = self._admission.limiter
+        if limiter is None:
+            if counts is not None:
+                raise CheckpointError("frontend.rate_limiter", counts, "no counts (this buffer has no rate limiter)")
+        else:
+            if counts is None:
+                raise CheckpointError("frontend.rate_limiter", "<missing>",
+                                      "the rate limiter's counts {'inserts': ..., 'samples': ...}")
+            limiter.check_state(counts)
+        return self._check_frontend_state(m), counts
+
+    def _restore_frontend(self, checked: tuple[Any, dict[str, int] | None]) -> None:
+        frontend, counts = checked
+        self._restore_frontend_state(frontend)
+        limiter = self._admission.limiter
+        if limiter is not None and counts is not None:
+            limiter.load_state_dict(counts)
+
     def _check_parts(self, table: Any, frontend: Any, arrays: dict[str, np.ndarray]) -> tuple[Any, Any, Any]:
         """Every part of a saved state checked (and built) before any of it is put in place."""
-        return (self._table.check_state(table), self._check_frontend_state(frontend), self._check_arrays(arrays))
+        return (self._table.check_state(table), self._check_frontend(frontend), self._check_arrays(arrays))
 
     def _restore_parts(self, checked: tuple[Any, Any, Any]) -> None:
         table, frontend, arrays = checked
-        self._table.restore(table)
-        self._restore_frontend_state(frontend)
-        self._restore_arrays(arrays)
+        with self._lock:
+            self._table.restore(table)
+            self._restore_frontend(frontend)
+            self._restore_arrays(arrays)
+            self._admission.changed()
 
     # ------------------------------------------------------------ state
+    @atomic
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to recreate this buffer: JSON-able parts plus numpy arrays.
 
@@ -100,10 +228,11 @@ class TableBuffer:
         meta, arrays = self._table.state()
         arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
         structure = self._table.schema.structure  # kept even before the first add fixes the fields
-        return {"class": class_name(type(self)), "init": self._init_args(), "frontend": self._frontend_state(),
+        return {"class": class_name(type(self)), "init": self._init_args(), "frontend": self._full_frontend_state(),
                 "structure": None if structure is None else class_name(structure),
                 "table": meta, "arrays": arrays}
 
+    @atomic
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict` (same class and constructor arguments).
 
@@ -124,7 +253,11 @@ class TableBuffer:
         self._restore_parts(checked)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save to directory ``path`` atomically; :func:`ReplayTables.load` reads it back."""
+        """Save to directory ``path`` atomically; :func:`ReplayTables.load` reads it back.
+
+        The state is taken under the lock (one instant); the files are written after
+        releasing it, so other threads go on adding and sampling meanwhile.
+        """
         state = self.state_dict()
         arrays = state.pop("arrays")
         return write_checkpoint(path, state, arrays)
@@ -137,7 +270,14 @@ class TableBuffer:
     def _check_init(cls, init: Any) -> dict[str, Any]:
         """Saved constructor arguments: a dict of exactly this class's keys (values are checked by the
         constructor); changes nothing."""
-        return dict(mapping("init", init, ("max_size",)))
+        return cls._check_limiter_init(dict(mapping("init", init, ("max_size",), ("rate_limiter",))))
+
+    @staticmethod
+    def _check_limiter_init(init: dict[str, Any]) -> dict[str, Any]:
+        """A saved ``rate_limiter`` config must make a valid limiter (a CheckpointError otherwise)."""
+        if "rate_limiter" in init:
+            limiter_from_config(init["rate_limiter"])
+        return init
 
     @classmethod
     def _saved_capacity(cls, init: dict[str, Any]) -> tuple[str, int]:
@@ -203,6 +343,7 @@ class TableBuffer:
         buffer._restore_parts(buffer._check_parts(table, manifest.get("frontend", {}), arrays))
         return buffer
     # ------------------------------------------------------------ common API
+    @atomic
     def stats(self) -> dict[str, Any]:
         """Counters (added, evicted, sampled, deleted, stale updates, ...), size and memory."""
         table = self._table
@@ -210,5 +351,8 @@ class TableBuffer:
         out["size"] = table.size
         out["capacity"] = table.capacity
         out["storage_bytes"] = table.storage.nbytes if table.storage is not None else 0
+        limiter = self._admission.limiter
+        if limiter is not None:
+            out["rate_limiter"] = {**limiter.config(), **limiter.state_dict()}
         return out
 

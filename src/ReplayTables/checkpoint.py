@@ -213,8 +213,7 @@ def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arr
     number = int(previous.name.rsplit("-", 1)[1]) + 1 if previous is not None else 1
     name = f"snapshot-{number:06d}"
     tmp = root / f".{name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _clear(tmp)
     tmp.mkdir()
     if contents is not None:
         contents(tmp)
@@ -241,13 +240,15 @@ def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arr
     _fsync_dir(tmp)
     _step("rename")
     final = root / name
-    if final.exists():  # left by a save interrupted before LATEST named it: never current
-        shutil.rmtree(final)
+    _clear(final)  # left by a save interrupted before LATEST named it: never current
     os.replace(tmp, final)
     _fsync_dir(root)
     _step("latest")
     latest_tmp = root / f".{_LATEST}.partial"
-    with open(latest_tmp, "w") as fh:
+    _clear(latest_tmp)
+    # a new file, never one a symlink planted under this name points to (that would be overwritten)
+    fd = os.open(latest_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    with os.fdopen(fd, "w") as fh:
         fh.write(name + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -258,6 +259,18 @@ def write_checkpoint(path: str | os.PathLike[str], manifest: dict[str, Any], arr
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _clear(path: Path) -> None:
+    """Remove what a save finds at one of its own names, never following a symlink.
+
+    An interrupted save leaves such leftovers; anything else there (a symlink to a
+    file or folder elsewhere, planted by whoever can write the directory) is
+    removed as a name, so a save never writes into or deletes outside ``path``."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 # ---------------------------------------------------------------- reading untrusted files

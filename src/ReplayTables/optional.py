@@ -5,7 +5,7 @@ demo's packages are extras, imported only where a feature uses them. When one is
 missing, the user gets a :class:`~ReplayTables.errors.ConfigError` naming the
 feature, the package and the ``pip install 'ReplayTables[extra]'`` command, not a
 bare ``ModuleNotFoundError`` from deep inside a call (the same form as the
-``compression`` extra's error in ``engine/compression.py``).
+``compression`` extra's error in ``engine/storage/zstd.py``).
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ at sample time by index), n-step targets respect ``terminated`` vs.
 windows with burn-in for recurrent agents. Storage is in memory, in
 memory-mapped files (``storage="memmap"``) or Zstandard-compressed
 (``storage="zstd"``). The machinery lives in the engine (``episodes``,
-``accumulators``, ``sequences``, ``memmap_storage``, ``compression``); this
+``accumulators``, ``sequences``, ``storage``); this
 module checks input and translates the API.
 """
 from __future__ import annotations
@@ -33,14 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.base import TableBuffer
-from ReplayTables.checkpoint import read_checkpoint, refusing, split_arrays, write_checkpoint
-from ReplayTables.engine.compression import CompressedFrames
-from ReplayTables.engine.episodes import EpisodeRing, FrameStore
-from ReplayTables.engine.files import real_directory
-from ReplayTables.engine.memmap_storage import ArrayFrames, create_array, open_array
+from ReplayTables.checkpoint import refusing, split_arrays
+from ReplayTables.engine.episodes import EpisodeRing
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler, UniformSampler
-from ReplayTables.engine.schema import FieldSpec, check_fits
+from ReplayTables.engine.schema import FieldSpec, Schema, check_fits
 from ReplayTables.engine.state_checks import (
     MAX_INT,
     check_dtype,
@@ -51,10 +49,19 @@ from ReplayTables.engine.state_checks import (
     number,
     string,
 )
-from ReplayTables.engine.storage import PackedStorage
-from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_table_bytes, table_nbytes
+from ReplayTables.engine.storage import (
+    ArrayFrames,
+    CompressedFrames,
+    FrameStore,
+    MappedDirectory,
+    PackedStorage,
+    RowStorage,
+    frame_field,
+)
+from ReplayTables.engine.table import MAX_COUNT, Table, check_capacity, check_count, check_table_bytes, table_nbytes
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError
 from ReplayTables.PER import PERConfig
+from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.trajectory_types import SequenceBatch, SequenceConfig, TransitionBatch
 
 __all__ = ["SequenceBatch", "SequenceConfig", "TrajectoryReplay", "TransitionBatch"]
@@ -119,7 +126,11 @@ class TrajectoryReplay(TableBuffer):
         path: directory of a memory-mapped buffer (created; must not hold one).
         compression_level: Zstandard level for ``storage="zstd"``.
         rng: a ``numpy.random.Generator``, or an int seed for ``np.random.default_rng(seed)``.
+        rate_limiter: a :class:`~ReplayTables.rate_limiters.RateLimiter` that steps and
+            samples wait for (``timeout=`` on each call). Each step counts one insert
+            (it becomes one transition); each sampled transition or window one sample.
 
+    Every public call is atomic (it holds the buffer's lock), so threads may share it.
     ``max_size`` counts records (observations, each episode's final one included);
     ``size()`` and ``len()`` count the complete transitions that can be sampled now.
     """
@@ -128,9 +139,8 @@ class TrajectoryReplay(TableBuffer):
                  action_dtype: Any = np.int64, extras: Mapping[str, Any] | None = None, num_streams: int = 1,
                  frame_stack: int = 1, stack_padding: str = "repeat", n_step: int = 1, gamma: float = 0.99,
                  sequence: SequenceConfig | None = None, per: PERConfig | None = None, storage: str = "memory",
-                 path: str | os.PathLike[str] | None = None, compression_level: int = 3,
-                 rng: np.random.Generator | int | None = None) -> None:
-        _reopen = bool(self.__dict__.pop("_reopening", False))  # set by open(): map existing files
+                 path: str | os.PathLike[str] | MappedDirectory | None = None, compression_level: int = 3,
+                 rng: np.random.Generator | int | None = None, rate_limiter: RateLimiter | None = None) -> None:
         capacity = check_capacity("capacity", capacity)
         self.obs_shape = _shape("obs_shape", obs_shape)
         self.obs_dtype = _dtype("obs_dtype", obs_dtype)
@@ -161,8 +171,13 @@ class TrajectoryReplay(TableBuffer):
         if (storage == "memmap") != (path is not None):
             raise ConfigError("path", path, "a directory exactly when storage='memmap'")
         self.storage_kind = storage
-        self.path = None if path is None else Path(path)
-        self.compression_level = compression_level
+        # open() passes the reopened directory; a path is a new one, created below once the arguments are checked
+        self.path = None if path is None else path.root if isinstance(path, MappedDirectory) else Path(path)
+        if isinstance(compression_level, bool) or not isinstance(compression_level, (int, np.integer)) \
+                or not 1 <= compression_level <= 22:  # checked for every storage: a typo is not silently kept
+            raise ConfigError("compression_level", compression_level,
+                              "an integer Zstandard level from 1 to 22 (used by storage='zstd')")
+        self.compression_level = int(compression_level)
         self._sample_calls = 0
         self._capacity_arg = capacity
         capacity = capacity // self.num_streams * self.num_streams
@@ -186,46 +201,45 @@ class TrajectoryReplay(TableBuffer):
                                          uniform_probability=per.uniform_probability,
                                          new_priority_mode=per.new_priority_mode, max_decay=per.max_decay,
                                          stratified=per.stratified)
-        if self.path is not None and not _reopen:
-            self.path.mkdir(parents=True, exist_ok=True)
-            if (self.path / "frames.npy").exists():
-                raise ConfigError("path", str(self.path), "a directory without a buffer in it (reopen an existing "
-                                                          "one with TrajectoryReplay.open(path))")
-        table = Table(capacity, fields, writer="fifo", sampler=sampler, rng=rng)
+        files: MappedDirectory | None = None
+        if isinstance(path, MappedDirectory):
+            files = path
+        elif self.path is not None:
+            files = MappedDirectory.create(self.path, "frames.npy")
+        schema = Schema.from_structure(fields)
+        assert schema.fields is not None
+        rows: RowStorage = PackedStorage() if files is None else files.storage("steps.npy", schema.fields, capacity)
         frames: FrameStore
-        rows: np.ndarray | None = None
-        if storage == "zstd":
-            frames = CompressedFrames(capacity, self.obs_shape, self.obs_dtype, level=compression_level)
+        if files is not None:
+            frames = files.frames("frames.npy", self.obs_shape, self.obs_dtype, capacity)
         else:
-            frame_path = None if self.path is None else self.path / "frames.npy"
-            frames = ArrayFrames(capacity, self.obs_shape, self.obs_dtype, path=frame_path, create=not _reopen)
-        if self.path is not None:
-            assert table.storage is not None
-            shape = table.storage.rows.shape
-            rows_path = self.path / "steps.npy"
-            rows = open_array(rows_path, shape, np.uint8) if _reopen else create_array(rows_path, shape, np.uint8)
-            table.storage = PackedStorage(table.storage.fields, capacity, rows=rows)
-        self._rows = rows
+            frames = CompressedFrames(level=compression_level) if storage == "zstd" else ArrayFrames()
+            frames.allocate([frame_field(self.obs_shape, self.obs_dtype)], capacity)
+        table = Table(capacity, schema, writer="fifo", sampler=sampler, rng=rng, storage=rows)
+        self._files = files
         seq = sequence
         self._table = table
+        self._init_concurrency(rate_limiter)
         self._ring = EpisodeRing(table, frames, self.num_streams, n_step=self.n_step, frame_stack=self.frame_stack,
                                  zero_pad_stacks=stack_padding == "zeros", seq_length=seq.length if seq else 0,
                                  burn_in=seq.burn_in if seq else 0, pad_sequences=seq.pad if seq else False)
         self._step_fields = table.schema
-        self._dirty = False
 
     # ------------------------------------------------------------ sizes (max_size / size / len: TableBuffer)
 
+    @atomic
     def ids(self) -> np.ndarray:
         """Ids of every transition that can be sampled now (in slot order)."""
         directory = self._table.directory
         result: np.ndarray = directory.slot_id[np.sort(directory.live_slots())].copy()
         return result
 
+    @atomic
     def num_sequences(self) -> int:
         """Valid sequence windows that can be sampled now (0 without a :class:`SequenceConfig`)."""
         return 0 if self._ring.starts is None else self._ring.starts.count
 
+    @atomic
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         out["frame_bytes"] = self._ring.frames.nbytes
@@ -273,11 +287,11 @@ class TrajectoryReplay(TableBuffer):
         return arr
 
     def _mark_dirty(self) -> None:
-        if self.path is not None and not self._dirty:
-            (self.path / "DIRTY").touch()
-            self._dirty = True
+        if self._files is not None:
+            self._files.mark_dirty()
 
     # ------------------------------------------------------------ writing
+    @atomic
     def begin_episodes(self, obs: Any, streams: Any = None) -> None:
         """Start new episodes on ``streams`` (all by default, or indices / a bool mask).
 
@@ -287,6 +301,7 @@ class TrajectoryReplay(TableBuffer):
         idx = self._streams(streams)
         arr = self._obs("obs", obs, idx.size)
         self._ring.check_open(idx, want_open=False)
+        self._admission.insert(0, None)  # a closed buffer takes no new episode
         if idx.size:
             self._mark_dirty()
             self._ring.begin(idx, arr)
@@ -295,8 +310,9 @@ class TrajectoryReplay(TableBuffer):
         """Start a new episode on one stream with its first observation (after ``env.reset()``)."""
         self.begin_episodes(np.asarray(obs)[None], np.array([stream]))
 
+    @atomic
     def add_steps(self, action: Any, reward: Any, next_obs: Any, terminated: Any, truncated: Any, *,
-                  streams: Any = None, **extras: Any) -> np.ndarray:
+                  streams: Any = None, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step on each selected stream (all by default).
 
         Arrays have one row per selected stream. ``next_obs`` is what ``env.step``
@@ -305,6 +321,8 @@ class TrajectoryReplay(TableBuffer):
         streams, then :meth:`begin_episodes` with the reset observations).
         Returns the ids of the transitions this step completed. Every input is
         checked before anything is stored; a bad call leaves the buffer unchanged.
+        With a rate limiter the call waits until all ``m`` steps may be inserted, at
+        most ``timeout`` seconds, then raises ``RateLimitTimeout`` having stored nothing.
         """
         idx = self._streams(streams)
         m = idx.size
@@ -321,18 +339,23 @@ class TrajectoryReplay(TableBuffer):
             raise SchemaError("reward", reward, "finite rewards (no NaN or inf)")
         obs = self._obs("next_obs", next_obs, m)
         self._ring.check_open(idx, want_open=True)
+        self._admission.insert(m, timeout)
         if m == 0:
             return np.empty(0, dtype=np.int64)
         self._mark_dirty()
-        return self._ring.step(idx, arrays, obs, term, trunc)
+        ids = self._ring.step(idx, arrays, obs, term, trunc)
+        self._admission.inserted(m)
+        return ids
 
+    @atomic
     def add_step(self, action: Any, reward: Any, next_obs: Any, terminated: bool, truncated: bool, *,
-                 stream: int = 0, **extras: Any) -> np.ndarray:
+                 stream: int = 0, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step: what ``env.step(action)`` returned, plus the action.
 
         Returns the ids of the transitions this step completed (with ``n_step=n``
         a transition is complete ``n - 1`` steps later, or when its episode ends).
         Checked like :meth:`add_steps`; a bad call leaves the buffer unchanged.
+        ``timeout``: as for :meth:`add_steps`.
         """
         if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) \
                 or not 0 <= stream < self.num_streams:
@@ -351,8 +374,11 @@ class TrajectoryReplay(TableBuffer):
         stream = int(stream)
         if not self._ring.open[stream]:
             self._ring.check_open(np.array([stream]), want_open=True)
+        self._admission.insert(1, timeout)
         self._mark_dirty()
-        return self._ring.step_one(stream, arrays, obs, term, trunc)
+        ids = self._ring.step_one(stream, arrays, obs, term, trunc)
+        self._admission.inserted(1)
+        return ids
 
     @staticmethod
     def _flag(name: str, value: Any) -> bool:
@@ -378,28 +404,33 @@ class TrajectoryReplay(TableBuffer):
                                discount=t["discount"], steps=t["steps"], extras=extras, ids=ids, weights=weights,
                                probabilities=probabilities)
 
-    def sample(self, n: int) -> TransitionBatch:
-        """``n`` complete transitions (uniformly, or by priority with importance ``weights``)."""
+    @atomic
+    def sample(self, n: int, *, timeout: float | None = None) -> TransitionBatch:
+        """``n`` complete transitions (uniformly, or by priority with importance ``weights``).
+
+        With a rate limiter, waits until it allows a sample of ``n``, at most
+        ``timeout`` seconds, then raises ``RateLimitTimeout``. The transition's other
+        steps (next observation, n-step rewards) are read from the same storage under
+        the table's lock, so no add can overwrite them in between.
+        """
+        n = check_count("n", n)
+        self._admission.sample(n, timeout)
         if self.per is None:
             s = self._table.sample(n)
-            weights = np.ones(len(s.ids), dtype=np.float64)
         else:
             s = self._table.sample(n, self.beta)
             self._sample_calls += 1
-            assert s.weights is not None
-            weights = s.weights
-        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        batch = self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        self._admission.sampled(len(s.ids))
+        return batch
 
+    @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        s = self._table.get(ids)
-        weights = np.ones(len(s.ids), dtype=np.float64)
-        if self.per is not None:
-            sampler = self._table.sampler
-            assert isinstance(sampler, PrioritizedSampler)
-            weights = sampler.importance_weights(s.probabilities, self._table.directory, self.beta)
-        return self._batch(s.slots, s.ids, s.fields, weights, s.probabilities)
+        s = self._table.get(ids, beta=None if self.per is None else self.beta)
+        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
+    @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """New raw priorities by id (needs ``per``); evicted ids are skipped and counted as stale."""
         if self.per is None:
@@ -408,21 +439,26 @@ class TrajectoryReplay(TableBuffer):
             ids = ids.ids
         return self._table.update_priorities(ids, priorities)
 
-    def sample_sequences(self, n: int) -> SequenceBatch:
+    @atomic
+    def sample_sequences(self, n: int, *, timeout: float | None = None) -> SequenceBatch:
         """``n`` windows of ``burn_in + length`` steps, uniformly over valid windows.
 
-        Cost is ``O(n * (burn_in + length))``, independent of the buffer size.
+        Cost is ``O(n * (burn_in + length))``, independent of the buffer size. With a
+        rate limiter, waits (at most ``timeout`` seconds) until it allows a sample of
+        ``n`` from the windows stored now.
         """
         starts = self._ring.starts
         if starts is None or self.sequence is None:
             raise ConfigError("sequence", None, "a SequenceConfig given to the constructor")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
             raise ConfigError("n", n, "a non-negative integer")
+        self._admission.sample(int(n), timeout, lambda: starts.count)
         if starts.count == 0:
             raise EmptyBufferError("sequences", 0, f"at least one stored window of {self.sequence.length} steps"
                                                    f" (+{self.sequence.burn_in} burn-in)")
         anchors = starts.sample(self._table.rng, int(n))
         s = self._ring.sequence_arrays(anchors)
+        self._admission.sampled(int(n))
         f = s["fields"]
         return SequenceBatch(obs=s["obs"], next_obs=s["next_obs"], action=f[0], reward=f[1], terminated=f[2],
                              truncated=f[3], extras={k: a for k, a in zip(self.extras, f[4:])}, mask=s["mask"],
@@ -438,22 +474,22 @@ class TrajectoryReplay(TableBuffer):
                 "sequence": None if self.sequence is None else dataclasses.asdict(self.sequence),
                 "per": None if self.per is None else dataclasses.asdict(self.per),
                 "storage": self.storage_kind, "path": None if self.path is None else str(self.path),
-                "compression_level": self.compression_level}
+                "compression_level": self.compression_level, **self._limiter_init()}
 
     @classmethod
     def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator | int | None,
-                   reopen: bool = False) -> TrajectoryReplay:
+                   reopen: MappedDirectory | None = None) -> TrajectoryReplay:
         args = dict(init)
         args["extras"] = {k: (tuple(v[0]), np.dtype(v[1])) for k, v in args["extras"].items()}
         args["sequence"] = None if args["sequence"] is None else SequenceConfig(**args["sequence"])
         args["per"] = None if args["per"] is None else PERConfig(**args["per"])
-        if args["storage"] == "memmap" and not reopen:
+        args["rate_limiter"] = cls._limiter_arg(init)
+        if args["storage"] == "memmap" and reopen is None:
             # a checkpoint of a memory-mapped buffer loads into memory (its files belong to the original)
             args["storage"], args["path"] = "memory", None
-        buffer = cls.__new__(cls)
-        buffer.__dict__["_reopening"] = reopen
-        buffer.__init__(rng=rng, **args)  # type: ignore[misc]
-        return buffer
+        elif reopen is not None:
+            args["path"] = reopen  # the files are mapped again, not created
+        return cls(rng=rng, **args)
 
     def _frontend_state(self) -> dict[str, Any]:
         return {"sample_calls": self._sample_calls}
@@ -465,6 +501,7 @@ class TrajectoryReplay(TableBuffer):
     def _restore_frontend_state(self, checked: int) -> None:
         self._sample_calls = checked
 
+    @atomic
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["arrays"].update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
@@ -485,6 +522,7 @@ class TrajectoryReplay(TableBuffer):
         if stored is not None:
             self._ring.frames.restore_arrays(stored)
 
+    @atomic
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.path is not None:
             raise ConfigError("storage", "memmap", "an in-memory buffer (a memory-mapped one reopens with "
@@ -500,7 +538,7 @@ class TrajectoryReplay(TableBuffer):
     def _check_init(cls, init: Any) -> dict[str, Any]:
         """Saved constructor arguments, each of the type the constructor takes (their ranges and
         combinations are the constructor's to check)."""
-        m = dict(mapping("init", init, cls._INIT_KEYS))
+        m = cls._check_limiter_init(dict(mapping("init", init, cls._INIT_KEYS, ("rate_limiter",))))
         integer("init.capacity", m["capacity"], 1, MAX_COUNT)
         for key in ("num_streams", "frame_stack", "n_step"):
             integer(f"init.{key}", m[key], 1, MAX_COUNT)
@@ -553,6 +591,7 @@ class TrajectoryReplay(TableBuffer):
         return {**init, "storage": "memory", "path": None} if init["storage"] == "memmap" else init
 
     # ------------------------------------------------------------ memory-mapped buffers
+    @atomic
     def flush(self) -> None:
         """Make a memory-mapped buffer durable: data files flushed, then the small state saved.
 
@@ -560,28 +599,27 @@ class TrajectoryReplay(TableBuffer):
         Writes after it are not visible until the next flush (``open`` refuses a
         buffer changed since its last flush rather than show inconsistent data).
         """
-        if self.path is None:
+        if self._files is None:
             raise ConfigError("storage", self.storage_kind, "storage='memmap' (only those have files to flush)")
         table = self._table
         assert table.storage is not None
         self._ring.frames.flush()
-        rows = table.storage.rows
-        if isinstance(rows, np.memmap):
-            rows.flush()
+        table.storage.flush()
         state = table.state_dict()
         state["storage"] = None  # the step rows are the memory-mapped file itself
         meta, arrays = split_arrays(state)
         arrays.update({f"ring_{k}": v for k, v in self._ring.arrays().items()})
-        manifest = {"class": "ReplayTables.trajectory:TrajectoryReplay", "init": self._init_args(), "table": meta,
-                    "frontend": self._frontend_state()}
-        write_checkpoint(self.path / "state", manifest, arrays)
-        (self.path / "DIRTY").unlink(missing_ok=True)
-        self._dirty = False
+        self._files.flush_state(type(self), {"init": self._init_args(), "table": meta,
+                                             "frontend": self._full_frontend_state()}, arrays)
 
     def close(self) -> None:
-        """Flush a memory-mapped buffer (nothing to do for the others)."""
-        if self.path is not None:
-            self.flush()
+        """Flush a memory-mapped buffer, then refuse steps and samples from now on and wake
+        every call waiting for the rate limiter with a ``BufferClosedError`` (see
+        :meth:`TableBuffer.close <ReplayTables.base.TableBuffer.close>`)."""
+        with self._lock:
+            if self.path is not None:
+                self.flush()
+            super().close()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str],
@@ -599,15 +637,7 @@ class TrajectoryReplay(TableBuffer):
             raise ConfigError("rng", rng, "None, a numpy.random.Generator or a non-negative int seed")
         root = Path(path)
         with refusing(root):
-            if not real_directory(root):
-                raise CheckpointError("path", str(root), "the directory of a memory-mapped buffer")
-            if os.path.lexists(root / "DIRTY"):
-                raise CheckpointError("path", str(root), "a buffer flushed after its last change (it was written "
-                                                         "to and not flushed; its state file is older than its data)")
-            if not real_directory(root / "state"):
-                raise CheckpointError("path", str(root / "state"), "the state folder of a flushed buffer (a "
-                                                                   "directory, not a symlink)")
-            manifest, arrays = read_checkpoint(root / "state")
+            files, manifest, arrays = MappedDirectory.reopen(root)
             init, table, saved_rng = cls._check_before_construction(manifest, arrays)
             if init["storage"] != "memmap":
                 raise CheckpointError("init.storage", init["storage"], "'memmap' (open() reopens memory-mapped "
@@ -617,11 +647,11 @@ class TrajectoryReplay(TableBuffer):
             raise ConfigError("rng", type(rng.bit_generator).__name__,
                               f"a {type(saved_rng.bit_generator).__name__} generator, as the buffer saved")
         with refusing(root):
-            buffer = cls._construct(init, None, rng if rng is not None else saved_rng, reopen=True)
+            buffer = cls._construct(init, None, rng if rng is not None else saved_rng, reopen=files)
             if buffer._init_args() != init:
                 raise CheckpointError("init", init, f"the arguments the buffer was built with: {buffer._init_args()}")
-            checked = (buffer._table.check_state(table, rows=buffer._rows),
-                       buffer._check_frontend_state(manifest.get("frontend", {})),
+            checked = (buffer._table.check_state(table, rows_in_storage=True),
+                       buffer._check_frontend(manifest.get("frontend", {})),
                        buffer._check_arrays(arrays, frames=False))
             buffer._restore_parts(checked)
         return buffer

@@ -25,13 +25,14 @@ All of this is vectorised over the streams in a call.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ReplayTables.engine.accumulators import nstep_targets, ready_range
 from ReplayTables.engine.sequences import StartIndex, expand_ranges, new_anchors, window_mask
 from ReplayTables.engine.state_checks import MAX_INT, bool_array, int_array
+from ReplayTables.engine.storage import FrameStore
 from ReplayTables.engine.table import Table
 from ReplayTables.errors import CheckpointError, ConfigError, EpisodeError
 
@@ -42,32 +43,6 @@ _NO_IDS.flags.writeable = False
 
 #: The step fields every ring stores, in this order, before any extras.
 STEP_FIELDS = ("action", "reward", "terminated", "truncated")
-
-
-class FrameStore(Protocol):
-    """Where observations live: one frame per slot (``memmap_storage``, ``compression``)."""
-
-    kind: str
-    capacity: int
-
-    @property
-    def nbytes(self) -> int: ...
-
-    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None: ...
-
-    def read(self, index: np.ndarray) -> np.ndarray: ...
-
-    def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray: ...
-
-    def flush(self) -> None: ...
-
-    def arrays(self) -> dict[str, np.ndarray]: ...
-
-    def check_arrays(self, arrays: dict[str, Any], where: str = "frames_") -> Any: ...
-
-    def restore_arrays(self, checked: Any) -> None: ...
-
-    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None: ...
 
 
 def min_per_stream(n_step: int, frame_stack: int, seq_length: int, burn_in: int) -> int:
@@ -147,7 +122,7 @@ class EpisodeRing:
         assert table.storage is not None
         cur = self.next_pos[streams] - 1
         cur_slots = self.slot_of(streams, cur)
-        table.storage.write_batch(cur_slots, fields)
+        table.storage.write(cur_slots, fields)
         new = cur + 1
         self._evict(streams, new)
         new_slots = self.slot_of(streams, new)
@@ -315,7 +290,7 @@ class EpisodeRing:
         run = self.frames.read_runs(starts, length)
         if any_crossing:
             rows = np.flatnonzero(crossing)
-            run[rows] = self.frames.read(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
+            run[rows] = self.frames.gather(self._offset(slots[rows, None], np.arange(-(k - 1), n + 1)[None, :]))
         if k > 1:
             t = self.t_in_episode[slots].astype(np.int64)
             short = np.flatnonzero(t < k - 1)
@@ -342,7 +317,7 @@ class EpisodeRing:
         frame_win = self._offset(anchors[:, None], offsets[None, :])
         steps_win = frame_win[:, :-1]
         fields = table.storage.gather(steps_win)
-        frames = self.frames.read(frame_win)
+        frames = self.frames.gather(frame_win)
         if not self.pad_sequences:
             mask = np.ones(steps_win.shape, dtype=bool)
             return {"fields": fields, "obs": frames[:, :-1], "next_obs": frames[:, 1:], "mask": mask}

@@ -9,6 +9,12 @@ the storage columns. Anything the fast lane does not recognise goes to the
 table's general path, which accepts the same inputs and raises the same errors,
 so the fast lane changes speed, not behaviour.
 
+Each lane checks its input without the table's lock (the checks read only the
+input) and then holds the lock, through its bound ``acquire``/``release`` in a
+``try``/``finally`` (cheaper than a ``with`` block), for every read and write of
+the table. The id of a new item follows the one id rule of ``ids.py``
+(``NEXT_ID_SOURCE``), and carries the table's shard tag.
+
 Every check runs before the first write, and a value that passes cannot make a
 write fail or lose information: a safe cast never overflows (float32 into a
 float64 field, int16 into float32), and Python numbers are range-checked
@@ -23,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.ids import NEXT_ID_SOURCE, NOT_STORED
 from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.writers import FifoWriter
 
@@ -86,8 +92,9 @@ def compile_add_one(table: Table) -> Any:
     if not _flat(schema):
         return table._add_general  # nested dicts: extra nested keys need the general check
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
-                           "writer": table.writer, "rng": table.rng, "counters": table.counters,
-                           "slow": table._add_general, "NOT_STORED": NOT_STORED}
+                           "writer": table.writer, "rng": table.rng, "slow": table._add_general,
+                           "NOT_STORED": NOT_STORED, **_scalar_env(table),
+                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -101,39 +108,46 @@ def compile_add_one(table: Table) -> Any:
         else:
             checks.append(array_ok)
     lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
+    lines.append("    ACQUIRE()")
+    lines.append("    try:")
+    body: list[str] = []
     if isinstance(table.writer, FifoWriter):
         # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
         env["CAP"] = table.capacity
-        lines.append("    SID = directory.slot_id")  # looked up per call: a load replaces the array
-        lines.append("    slot = writer.cursor")
-        lines.append("    writer.cursor = slot + 1 if slot + 1 < CAP else 0")
-        lines.append("    counters['added'] += 1")
-        lines.append("    old = SID.item(slot)")
-        lines.append("    if old >= 0:")
-        lines.append("        new_id = old + CAP")
-        lines.append("        SID[slot] = new_id")
-        lines.append("        counters['evicted'] += 1")
-        lines.append("    elif old == -1 and directory.identity and slot == directory.count:")
-        lines.append("        new_id = slot")  # a never-used slot at the end of the dense prefix
-        lines.append("        SID[slot] = slot")
-        lines.append("        directory.count = slot + 1")
-        lines.append("    else:")
-        lines.append("        new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
+        body.append("SID = directory.slot_id")  # looked up per call: a load replaces the array
+        body.append("slot = W[0]")
+        body.append("W[0] = slot + 1 if slot + 1 < CAP else 0")
+        body.append("N[ADDED] += 1")
+        body.append("old = SID.item(slot)")
+        body.append("if old >= 0:")
+        body.append("    new_id = " + NEXT_ID_SOURCE.format(old="old", capacity="CAP"))  # the id rule, live slot
+        body.append("    SID[slot] = new_id")
+        body.append("    N[EVICTED] += 1")
+        body.append("elif old == -1 and D[1] and slot == D[0]:")
+        body.append("    new_id = slot")  # a never-used slot at the end of the dense prefix: the rule's id
+        body.append("    SID[slot] = slot")
+        body.append("    D[0] = slot + 1")
+        body.append("    if slot + 1 >= directory.filled: directory.reach(slot + 1)")  # a lazy directory
+        body.append("else:")
+        body.append("    new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
     else:
-        lines.append("    slot = writer.place_one(rng)")
-        lines.append("    counters['added'] += 1")
-        lines.append("    if slot < 0:")
-        lines.append("        counters['not_stored'] += 1")
-        lines.append("        return NOT_STORED")
-        lines.append("    if directory.slot_id[slot] >= 0: counters['evicted'] += 1")
-        lines.append("    new_id = directory.assign_one(slot)")
+        body.append("slot = writer.place_one(rng)")
+        body.append("N[ADDED] += 1")
+        body.append("if slot < 0:")
+        body.append("    N[NOT_STORED_N] += 1")
+        body.append("    return NOT_STORED")
+        body.append("if slot >= directory.filled: directory.reach(slot)")
+        body.append("if directory.slot_id[slot] >= 0: N[EVICTED] += 1")
+        body.append("new_id = directory.assign_one(slot)")
     for i in range(len(schema.fields)):
-        lines.append(f"    C{i}[slot] = v{i}")
+        body.append(f"C{i}[slot] = v{i}")
     if table.sampler.prioritized:
         env["on_insert"] = table.sampler.on_insert
         env["np"] = np
-        lines.append("    on_insert(np.array([slot], dtype=np.int64), None, directory)")
-    lines.append("    return new_id")
+        body.append("on_insert(np.array([slot], dtype=np.int64), None, directory)")
+    body.append("return new_id | TAG" if table._tag else "return new_id")
+    lines += ["        " + line for line in body]
+    lines += ["    finally:", "        RELEASE()"]
     return _build("add_fast", lines, env, schema)
 
 
@@ -154,8 +168,9 @@ def compile_add_batch(table: Table) -> Any:
         return None
     nf = len(schema.fields)
     env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer,
-                           "counters": table.counters, "slow": table._add_batch_general,
-                           "CAP": table.capacity, "sampler": table.sampler, "np": np}
+                           "slow": table._add_batch_general, "CAP": table.capacity, "sampler": table.sampler,
+                           "np": np, **_scalar_env(table),
+                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
     lines = ["def add_batch_fast(items):", *_unpack_lines(schema, "items", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -169,26 +184,38 @@ def compile_add_batch(table: Table) -> Any:
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
-    lines.append("    start = writer.cursor")
-    lines.append("    stop = start + m")
-    lines.append("    if m == 0 or stop > CAP or not directory.identity: return slow(items)")
-    lines.append("    count = directory.count")
-    lines.append("    if stop <= count:")
-    lines.append("        ids = directory.slot_id[start:stop] + CAP")
-    lines.append("        counters['evicted'] += m")
-    lines.append("    elif start == count:")
-    lines.append("        ids = np.arange(start, stop, dtype=np.int64)")
-    lines.append("        directory.count = stop")
-    lines.append("    else: return slow(items)")
-    lines.append("    directory.slot_id[start:stop] = ids")
-    lines.append("    writer.cursor = stop if stop < CAP else 0")
-    lines.append("    counters['added'] += m")
-    for i in range(nf):
-        lines.append(f"    C{i}[start:stop] = v{i}")
+    body = ["start = W[0]",
+            "stop = start + m",
+            "if m == 0 or stop > CAP or not D[1]: return slow(items)",  # slow re-enters the lock
+            "count = D[0]",
+            "if stop <= count:",  # every slot live: the id rule's first case
+            "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
+            "    N[EVICTED] += m",
+            "elif start == count:",  # never-written slots: the rule gives the slots themselves
+            "    if stop >= directory.filled: directory.reach(stop)",  # a lazy directory
+            "    ids = np.arange(start, stop, dtype=np.int64)",
+            "    D[0] = stop",
+            "else: return slow(items)",
+            "directory.slot_id[start:stop] = ids",
+            "W[0] = stop if stop < CAP else 0",
+            "N[ADDED] += m"]
+    body += [f"C{i}[start:stop] = v{i}" for i in range(nf)]
     if table.sampler.prioritized:
-        lines.append("    sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
-    lines.append("    return ids")
+        body.append("sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
+    body.append("return ids | TAG" if table._tag else "return ids")
+    lines += ["    ACQUIRE()", "    try:", *("        " + line for line in body), "    finally:", "        RELEASE()"]
     return _build("add_batch_fast", lines, env, schema)
+
+
+def _scalar_env(table: Table) -> dict[str, Any]:
+    """The arena scalars the lanes read and write as Python numbers (see ``state.py``):
+    ``W[0]`` the writer's position, ``D[0]``/``D[1]`` the directory's count and identity
+    flag, ``N[...]`` the table's counters. Looked up per call through the components'
+    ``scalars`` would cost an attribute chain; a rebinding (attaching shared memory)
+    recompiles the lanes."""
+    index = table.counters.index
+    return {"W": table.writer.scalars.view, "D": table.directory.scalars.view, "N": table.counters.view,
+            "ADDED": index["added"], "EVICTED": index["evicted"], "NOT_STORED_N": index["not_stored"]}
 
 
 def _flat(schema: Schema) -> bool:

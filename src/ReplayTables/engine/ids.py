@@ -2,7 +2,13 @@
 
 An id carries its slot and a generation: ``id = generation * capacity + slot``,
 where the generation counts earlier writes to that slot. With a FIFO writer the
-ids are simply the insertion count (0, 1, 2, ...). Because every slot remembers
+ids are simply the insertion count (0, 1, 2, ...). That rule is written once,
+here (:func:`next_ids`, :data:`NEXT_ID_SOURCE` for the generated add lanes).
+
+A table that is one shard of a sharded buffer tags its ids with its shard
+index in the top bits: ``tag_ids(id, shard) = id | shard << (63 - SHARD_BITS)``.
+The directory itself stores untagged ids; the table tags what it gives out and
+refuses ids of another shard (:func:`shard_of`, :func:`untag`). Because every slot remembers
 the id of the item it holds, an id whose item has been overwritten or deleted
 is recognised as stale in one vectorised comparison, and can never reach the
 newcomer that took its slot.
@@ -10,6 +16,16 @@ newcomer that took its slot.
 ``slot_id[s]`` is the live id in slot ``s``; ``-1`` if the slot was never
 written; ``-(last_id + 2)`` if its item was deleted (so the next write still
 knows the slot's generation).
+
+A directory made with ``lazy=True`` (for tables whose writer fills slots in
+order, 0, 1, 2, ..., until it is full) writes those ``-1`` markers only ahead of
+the highest slot written so far, doubling as it goes: ``slot_id[filled:]`` is
+still the zero memory the allocation returned, which the operating system does
+not commit. So ``ReplayBuffer(2**28)`` costs a few pages, not 2 GB, until it
+fills. The unfilled zeros are never mistaken for items: every slot written so
+far is below ``filled``, an id lookup compares ``slot_id[id % capacity] == id``
+(0 matches only id 0, whose slot 0 is always filled) and :meth:`state_dict` shows
+them as ``-1``.
 
 The directory also keeps a dense list of live slots for uniform draws. While
 no item has been deleted, live slots are exactly ``0 .. count-1`` (both writers
@@ -23,14 +39,87 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, StaleIdError
 
-__all__ = ["NOT_STORED", "DirectoryState", "SlotDirectory"]
+__all__ = ["LOCAL_ID_LIMIT", "MAX_SHARDS", "NEXT_ID_SOURCE", "NOT_STORED", "SHARD_BITS", "SHARD_SHIFT",
+           "DirectoryState", "SlotDirectory", "foreign_id_error", "local_ids", "next_id", "next_ids", "shard_of",
+           "tag_ids", "untag"]
 
 #: The id returned for an item that was offered but not stored (a reservoir
 #: writer rejected it, or a batch larger than the capacity overwrote it).
 NOT_STORED = -1
+
+#: Bits of an id that name its shard (the top bits below the sign bit).
+SHARD_BITS = 15
+SHARD_SHIFT = 63 - SHARD_BITS
+#: Shard indices run from 0 to ``MAX_SHARDS - 1``.
+MAX_SHARDS = 1 << SHARD_BITS
+#: Untagged ids stay below this: 2**48 writes per shard (nine years at a million adds a second).
+LOCAL_ID_LIMIT = 1 << SHARD_SHIFT
+
+#: The id rule for a write to a slot that holds ``{old}``, as Python source (the generated
+#: add lanes inline it): the next generation in the same slot.
+NEXT_ID_SOURCE = "{old} + {capacity}"
+
+
+def next_id(old: int, slot: int, capacity: int) -> int:
+    """The id rule: the id of a new item in ``slot``, whose ``slot_id`` entry was ``old``.
+
+    A live slot's next id is ``old + capacity`` (one generation on); a never-written
+    slot's is the slot itself; a deleted slot (``old = -(id + 2)``) continues from
+    the deleted id, so generations never repeat.
+    """
+    if old >= 0:
+        return old + capacity
+    return slot if old == -1 else -old - 2 + capacity
+
+
+def next_ids(old: np.ndarray, slots: np.ndarray, capacity: int) -> np.ndarray:
+    """:func:`next_id` for arrays of slots."""
+    result: np.ndarray = np.where(old >= 0, old + capacity, np.where(old == -1, slots, -old - 2 + capacity))
+    return result
+
+
+def tag_ids(ids: np.ndarray, shard: int) -> np.ndarray:
+    """``ids`` tagged with ``shard`` (``NOT_STORED`` and other negative ids stay as they are)."""
+    if shard == 0:
+        return ids
+    tag = np.int64(shard << SHARD_SHIFT)
+    result: np.ndarray = np.where(ids >= 0, ids | tag, ids)
+    return result
+
+
+def shard_of(ids: np.ndarray) -> np.ndarray:
+    """The shard each id names (-1 for a negative id, which names none)."""
+    result: np.ndarray = np.where(ids >= 0, ids >> SHARD_SHIFT, -1)
+    return result
+
+
+def foreign_id_error(field: str, ids: np.ndarray, shard: int) -> StaleIdError:
+    """The error for ids tagged with another shard than ``shard`` (``ids``: the offending ones)."""
+    shards = sorted({int(s) for s in shard_of(ids[:8])})
+    return StaleIdError(field, ids[:8].tolist(), f"ids of shard {shard} (these name shard(s) {shards})",
+                        "an id of one shard cannot address another shard's table")
+
+
+def local_ids(field: str, ids: np.ndarray, shard: int) -> np.ndarray:
+    """``ids`` untagged, after checking that every non-negative one names ``shard``."""
+    if shard == 0:
+        if ids.shape[0] and int(ids.max()) >= LOCAL_ID_LIMIT:
+            raise foreign_id_error(field, ids[ids >= LOCAL_ID_LIMIT], shard)
+        return ids
+    foreign = (ids >= 0) & ((ids >> SHARD_SHIFT) != shard)
+    if foreign.any():
+        raise foreign_id_error(field, ids[foreign], shard)
+    return untag(ids)
+
+
+def untag(ids: np.ndarray) -> np.ndarray:
+    """``ids`` without their shard tag (negative ids stay as they are)."""
+    result: np.ndarray = np.where(ids >= 0, ids & (LOCAL_ID_LIMIT - 1), ids)
+    return result
 
 
 def uniform_positions(rng: np.random.Generator, n: int, count: int) -> np.ndarray:
@@ -40,7 +129,12 @@ def uniform_positions(rng: np.random.Generator, n: int, count: int) -> np.ndarra
     bias below ``count / 2**53`` (1e-10 at 10^6 items) and costs half of
     ``rng.integers``; the clamp guards the one rounding case ``U * count == count``.
     """
-    positions = (rng.random(n) * count).astype(np.int64)
+    return uniform_positions_of(rng.random(n), count)
+
+
+def uniform_positions_of(points: np.ndarray, count: int) -> np.ndarray:
+    """``floor(point * count)`` for points in [0, 1), clamped to ``count - 1`` (see :func:`uniform_positions`)."""
+    positions = (points * count).astype(np.int64)
     np.minimum(positions, count - 1, out=positions)
     return positions
 
@@ -77,24 +171,68 @@ class DirectoryState:
     live_mask: np.ndarray
 
 
+#: Slots whose ``-1`` marker a lazy directory writes up front (then it doubles as slots are written).
+FIRST_FILL = 4096
+
+
 class SlotDirectory:
-    def __init__(self, capacity: int) -> None:
+    """Slot ids and the dense live list; its two scalars (``count``, ``identity``) live in
+    ``scalars``, an arena array once the table binds it (see ``state.py``)."""
+
+    def __init__(self, capacity: int, lazy: bool = False) -> None:
         self.capacity = capacity
-        self.slot_id = np.full(capacity, -1, dtype=np.int64)
+        if lazy:
+            self.slot_id = np.zeros(capacity, dtype=np.int64)  # untouched pages stay uncommitted
+            self.filled = min(capacity, FIRST_FILL)
+            self.slot_id[:self.filled] = -1
+        else:
+            self.slot_id = np.full(capacity, -1, dtype=np.int64)
+            self.filled = capacity
         self._live = np.empty(capacity, dtype=np.int64)
         self._position = np.empty(capacity, dtype=np.int64)
-        self.count = 0
-        # True while live slots are exactly 0..count-1 and _live/_position are not kept
-        self.identity = True
+        # [count, identity]; identity is 1 while live slots are exactly 0..count-1 and _live/_position are not kept
+        self.scalars = Scalars("directory.count", [0, 1], np.int64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep ``count`` and ``identity`` in ``arena``."""
+        self.scalars.bind(arena)
+
+    @property
+    def count(self) -> int:
+        """Live items."""
+        return int(self.scalars.view[0])
+
+    @count.setter
+    def count(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    @property
+    def identity(self) -> bool:
+        """True while the live slots are exactly ``0 .. count-1`` (no deletions yet)."""
+        return bool(self.scalars.view[1])
+
+    @identity.setter
+    def identity(self, value: bool) -> None:
+        self.scalars.view[1] = 1 if value else 0
 
     # ------------------------------------------------------------ assignment
+    def reach(self, stop: int) -> None:
+        """Make ``slot_id`` exact (``-1`` where never written) below ``stop`` and at ``stop``.
+
+        A lazy directory's writers call this before they read or write a slot at or
+        beyond :attr:`filled`; slots below it are exact already."""
+        if stop >= self.filled and self.filled < self.capacity:
+            new = min(self.capacity, max(stop + 1, 2 * self.filled))
+            self.slot_id[self.filled:new] = -1
+            self.filled = new
+
     def assign_one(self, slot: int) -> int:
         """Give ``slot`` to a new item; returns its id."""
+        if slot + 1 >= self.filled:
+            self.reach(slot + 1)
         old = int(self.slot_id[slot])
-        if old >= 0:
-            new = old + self.capacity
-        else:
-            new = slot if old == -1 else -old - 2 + self.capacity
+        new = next_id(old, slot, self.capacity)
+        if old < 0:
             if self.identity and slot == self.count:
                 self.count += 1
             else:
@@ -104,9 +242,10 @@ class SlotDirectory:
 
     def assign_range(self, start: int, stop: int) -> np.ndarray:
         """Give the contiguous slots ``start..stop-1`` to new items; returns their ids."""
+        self.reach(stop)
         if self.identity:
             # no deletions yet: slots below count are live, slots from count on never written
-            if stop <= self.count:
+            if stop <= self.count:  # every slot live: the rule's first case
                 new = self.slot_id[start:stop] + self.capacity
                 self.slot_id[start:stop] = new
                 return new
@@ -119,9 +258,10 @@ class SlotDirectory:
 
     def assign(self, slots: np.ndarray) -> np.ndarray:
         """Give ``slots`` (unique) to new items; returns their ids."""
+        if slots.size:
+            self.reach(int(slots.max()) + 1)
         old = self.slot_id[slots]
-        cap = self.capacity
-        new = np.where(old >= 0, old + cap, np.where(old == -1, slots, -old - 2 + cap))
+        new = next_ids(old, slots, self.capacity)
         fresh = slots[old < 0]
         if fresh.size:
             self._append(fresh)
@@ -169,6 +309,10 @@ class SlotDirectory:
             return np.arange(self.count, dtype=np.int64)
         return self._live[: self.count]
 
+    def slots_at(self, positions: np.ndarray) -> np.ndarray:
+        """The live slots at dense ``positions`` (``0 .. count-1``)."""
+        return positions if self.identity else self._live[positions]
+
     def sample_uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` live slots, uniformly with replacement (see :func:`uniform_positions`)."""
         positions = uniform_positions(rng, n, self.count)
@@ -192,7 +336,11 @@ class SlotDirectory:
         return 24 * int(capacity)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"slot_id": self.slot_id, "live": self.live_slots().copy(), "count": self.count,
+        slot_id = self.slot_id
+        if self.filled < self.capacity:  # the unfilled tail reads as what it means: never written
+            slot_id = slot_id.copy()
+            slot_id[self.filled:] = -1
+        return {"slot_id": slot_id, "live": self.live_slots().copy(), "count": self.count,
                 "identity": self.identity}
 
     def check_state(self, state: Any, where: str = "directory") -> DirectoryState:
@@ -236,12 +384,35 @@ class SlotDirectory:
         return DirectoryState(slot_id, dense, position, count, identity, live_mask)
 
     def restore(self, checked: DirectoryState) -> None:
-        """Put a state from :meth:`check_state` in place (assignments only: cannot fail)."""
-        self.slot_id = checked.slot_id
-        self._live = checked.live
-        self._position = checked.position
+        """Put a state from :meth:`check_state` in place (copies into the directory's own arrays, which
+        may be views into shared memory; same shapes, so it cannot fail)."""
+        self.slot_id[...] = checked.slot_id
+        self.filled = self.capacity
+        self._live[...] = checked.live
+        self._position[...] = checked.position
         self.count = checked.count
         self.identity = checked.identity
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.restore(self.check_state(state))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The directory's arrays by name (what a shared segment must hold besides its scalars)."""
+        return {"slot_id": self.slot_id, "live": self._live, "position": self._position}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        for name, a in arrays.items():
+            if a.shape != (self.capacity,) or a.dtype != np.int64:
+                raise ValueError(f"directory array {name}: {a.dtype}{a.shape}, expected int64({self.capacity},)")
+        self.slot_id, self._live, self._position = arrays["slot_id"], arrays["live"], arrays["position"]
+
+    def rebuild_live(self) -> None:
+        """Recompute the dense live list, ``count`` and ``identity`` from ``slot_id`` alone (after a
+        process died half-way through changing them; the live list's order may change)."""
+        live = np.flatnonzero(self.slot_id >= 0)
+        n = live.size
+        self._live[:n] = live
+        self._position[live] = np.arange(n, dtype=np.int64)
+        self.count = n
+        self.identity = bool(n == 0 or live[-1] == n - 1)

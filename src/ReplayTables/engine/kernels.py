@@ -30,6 +30,8 @@ import numpy as np
 BRANCHING = 16  # 16 float64 = two cache lines per block: 4 internal levels for 10^6 leaves
 MAX_STORED = 2.0**400  # = samplers.MAX_STORED_PRIORITY (kept here so kernels need no import)
 MIN_STORED = 2.0**-400  # = samplers.MIN_STORED_PRIORITY
+SHARD_SHIFT = 48  # = ids.SHARD_SHIFT: the shard tag of an id sits in the bits from here up
+LOCAL_MASK = (1 << SHARD_SHIFT) - 1
 
 # ``marks`` codes for one repair call with stamp ``s``: entry visited (2s) or visited
 # with a child whose minimum changed (2s + 1), so its own minimum must be recomputed.
@@ -200,7 +202,7 @@ def set_leaves(sums, cum, mins, marks, stamp, leaves, offsets, depth, slots, val
 
 @nb.njit(cache=True, nogil=True)
 def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id, ids,
-                  priorities, stored, scratch):
+                  priorities, stored, scratch, shard):
     """Priority update by item id, fused: check, map ids to slots, skip stale ids,
     set the leaves to ``stored`` (the caller's ``priorities ** exponent``, computed
     with numpy's vectorised power) and repair the tree.
@@ -208,7 +210,9 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     Returns ``(bad, applied, zero_delta, q_max)``. ``bad >= 0`` is the index of the
     first priority that is negative, NaN or infinite, or whose stored value exceeds
     ``MAX_STORED``; then nothing was changed. Positive stored values below
-    ``MIN_STORED`` are stored as ``MIN_STORED``.
+    ``MIN_STORED`` are stored as ``MIN_STORED``. ``bad <= -2`` says that id
+    ``-bad - 2`` is tagged with another shard than ``shard`` (``ids.py``); then
+    nothing was changed either.
     Ids that are negative or no longer live are skipped (``applied`` counts the rest).
     """
     n = ids.shape[0]
@@ -216,13 +220,15 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
         p = priorities[k]
         if not (p >= 0.0 and p < np.inf and stored[k] <= MAX_STORED):
             return k, 0, 0, 0.0
+        if ids[k] >= 0 and (ids[k] >> SHARD_SHIFT) != shard:
+            return -2 - k, 0, 0, 0.0
     cap = slot_id.shape[0]
     B = BRANCHING
     touched = 0.0
     slot_of = np.empty(n, dtype=np.int64)  # one (slow) integer division per id
     for k in range(n):  # the slot_id entries and leaf blocks, misses overlapping
-        i = ids[k]
-        s = i % cap if i >= 0 else -1
+        i = ids[k] & LOCAL_MASK
+        s = i % cap if ids[k] >= 0 else -1
         slot_of[k] = s
         if s >= 0:
             base = (s // B) * B
@@ -233,7 +239,7 @@ def update_by_ids(sums, cum, mins, marks, stamp, leaves, offsets, depth, slot_id
     for k in range(n):
         s = slot_of[k]
         if s >= 0:
-            i = ids[k]
+            i = ids[k] & LOCAL_MASK
             if slot_id[s] == i:
                 scratch[m] = s
                 m += 1
@@ -367,38 +373,42 @@ def descend(cum, leaves, offsets, depth, targets, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def sample_mixture(cum, leaves, offsets, depth, draws, uniform, count, live, identity, slot_id, slots, probs, ids):
-    """A whole prioritized sample in one pass: mixture split, tree search, ids, probabilities.
+def sample_points(cum, leaves, offsets, depth, prioritized, uniform, mask, count, live, identity, slot_id,
+                  scale, base, slots, q, probs, ids):
+    """A whole sample from given points in one pass: tree search, ids, stored priorities, probabilities.
 
-    ``draws[i]`` is a uniform number in [0, 1). Below ``uniform`` it picks a live item
-    uniformly (``floor(draws[i] / uniform * count)``, through ``live`` unless the live
-    slots are exactly ``0..count-1``); otherwise ``(draws[i] - uniform) / (1 - uniform)``
-    of the total priority mass is searched in the tree. Both halves reuse the one
-    draw, which is exact: conditioned on its half, the rescaled draw is uniform.
-    Then ``P(i) = (1-u) q_i / total + u / count`` and ``ids[i] = slot_id[slots[i]]``
-    (those loads are issued before the probabilities' arithmetic, so their cache
-    misses overlap it). Importance weights are left to the sampler (numpy's
-    vectorised ``power`` is several times faster than a scalar ``pow`` per item).
+    A point of ``prioritized`` (in [0, 1)) selects the leaf whose cumulative
+    interval holds ``point * total`` (the tree's own total, which must be
+    positive); a point of ``uniform`` selects live item ``floor(point * count)``
+    (through ``live`` unless the live slots are exactly ``0..count-1``). Output
+    position ``i`` takes the next uniform point where ``mask[i]`` is true and the
+    next prioritized one elsewhere; an empty ``mask`` puts every prioritized point
+    first. Then ``q[i]`` is the stored priority, ``probs[i] = q[i] * scale + base``
+    (the caller's totals, possibly a sharded buffer's) and ``ids[i] = slot_id[slots[i]]``.
     """
-    n = draws.shape[0]
+    kp = prioritized.shape[0]
+    ku = uniform.shape[0]
     total = cum[BRANCHING - 1]
-    targets = np.empty(n, dtype=np.float64)
-    which = np.empty(n, dtype=np.int64)
-    k = 0
-    rest = 1.0 - uniform
+    targets = np.empty(kp, dtype=np.float64)
+    for j in range(kp):
+        targets[j] = prioritized[j] * total
+    found = np.empty(kp, dtype=np.int64)
+    descend(cum, leaves, offsets, depth, targets, found)
+    n = kp + ku
+    use_mask = mask.shape[0] == n
+    jp = 0
+    ju = 0
     for i in range(n):
-        d = draws[i]
-        if d < uniform:
-            pos = min(int(d / uniform * count), count - 1)
+        if (mask[i] if use_mask else i >= kp):
+            pos = min(int(uniform[ju] * count), count - 1)
+            ju += 1
             slots[i] = pos if identity else live[pos]
         else:
-            targets[k] = (d - uniform) / rest * total
-            which[k] = i
-            k += 1
-    found = np.empty(k, dtype=np.int64)
-    descend(cum, leaves, offsets, depth, targets[:k], found)
-    for j in range(k):
-        slots[which[j]] = found[j]
+            slots[i] = found[jp]
+            jp += 1
     for i in range(n):
         ids[i] = slot_id[slots[i]]
-    probabilities(leaves, slots, total, uniform, count, probs)
+    for i in range(n):
+        v = leaves[slots[i]] + 0.0  # a live zero is stored as -0.0
+        q[i] = v
+        probs[i] = v * scale + base

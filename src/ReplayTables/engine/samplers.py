@@ -1,9 +1,13 @@
 """Samplers: which slots a sample returns, and with what probability.
 
-A sampler hears about inserts, priority updates and deletes (by slot) and
-answers ``sample(n, rng, directory) -> (slots, probabilities)``. It never
-touches stored data. :class:`UniformSampler` keeps no state; the
-:class:`PrioritizedSampler` keeps a :class:`~ReplayTables.engine.sumtree.SumTree`.
+A sampler hears about inserts, priority updates and deletes (by slot), reports
+the :class:`~ReplayTables.engine.mass.Mass` its probabilities are relative to,
+splits ``n`` draws into prioritized and uniform points (:meth:`Sampler.split`)
+and turns given points into slots, ids, stored priorities and probabilities
+against given totals (:meth:`Sampler.select`). It never touches stored data;
+importance weights are :func:`~ReplayTables.engine.weights.importance_weights`.
+:class:`UniformSampler` keeps no state; the :class:`PrioritizedSampler` keeps a
+:class:`~ReplayTables.engine.sumtree.SumTree`.
 """
 from __future__ import annotations
 
@@ -12,12 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.ids import SlotDirectory
+from ReplayTables.engine.draws import Draws, split_draws
+from ReplayTables.engine.ids import SlotDirectory, foreign_id_error, uniform_positions_of
+from ReplayTables.engine.mass import Mass
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import mapping, number
 from ReplayTables.engine.sumtree import SumTree
+from ReplayTables.engine.weights import MIN_WEIGHT
 from ReplayTables.errors import ConfigError, PriorityError
 
-__all__ = ["PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities", "priority_array"]
+__all__ = ["MIN_WEIGHT", "PrioritizedSampler", "Sampler", "UniformSampler", "check_priorities", "priority_array"]
 
 _FLOAT64 = np.dtype(np.float64)
 
@@ -57,6 +65,9 @@ class Sampler:
     #: must every insert come with a priority?
     requires_priority = False
 
+    def bind(self, arena: Arena) -> None:
+        """Keep the sampler's scalars in ``arena`` (see ``state.py``); a uniform sampler has none."""
+
     def validate(self, priorities: np.ndarray, field: str = "priorities") -> None:
         """Refuse checked raw priorities this sampler cannot store (called before any change)."""
 
@@ -69,35 +80,36 @@ class Sampler:
     def on_delete(self, slots: np.ndarray) -> None:
         """``slots`` no longer hold items."""
 
-    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+    #: the uniform part ``u`` of the sampling mixture (1: every live item equally likely)
+    uniform_probability = 1.0
 
-    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
-        raise NotImplementedError
+    def mass(self, directory: SlotDirectory) -> Mass:
+        """The totals this sampler's probabilities are relative to (``q = 1`` for every item)."""
+        count = directory.count
+        return Mass(count, float(count), 1.0 if count else math.inf, 1.0)
 
-    def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
-                        beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Like :meth:`sample`, plus importance weights for exponent ``beta``."""
-        slots, probs = self.sample(n, rng, directory)
-        return slots, probs, self.importance_weights(probs, directory, beta)
+    def split(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[Draws, np.ndarray | None]:
+        """``n`` draws from ``rng`` against this sampler's own mass (see :func:`split_draws`):
+        here all uniform."""
+        return Draws(_NO_POINTS, rng.random(n)), None
 
-    def draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
-             beta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """One sample as ``(ids, slots, probabilities, weights)``; weights only with ``beta``.
+    def select(self, draws: Draws, order: np.ndarray | None, directory: SlotDirectory,
+               totals: Mass) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slots, ids, q, probabilities)`` of the items the points select (``directory.count > 0``).
 
-        What a table needs from a sample in one call, so a compiled sampler can
-        produce all of it in one pass.
+        Here every ``q`` is 1, so a prioritized point selects live item
+        ``floor(point * size)`` just as a uniform one does. ``order``: the positions
+        of the uniform points among all (``None``: prioritized ones first).
         """
-        weights = None
-        if beta is None:
-            slots, probs = self.sample(n, rng, directory)
-        else:
-            slots, probs, weights = self.sample_weighted(n, rng, directory, beta)
+        points = _in_order(draws, order)
+        n = points.shape[0]
+        slots = directory.slots_at(uniform_positions_of(points, directory.count))
         ids: np.ndarray = directory.slot_id[slots]
-        return ids, slots, probs, weights
+        return slots, ids, ones(n), np.full(n, 1.0 / max(totals.size, 1))
 
-    def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
-        return np.ones(probabilities.shape[0], dtype=np.float64)
+    def stored(self, slots: np.ndarray) -> np.ndarray:
+        """Stored priorities ``q`` of live ``slots`` (1 for a sampler without priorities)."""
+        return ones(slots.shape[0])
 
     def config(self) -> dict[str, Any]:
         return {}
@@ -129,13 +141,6 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
-        slots = directory.sample_uniform(rng, n)
-        return slots, np.full(n, 1.0 / directory.count)
-
-    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
-        return np.full(slots.shape[0], 1.0 / max(directory.count, 1))
-
 
 NEW_PRIORITY_MODES = ("max", "mean", "given")
 
@@ -145,9 +150,6 @@ MAX_STORED_PRIORITY = 2.0**400
 #: Positive stored priorities below 2**-400 (about 3.9e-121) are stored as 2**-400, so every
 #: positive priority keeps a positive probability and importance weights stay finite.
 MIN_STORED_PRIORITY = 2.0**-400
-#: Smallest importance weight reported (numpy's smallest normal float64): a weight that would
-#: underflow to 0 (beta > 1 over a huge priority range) is reported as this instead.
-MIN_WEIGHT = float(np.finfo(np.float64).tiny)
 
 
 class PrioritizedSampler(Sampler):
@@ -179,7 +181,21 @@ class PrioritizedSampler(Sampler):
         self.stratified = bool(stratified)
         self.requires_priority = new_priority_mode == "given"
         self.tree = SumTree(capacity)
-        self.max_q = 1.0
+        self.scalars = Scalars("sampler.max_q", [1.0], np.float64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the running maximum ``max_q`` and the tree's zero count in ``arena``."""
+        self.scalars.bind(arena)
+        self.tree.bind(arena)
+
+    @property
+    def max_q(self) -> float:
+        """The running maximum of stored priorities (new items get it in ``'max'`` mode)."""
+        return float(self.scalars.view[0])
+
+    @max_q.setter
+    def max_q(self, value: float) -> None:
+        self.scalars.array[0] = value
 
     def _q(self, p: np.ndarray) -> np.ndarray:
         """Raw stored priorities ``p ** priority_exponent`` (not yet bounded, see :meth:`_stored`);
@@ -245,17 +261,20 @@ class PrioritizedSampler(Sampler):
         self._raise_max(q)
         self.tree.set(slots, q)
 
-    def update_by_ids(self, directory: SlotDirectory, ids: np.ndarray, priorities: Any) -> int:
-        """Validated priority update by id in one compiled pass; returns how many applied.
+    def update_by_ids(self, directory: SlotDirectory, ids: np.ndarray, priorities: Any, shard: int = 0) -> int:
+        """Validated priority update by (shard-tagged) id in one compiled pass; returns how many applied.
 
         Stale ids are skipped. Raises :class:`PriorityError` (changing nothing) for a
-        negative, NaN or infinite priority or a length that does not match ``ids``.
+        negative, NaN or infinite priority or a length that does not match ``ids``,
+        and :class:`StaleIdError` for an id of another shard than ``shard``.
         """
         p = priority_array(priorities, ids.shape[0])
         q = self._q(np.abs(p))  # a negative p or an overflow is reported by the kernel
-        bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q)
+        bad, applied, q_max = self.tree.update_by_ids(directory.slot_id, np.ascontiguousarray(ids), p, q, shard)
         if bad >= 0:
             raise PriorityError("priorities", float(p[bad]), self.expected(), f"at position {bad}")
+        if bad <= -2:
+            raise foreign_id_error("ids", ids[-bad - 2:-bad - 1], shard)
         if applied:
             self.max_q = max(self.max_decay * self.max_q, q_max)
         return applied
@@ -263,70 +282,46 @@ class PrioritizedSampler(Sampler):
     def on_delete(self, slots: np.ndarray) -> None:
         self.tree.set(slots, 0.0, live=False)
 
-    def sample(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[np.ndarray, np.ndarray]:
-        slots, probs, _ = self.sample_weighted(n, rng, directory, 0.0)
-        return slots, probs
-
-    def probabilities(self, slots: np.ndarray, directory: SlotDirectory) -> np.ndarray:
-        count = max(directory.count, 1)
-        total = self.tree.total
+    def mass(self, directory: SlotDirectory) -> Mass:
+        """``(size, sum of q, q_min, u)``; ``q_min`` is 0 when an item of priority 0 is stored and
+        ``u > 0`` (such an item can be drawn by the uniform part), else the smallest positive ``q``."""
+        tree = self.tree
         u = self.uniform_probability
-        if total <= 0.0:
-            return np.full(slots.shape[0], 1.0 / count)
-        return self.tree.probabilities(np.ascontiguousarray(slots, dtype=np.int64), u, count)  # as a sample does
+        q_min = 0.0 if (u > 0.0 and tree.zero_count > 0) else tree.min_positive
+        return Mass(directory.count, tree.total, q_min, u)
 
-    def sample_weighted(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
-                        beta: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        _, slots, probs, weights = self.draw(n, rng, directory, beta)
-        assert weights is not None
-        return slots, probs, weights
-
-    def draw(self, n: int, rng: np.random.Generator, directory: SlotDirectory,
-             beta: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        total = self.tree.total
+    def split(self, n: int, rng: np.random.Generator, directory: SlotDirectory) -> tuple[Draws, np.ndarray | None]:
+        """Draws of the mixture; all uniform while the total priority is 0 (nothing to weigh by)."""
         u = self.uniform_probability
-        if total <= 0.0 or u >= 1.0 or n == 0:
-            slots = directory.sample_uniform(rng, n)
-            probs = self.probabilities(slots, directory)
-            ids: np.ndarray = directory.slot_id[slots]
+        if self.tree.total <= 0.0 or u >= 1.0 or n == 0:
+            return split_draws(rng, n, 1.0)
+        return split_draws(rng, n, u, self.stratified)
+
+    def select(self, draws: Draws, order: np.ndarray | None, directory: SlotDirectory,
+               totals: Mass) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slots, ids, q, probabilities)`` in one compiled pass (``directory.count > 0``).
+
+        While this tree's total is 0 a prioritized point has no mass to search and
+        selects by position, as a uniform one does.
+        """
+        count = directory.count
+        if self.tree.total <= 0.0:
+            points = _in_order(draws, order)
+            draws, order = Draws(points[:0], points), None
+        size = max(totals.size, 1)
+        u = totals.uniform_probability
+        if u >= 1.0 or not totals.priority_total > 0.0:
+            scale, base = 0.0, 1.0 / size
         else:
-            if self.stratified:
-                draws = (np.arange(n) + rng.random(n)) * (1.0 / max(n, 1))  # n = 0: no draws
-            else:
-                draws = rng.random(n)
-            live, identity = directory.dense()
-            slots, probs, ids = self.tree.sample_mixture(draws, u, directory.count, live, identity, directory.slot_id)
-        # every sampled item has P > 0, so no zero-division guard is needed here
-        weights = None if beta is None else self._weights(probs, directory, beta)
-        return ids, slots, probs, weights
+            scale, base = (1.0 - u) / totals.priority_total, u / size
+        live, identity = directory.dense()
+        mask = _NO_ORDER if order is None else order
+        return self.tree.sample_points(np.ascontiguousarray(draws.prioritized, dtype=np.float64),
+                                       np.ascontiguousarray(draws.uniform, dtype=np.float64), mask, count, live,
+                                       identity, directory.slot_id, scale, base)
 
-    def min_probability(self, directory: SlotDirectory) -> float:
-        """The smallest non-zero sampling probability of any stored item."""
-        count = max(directory.count, 1)
-        total = self.tree.total
-        u = self.uniform_probability
-        if total <= 0.0:
-            return 1.0 / count
-        if u > 0.0 and self.tree.zero_count > 0:
-            return u / count
-        return (1.0 - u) * self.tree.min_positive / total + u / count
-
-    def importance_weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
-        """``w_i = (N P(i))^-beta / max_j (N P(j))^-beta`` over stored ``j`` (Schaul et al.), in (0, 1]."""
-        return self._weights(probabilities, directory, beta)
-
-    def _weights(self, probabilities: np.ndarray, directory: SlotDirectory, beta: float) -> np.ndarray:
-        """``(P(i) / P_min) ** -beta``, which equals the normalised weight above, kept in
-        ``[MIN_WEIGHT, 1]``: the stored-priority bounds keep ``P / P_min`` finite, and the clip
-        catches the two edge cases (an underflow for ``beta > 1`` over a huge priority range,
-        and ``get`` of an item whose probability is 0, which no sample can return)."""
-        if beta == 0.0:
-            return np.ones(probabilities.shape[0], dtype=np.float64)
-        weights: np.ndarray = np.divide(probabilities, self.min_probability(directory))
-        with np.errstate(divide="ignore", over="ignore"):
-            np.power(weights, -beta, out=weights)
-        np.clip(weights, MIN_WEIGHT, 1.0, out=weights)
-        return weights
+    def stored(self, slots: np.ndarray) -> np.ndarray:
+        return self.tree.get(slots)
 
     def config(self) -> dict[str, Any]:
         return {"priority_exponent": self.priority_exponent, "uniform_probability": self.uniform_probability,
@@ -351,13 +346,45 @@ class PrioritizedSampler(Sampler):
         return max_q, tree
 
     def restore(self, checked: tuple[float, SumTree]) -> None:
-        self.max_q, self.tree = checked
+        max_q, tree = checked
+        self.max_q = max_q
+        self.tree.copy_from(tree)  # in place: the tree's arrays may be views into shared memory
 
 
 def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not (lo <= float(value) <= hi):
         raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+
+
+_NO_ORDER = np.empty(0, dtype=np.bool_)
+_NO_POINTS = np.empty(0, dtype=np.float64)
+_NO_POINTS.flags.writeable = False
+_ONES = np.ones(0)
+
+
+def ones(n: int) -> np.ndarray:
+    """A read-only float64 array of ``n`` ones (a view of one shared array: the ``q`` of
+    items of a sampler without priorities, in every sample)."""
+    global _ONES
+    if _ONES.shape[0] < n:
+        _ONES = np.ones(max(n, 2 * _ONES.shape[0], 1024))
+        _ONES.flags.writeable = False
+    return _ONES[:n]
+
+
+def _in_order(draws: Draws, order: np.ndarray | None) -> np.ndarray:
+    """All points of ``draws`` in output order (``order``: where the uniform ones go)."""
+    if order is None:
+        if not draws.uniform.shape[0]:
+            return draws.prioritized
+        if not draws.prioritized.shape[0]:
+            return draws.uniform
+        return np.concatenate([draws.prioritized, draws.uniform])
+    points = np.empty(order.shape[0], dtype=np.float64)
+    points[order] = draws.uniform
+    points[~order] = draws.prioritized
+    return points
 
 
 SAMPLERS: dict[str, type[Sampler]] = {"uniform": UniformSampler, "prioritized": PrioritizedSampler}

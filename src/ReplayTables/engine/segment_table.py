@@ -7,16 +7,20 @@ columnar storage of *timesteps* (each step stored once), a
 :class:`~ReplayTables.engine.segments.SegmentIndex` that maps items to ranges
 of steps (ring or reservoir placement, ids with generations), and one of the
 engine's samplers drawing *items*. Every input is checked before anything
-changes; only ids leave the table.
+changes; only ids leave the table. Every public call holds ``self.lock`` (a
+:class:`~ReplayTables.engine.table_lock.TableLock`); a sample reads its items'
+rows in the same call (:class:`SegmentSample`), and so does :meth:`SegmentTable.take_oldest`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.ids import NOT_STORED
+from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
@@ -31,15 +35,33 @@ from ReplayTables.engine.table import (
     check_capacity,
     check_count,
     check_ids,
+    check_points,
     check_sample_bytes,
     check_schema_state,
     saved_row_bytes,
 )
+from ReplayTables.engine.table_lock import TableLock
+from ReplayTables.engine.weights import importance_weights
 from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, SchemaError, StaleIdError
 
-__all__ = ["SegmentTable"]
+__all__ = ["SegmentSample", "SegmentTable"]
 
 COUNTERS = ("added", "added_steps", "evicted", "not_stored", "sampled", "deleted", "stale_updates")
+
+#: What a front end reads for the item slots of a sample (called under the table's lock).
+Reader = Callable[[np.ndarray], Any]
+
+
+class SegmentSample(NamedTuple):
+    """A sample of items and what ``read`` made of their rows, from one call under the lock."""
+
+    ids: np.ndarray
+    slots: np.ndarray
+    probabilities: np.ndarray
+    weights: np.ndarray
+    size: int
+    mass: Mass
+    data: Any
 
 
 class SegmentTable:
@@ -67,6 +89,8 @@ class SegmentTable:
             raise ConfigError("rng", rng, "a numpy.random.Generator")
         self.rng = rng
         self.counters = dict.fromkeys(COUNTERS, 0)
+        #: held by every public call (re-entrant)
+        self.lock = TableLock()
 
     # ------------------------------------------------------------ basics
     @property
@@ -90,6 +114,11 @@ class SegmentTable:
         if not schema.resolved:
             schema = Schema.from_structure(None)
             schema.resolve(columns, batched=True)
+            assert schema.fields is not None
+            row_bytes = sum(f.nbytes for f in schema.fields)  # the rows are allocated on this first add
+            check_allocation("capacity", self.capacity, self.capacity * row_bytes
+                             + self.nbytes_for(self.capacity, self.sampler),
+                             f"{self.capacity} timesteps of {row_bytes} bytes")
         m, arrays = schema.coerce_batch(schema.values_of(columns))
         lens = np.asarray(lengths)
         if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu"):
@@ -107,6 +136,10 @@ class SegmentTable:
 
     def add(self, columns: Mapping[str, Any], lengths: Any, priorities: Any = None) -> np.ndarray:
         """Store items given as consecutive rows of ``columns``; returns one id per item."""
+        with self.lock:
+            return self._add_locked(columns, lengths, priorities)
+
+    def _add_locked(self, columns: Mapping[str, Any], lengths: Any, priorities: Any) -> np.ndarray:
         schema, arrays, lens, prio = self.check(columns, lengths, priorities)
         if lens.size == 0:
             return np.empty(0, dtype=np.int64)
@@ -116,7 +149,7 @@ class SegmentTable:
             self.storage = PackedStorage(schema.fields, self.capacity)
         ids, gone, placement, evicted = self.index.insert(lens, self.rng)
         for rows, steps in placement:
-            self.storage.write_batch(steps, [a[rows] for a in arrays])
+            self.storage.write(steps, [a[rows] for a in arrays])
         stored = ids != NOT_STORED
         new_slots = ids[stored] % self.capacity
         if gone.size:
@@ -131,25 +164,47 @@ class SegmentTable:
         return ids
 
     # ------------------------------------------------------------ read
-    def sample(self, n: int, beta: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Draw ``n`` items with replacement: ``(item_slots, probabilities, weights)``; counts hits.
+    def sample(self, n: int, beta: float | None = None, read: Reader | None = None) -> SegmentSample:
+        """Draw ``n`` items with replacement and read them, in one atomic call; counts hits.
 
-        ``weights`` are the sampler's importance weights for exponent ``beta``
-        (``None`` without ``beta``). Ids of the drawn items are ``ids_of(item_slots)``.
+        ``weights`` are importance weights for exponent ``beta`` (ones without it);
+        ``data`` is ``read(item_slots)`` (``None`` without ``read``), called under the
+        lock so the rows are those of the drawn ids.
         """
-        n = check_count("num_items", n)
-        if self.size == 0:
-            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        if n > LARGE_SAMPLE:  # every item has at least one row
-            check_sample_bytes("num_items", n, self.storage.row_bytes if self.storage is not None else 0)
-        weights = None
-        if beta is None:
-            slots, probabilities = self.sampler.sample(n, self.rng, self.index.directory)
-        else:
-            slots, probabilities, weights = self.sampler.sample_weighted(n, self.rng, self.index.directory, beta)
+        with self.lock:
+            n = check_count("num_items", n)
+            if self.size == 0:
+                raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+            if n > LARGE_SAMPLE:  # every item has at least one row
+                check_sample_bytes("num_items", n, self.storage.row_bytes if self.storage is not None else 0)
+            draws, order = self.sampler.split(n, self.rng, self.index.directory)
+            return self._sample_locked(draws, order, beta, None, read)
+
+    def sample_from(self, draws: Draws, beta: float | None = None, totals: Mass | None = None,
+                    read: Reader | None = None) -> SegmentSample:
+        """The items given points select, read in the same call (see :meth:`Table.sample_from
+        <ReplayTables.engine.table.Table.sample_from>`: prioritized points first, probabilities
+        and weights against ``totals`` or the table's own mass)."""
+        with self.lock:
+            checked = Draws(check_points("draws.prioritized", draws.prioritized),
+                            check_points("draws.uniform", draws.uniform))
+            if self.size == 0:
+                raise EmptyBufferError("size", 0, "at least one stored item to sample from")
+            if totals is not None and not isinstance(totals, Mass):
+                raise ConfigError("totals", totals, "a Mass or None")
+            return self._sample_locked(checked, None, beta, totals, read)
+
+    def _sample_locked(self, draws: Draws, order: np.ndarray | None, beta: float | None, totals: Mass | None,
+                       read: Reader | None) -> SegmentSample:
+        directory = self.index.directory
+        own = self.sampler.mass(directory)
+        mass = own if totals is None else totals
+        slots, ids, _, probabilities = self.sampler.select(draws, order, directory, mass)
+        weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
         self.index.record_hits(slots)
-        self.counters["sampled"] += n
-        return slots, probabilities, weights
+        self.counters["sampled"] += int(slots.shape[0])
+        data = None if read is None else read(slots)
+        return SegmentSample(ids, slots, probabilities, weights, own.size, mass, data)
 
     def ids_of(self, slots: np.ndarray) -> np.ndarray:
         """Ids of the live items in ``slots``."""
@@ -202,32 +257,58 @@ class SegmentTable:
     # ------------------------------------------------------------ change
     def delete(self, ids: Any) -> int:
         """Remove items by id; every id must be live (nothing is removed otherwise)."""
-        _, slots = self.locate(ids)
-        slots = np.unique(slots)
-        self.index.remove(slots)
-        self.sampler.on_delete(slots)
-        self.counters["deleted"] += int(slots.size)
-        return int(slots.size)
+        with self.lock:
+            _, slots = self.locate(ids)
+            slots = np.unique(slots)
+            self.index.remove(slots)
+            self.sampler.on_delete(slots)
+            self.counters["deleted"] += int(slots.size)
+            return int(slots.size)
 
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """Set raw priorities by id; stale ids are skipped and counted. Returns how many applied."""
-        arr = check_ids(ids, "batch_indexes")
-        sampler = self.sampler
-        if not isinstance(sampler, PrioritizedSampler):
-            raise ConfigError("sampler", sampler.name, "a prioritized sampler to update priorities of")
-        applied = int(sampler.update_by_ids(self.index.directory, np.ascontiguousarray(arr), priorities))
-        self.counters["stale_updates"] += arr.shape[0] - applied
-        return applied
+        with self.lock:
+            arr = check_ids(ids, "batch_indexes")
+            sampler = self.sampler
+            if not isinstance(sampler, PrioritizedSampler):
+                raise ConfigError("sampler", sampler.name, "a prioritized sampler to update priorities of")
+            applied = int(sampler.update_by_ids(self.index.directory, np.ascontiguousarray(arr), priorities))
+            self.counters["stale_updates"] += arr.shape[0] - applied
+            return applied
 
     def oldest(self, k: int) -> np.ndarray:
         """Ids of the ``k`` oldest live items (fewer if fewer are stored)."""
-        slots = self.index.oldest_slots(k)
-        result: np.ndarray = self.index.directory.slot_id[slots]
-        return result
+        with self.lock:
+            slots = self.index.oldest_slots(k)
+            result: np.ndarray = self.index.directory.slot_id[slots]
+            return result
+
+    def take_oldest(self, k: int, read: Reader) -> tuple[np.ndarray, Any]:
+        """Ids of the ``k`` oldest items and ``read(their slots)``, then remove them and count
+        them as sampled: a queue's pop, in one atomic call."""
+        with self.lock:
+            k = check_count("num_items", k)
+            slots = self.index.oldest_slots(k)
+            ids: np.ndarray = self.index.directory.slot_id[slots]
+            if ids.size == 0:
+                return ids, None
+            data = read(slots)
+            self.delete(ids)
+            self.counters["sampled"] += int(ids.size)
+            return ids, data
+
+    def mass(self) -> Mass:
+        """The totals this table's probabilities are relative to."""
+        with self.lock:
+            return self.sampler.mass(self.index.directory)
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The table's full state: each component's ``state_dict`` (arrays included)."""
+        with self.lock:
+            return self._state_dict_locked()
+
+    def _state_dict_locked(self) -> dict[str, Any]:
         return {
             "capacity": self.capacity,
             "schema": self.schema.to_json() if self.schema.resolved else None,
@@ -282,6 +363,10 @@ class SegmentTable:
 
     def restore(self, checked: dict[str, Any]) -> None:
         """Put a state from :meth:`check_state` in place (assignments only)."""
+        with self.lock:
+            self._restore_locked(checked)
+
+    def _restore_locked(self, checked: dict[str, Any]) -> None:
         self.index.restore(checked["index"])
         self.schema = checked["schema"]
         self.storage = checked["storage"]
@@ -292,7 +377,8 @@ class SegmentTable:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same capacity, placement and sampler kind); the whole
         state is checked before anything is replaced."""
-        self.restore(self.check_state(state))
+        with self.lock:
+            self.restore(self.check_state(state))
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import array, bool_array, mapping
 from ReplayTables.errors import CheckpointError
 
@@ -93,11 +94,44 @@ class SumTree:
         self.cum = aligned_full(total, 0.0)  # running sums inside each block
         self.mins = aligned_full(total, np.inf)
         self.leaves = aligned_full(leaf_n, 0.0)
-        self.zero_count = 0
+        self.scalars = Scalars("tree.zero_count", [0], np.int64)  # live leaves of priority 0
         self._marks = np.zeros(total, dtype=np.int64)  # per-call visit codes (see kernels._repair)
         self._stamp = 0
         self._all_live = np.ones(256, dtype=np.bool_)
         self._scratch = np.empty(256, dtype=np.int64)
+
+    @property
+    def zero_count(self) -> int:
+        """Live leaves holding priority 0 (stored as -0.0)."""
+        return int(self.scalars.view[0])
+
+    @zero_count.setter
+    def zero_count(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    def bind(self, arena: Arena) -> None:
+        """Keep ``zero_count`` in ``arena`` (see ``state.py``)."""
+        self.scalars.bind(arena)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The tree's arrays by name (what a shared segment must hold besides ``zero_count``)."""
+        return {"sums": self.sums, "cum": self.cum, "mins": self.mins, "leaves": self.leaves}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        mine = self.arrays()
+        for name, a in arrays.items():
+            if a.shape != mine[name].shape or a.dtype != mine[name].dtype:
+                raise ValueError(f"tree array {name}: {a.dtype}{a.shape}, expected {mine[name].dtype}"
+                                 f"{mine[name].shape}")
+        for name, a in arrays.items():
+            setattr(self, name, a)
+
+    def copy_from(self, other: SumTree) -> None:
+        """Take ``other``'s leaves, sums and zero count into this tree's own arrays (same capacity)."""
+        for name, a in other.arrays().items():
+            getattr(self, name)[...] = a
+        self.zero_count = other.zero_count
 
     # ------------------------------------------------------------ queries
     @property
@@ -139,19 +173,19 @@ class SumTree:
         self.zero_count += int(delta)
 
     def update_by_ids(self, slot_id: np.ndarray, ids: np.ndarray, priorities: np.ndarray,
-                      stored: np.ndarray) -> tuple[int, int, float]:
-        """Fused priority update by item id (see ``kernels.update_by_ids``).
+                      stored: np.ndarray, shard: int = 0) -> tuple[int, int, float]:
+        """Fused priority update by (shard-tagged) item id (see ``kernels.update_by_ids``).
 
         Returns ``(bad, applied, q_max)``; ``bad >= 0`` names the first invalid
-        priority, in which case nothing changed.
+        priority, ``bad <= -2`` the id ``-bad - 2`` of another shard; then nothing changed.
         """
         if self._scratch.shape[0] < ids.shape[0]:
             self._scratch = np.empty(max(ids.shape[0], 2 * self._scratch.shape[0]), dtype=np.int64)
         self._stamp += 1
         bad, applied, delta, q_max = kernels().update_by_ids(
             self.sums, self.cum, self.mins, self._marks, self._stamp, self.leaves,
-            self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch)
-        if bad < 0:
+            self.offsets, self.depth, slot_id, ids, priorities, stored, self._scratch, shard)
+        if bad == -1:
             self.zero_count += int(delta)
         return int(bad), int(applied), float(q_max)
 
@@ -161,20 +195,21 @@ class SumTree:
         kernels().probabilities(self.leaves, slots, self.total, float(uniform), int(count), out)
         return out
 
-    def sample_mixture(self, draws: np.ndarray, uniform: float, count: int, live: np.ndarray, identity: bool,
-                       slot_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Slots, probabilities and ids of a prioritized/uniform mixture sample (one kernel).
-
-        The tree's total must be positive. ``ids`` are ``slot_id[slots]``, read inside
-        the kernel where their misses overlap other work.
-        """
-        n = draws.shape[0]
+    def sample_points(self, prioritized: np.ndarray, uniform: np.ndarray, mask: np.ndarray, count: int,
+                      live: np.ndarray, identity: bool, slot_id: np.ndarray, scale: float,
+                      base: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(slots, ids, q, probabilities)`` of the items given points select (one kernel,
+        see ``kernels.sample_points``); ``P = q * scale + base``. The tree's total must be
+        positive if there are prioritized points."""
+        n = prioritized.shape[0] + uniform.shape[0]
         slots = np.empty(n, dtype=np.int64)
+        q = np.empty(n, dtype=np.float64)
         probs = np.empty(n, dtype=np.float64)
         ids = np.empty(n, dtype=np.int64)
-        kernels().sample_mixture(self.cum, self.leaves, self.offsets, self.depth, draws, float(uniform), int(count),
-                                 live, bool(identity), slot_id, slots, probs, ids)
-        return slots, probs, ids
+        kernels().sample_points(self.cum, self.leaves, self.offsets, self.depth, prioritized, uniform, mask,
+                                int(count), live, bool(identity), slot_id, float(scale), float(base),
+                                slots, q, probs, ids)
+        return slots, ids, q, probs
 
     def rebuild(self) -> None:
         """Recompute every internal entry from the leaves (used after bulk loads)."""
@@ -191,6 +226,7 @@ class SumTree:
     # ------------------------------------------------------------ state
     def __setstate__(self, state: dict[str, Any]) -> None:
         # unpickled (or deep-copied) arrays lose the block alignment: copy them back onto it
+        state.pop("zero_count", None)
         for name in ("sums", "cum", "mins", "leaves"):
             arr = state[name]
             state[name] = aligned_full(arr.shape[0], 0.0)

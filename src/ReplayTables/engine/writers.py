@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 
 __all__ = ["FifoWriter", "ReservoirWriter", "Writer", "make_writer"]
@@ -19,10 +20,18 @@ Index = slice | np.ndarray
 
 
 class Writer:
+    """Chooses slots. Its one scalar (a cursor, a count of offers) lives in ``scalars``,
+    an arena array once the table binds it (see ``state.py``)."""
+
     name = "writer"
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self.scalars = Scalars("writer.position", [0], np.int64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the writer's position in ``arena`` (see :class:`~ReplayTables.engine.state.Scalars`)."""
+        self.scalars.bind(arena)
 
     def place_one(self, rng: np.random.Generator) -> int:
         """Slot for one offered item, or -1 if it is not stored."""
@@ -56,13 +65,19 @@ class FifoWriter(Writer):
 
     name = "fifo"
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__(capacity)
-        self.cursor = 0
+    @property
+    def cursor(self) -> int:
+        """The slot the next item takes."""
+        return int(self.scalars.view[0])
+
+    @cursor.setter
+    def cursor(self, value: int) -> None:
+        self.scalars.view[0] = value
 
     def place_one(self, rng: np.random.Generator) -> int:
-        slot = self.cursor
-        self.cursor = slot + 1 if slot + 1 < self.capacity else 0
+        view = self.scalars.view
+        slot: int = view[0]
+        view[0] = slot + 1 if slot + 1 < self.capacity else 0
         return slot
 
     def place(self, m: int, rng: np.random.Generator) -> tuple[Index, Index]:
@@ -90,9 +105,14 @@ class ReservoirWriter(Writer):
 
     name = "reservoir"
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__(capacity)
-        self.seen = 0
+    @property
+    def seen(self) -> int:
+        """Items offered so far."""
+        return int(self.scalars.view[0])
+
+    @seen.setter
+    def seen(self, value: int) -> None:
+        self.scalars.view[0] = value
 
     def place_one(self, rng: np.random.Generator) -> int:
         t = self.seen

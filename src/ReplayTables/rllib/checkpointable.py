@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.checkpoint import (
     checking,
     class_name,
@@ -30,6 +31,7 @@ from ReplayTables.checkpoint import (
     write_checkpoint,
 )
 from ReplayTables.engine.state_checks import mapping
+from ReplayTables.engine.table_lock import TableLockProtocol
 from ReplayTables.errors import CheckpointError
 from ReplayTables.rllib.config import constructor_params
 
@@ -52,11 +54,23 @@ class Checkpointable:
     ``_check_state_dict(state, where)`` / ``_restore_state(checked)``; classes
     register themselves for loading. Subclasses that save more override
     ``_extra_state`` / ``_check_extra_state`` / ``_load_extra_state``.
+
+    ``_lock`` (set by the subclass: its table's lock, or a lock of its own for a
+    buffer of several tables) is held by every public call, so the buffer may be
+    shared by threads.
     """
+
+    _lock: TableLockProtocol
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         register(cls)
+
+    @property
+    def lock(self) -> TableLockProtocol:
+        """The buffer's re-entrant lock, held by every public call; hold it yourself
+        (``with buffer.lock:``) to make several calls one atomic step."""
+        return self._lock
 
     def _init_args(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -92,6 +106,7 @@ class Checkpointable:
     def _full_state(self) -> dict[str, Any]:
         return {"class": class_name(type(self)), "init": self._init_args(), "state": self._state_dict()}
 
+    @atomic
     def get_state(self) -> dict[str, Any]:
         """Everything needed to restore this buffer (``"state"`` holds numpy arrays).
 
@@ -99,6 +114,7 @@ class Checkpointable:
         """
         return copy.deepcopy(self._full_state())
 
+    @atomic
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`get_state` of a buffer of the same class and arguments.
 
@@ -116,8 +132,11 @@ class Checkpointable:
         self._restore_state(checked)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it."""
-        manifest, arrays = split_arrays(self._full_state())
+        """Save atomically to directory ``path`` (``.npy`` arrays + JSON); ``ReplayTables.load(path)`` reads it.
+
+        The state is taken under the lock (one instant); the files are written after.
+        """
+        manifest, arrays = split_arrays(self.get_state())
         return write_checkpoint(path, manifest, arrays)
 
     # ------------------------------------------------------------ loading a checkpoint

@@ -34,7 +34,28 @@ def _ours() -> dict[str, type]:
 
 
 def resolve_type(value: Any, field: str = "type") -> type:
-    """The buffer class named by a config's ``type``."""
+    """The buffer class named by a config's ``type``; anything but a replay-buffer class is refused.
+
+    The check comes before the class is called, so a config naming
+    ``subprocess.Popen`` or ``collections.OrderedDict`` runs and builds nothing.
+    """
+    cls = _named_class(value, field)
+    if not is_buffer_class(cls):
+        raise ConfigError(field, value, "a replay-buffer class (a subclass of ReplayTables.rllib.ReplayBuffer or "
+                                        f"MultiAgentReplayBuffer), such as one of {sorted(_ours())}")
+    return cls
+
+
+def is_buffer_class(cls: type) -> bool:
+    """True for this package's RLlib-style buffer classes and their subclasses (a user's own buffer)."""
+    from ReplayTables.rllib.checkpointable import Checkpointable
+
+    return isinstance(cls, type) and issubclass(cls, Checkpointable) and callable(getattr(cls, "add", None)) \
+        and callable(getattr(cls, "sample", None))
+
+
+def _named_class(value: Any, field: str) -> type:
+    """The class a ``type`` value names (not yet checked to be a buffer class)."""
     if isinstance(value, type):
         return value
     if not isinstance(value, str) or not value:

@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.table import check_count
 from ReplayTables.errors import ConfigError
 from ReplayTables.rllib.batches import SampleBatch
@@ -25,16 +26,15 @@ class FifoReplayBuffer(ReplayBuffer):
     def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "fragments", **kwargs: Any) -> None:
         super().__init__(capacity, storage_unit, **kwargs)
 
+    @atomic
     def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items")
-        ids = self._table.oldest(check_count("num_items", num_items))
+        ids, data = self._table.take_oldest(check_count("num_items", num_items), self._read)
         if ids.size == 0:
             return SampleBatch()
-        batch = self.get(ids)
-        self.delete(ids)
-        self._table.counters["sampled"] += int(ids.size)
+        batch: SampleBatch = data[0]
         batch["weights"] = np.ones(batch.count, dtype=np.float64)
         return batch
 

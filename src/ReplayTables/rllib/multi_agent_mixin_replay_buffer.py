@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.state_checks import MAX_INT, int_array, integer
@@ -52,6 +53,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
     def _init_args(self) -> dict[str, Any]:
         return {**super()._init_args(), "replay_ratio": self.replay_ratio}
 
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> dict[Any, np.ndarray]:
         out = super().add(batch, **kwargs)
         for key, ids in out.items():
@@ -68,7 +70,9 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         """New ids of ``key`` still stored (evicted ones dropped and counted)."""
         ids = self._new.get(key, np.empty(0, np.int64))
         if ids.size:
-            _, live = self.replay_buffers[key]._table.index.directory.lookup(ids)
+            buf = self.replay_buffers[key]
+            with buf._lock:
+                _, live = buf._table.index.directory.lookup(ids)
             if not live.all():
                 self._new_dropped += int((~live).sum())
                 ids = ids[live]
@@ -106,6 +110,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         result: SampleBatch = batch
         return result
 
+    @atomic
     def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
         """New items plus replayed ones per policy, ``replay_ratio`` replayed on average."""
         num_items = check_count("num_items", num_items)
@@ -120,6 +125,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
                 samples[key] = part
         return self._as_multi_agent(samples)
 
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         out = super().stats(debug)
         out["new_items_pending"] = {str(k): int(v.size) for k, v in self._new.items()}

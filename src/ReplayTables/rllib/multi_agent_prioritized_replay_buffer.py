@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.errors import ConfigError, PriorityError, SchemaError
 from ReplayTables.rllib.multi_agent_replay_buffer import ALL_POLICIES, MultiAgentReplayBuffer
 from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer, check_number
@@ -63,6 +64,7 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
                    prioritized_replay_eps=self.prioritized_replay_eps)
         return out
 
+    @atomic
     def update_priorities(self, prio_dict: Mapping[Any, tuple[Any, Any]]) -> int:
         """Apply ``{policy_id: (batch_indexes, td_errors)}``; stores ``|td| + eps``.
 

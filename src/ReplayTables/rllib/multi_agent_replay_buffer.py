@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, new_lock
 from ReplayTables.checkpoint import class_name, resolve_class
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.state_checks import MAX_INT, as_checkpoint_error, integer, mapping
@@ -56,6 +57,9 @@ class MultiAgentReplayBuffer(Checkpointable):
             of the underlying buffers (``underlying_replay_buffer_config`` in
             :func:`from_config` is an alias).
         seed: seeds the underlying buffers (policy ``k`` in creation order gets ``seed + k``).
+
+    Every public call is atomic: it holds this buffer's own lock around its calls of
+    the per-policy buffers (each of which holds its own), so threads may share it.
     """
 
     _default_type: type = ReplayBuffer
@@ -64,6 +68,7 @@ class MultiAgentReplayBuffer(Checkpointable):
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
                  seed: int | None = None) -> None:
+        self._lock = new_lock()
         self.capacity = capacity
         self.storage_unit = StorageUnit.of(storage_unit)
         if replay_mode not in REPLAY_MODES:
@@ -125,6 +130,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         return pbs
 
     # ------------------------------------------------------------ add / sample
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> dict[Any, np.ndarray]:
         """Route ``batch`` to the policies' buffers; returns ``{policy_id: item ids}``.
 
@@ -162,6 +168,7 @@ class MultiAgentReplayBuffer(Checkpointable):
             keys = list(self.replay_buffers)
         return keys
 
+    @atomic
     def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
         """``num_items`` items from each policy's buffer (or from ``policy_id``'s only)."""
         keys = [k for k in self._policies(policy_id) if len(self.replay_buffers[k])]
@@ -182,10 +189,12 @@ class MultiAgentReplayBuffer(Checkpointable):
         return out
 
     # ------------------------------------------------------------ size, stats, state
+    @atomic
     def __len__(self) -> int:
         """Items over all policies."""
         return sum(len(b) for b in self.replay_buffers.values())
 
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         return {"num_policies": len(self.replay_buffers), "num_entries": len(self),
                 "policies": {str(k): b.stats(debug) for k, b in self.replay_buffers.items()}}
@@ -199,8 +208,10 @@ class MultiAgentReplayBuffer(Checkpointable):
                 "seed": self.seed}
 
     def _state_dict(self) -> dict[str, Any]:
-        policies = [{"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()}
-                    for key, buf in self.replay_buffers.items()]
+        policies = []
+        for key, buf in self.replay_buffers.items():
+            with buf._lock:
+                policies.append({"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()})
         return {"policies": policies, **self._extra_state()}
 
     def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], Any]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler
 from ReplayTables.errors import ConfigError, PriorityError
 from ReplayTables.rllib.batches import SampleBatch
@@ -23,9 +24,11 @@ __all__ = ["PrioritizedReplayBuffer"]
 
 
 def check_number(name: str, value: Any, lo: float, hi: float = math.inf) -> float:
+    """``value`` as a float if it is a finite real number in ``[lo, hi]`` (``inf`` and NaN are refused:
+    ``alpha=inf`` makes every stored priority 0 or inf, ``beta=inf`` every weight 0)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not (lo <= float(value) <= hi):
-        raise ConfigError(name, value, f"a number in [{lo}, {hi}]")
+            or not math.isfinite(float(value)) or not (lo <= float(value) <= hi):
+        raise ConfigError(name, value, f"a finite number in [{lo}, {hi}]")
     return float(value)
 
 
@@ -89,15 +92,16 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             return np.add.reduceat(w, starts) / plan.lengths
         return None
 
+    @atomic
     def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> SampleBatch:
         """``num_items`` items in proportion to priority, with ``weights`` and ``batch_indexes``."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
         beta = check_number("beta", beta, 0.0)
-        slots, _, weights = self._table.sample(num_items, beta)
-        assert weights is not None
-        ids = self._table.ids_of(slots)
-        batch, rows = self._read(slots)
+        s = self._table.sample(num_items, beta, read=self._read)
+        ids, weights = s.ids, s.weights
+        batch: SampleBatch = s.data[0]
+        rows: np.ndarray = s.data[1]
         if rows.shape[0] == batch.count:  # one row per item
             batch["weights"] = weights
             batch["batch_indexes"] = ids
@@ -106,6 +110,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             batch["batch_indexes"] = np.repeat(ids, rows)
         return batch
 
+    @atomic
     def update_priorities(self, batch_indexes: Any, priorities: Any) -> int:
         """Set new raw priorities of items by id (``batch_indexes`` of a sample).
 
@@ -118,12 +123,14 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         """
         return self._table.update_priorities(batch_indexes, priorities)
 
+    @atomic
     def priorities(self, ids: Any) -> np.ndarray:
         """Stored priorities ``p ** alpha`` of items by id."""
         _, slots = self._table.locate(ids)
         result: np.ndarray = self._sampler.tree.get(slots).copy()
         return result
 
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         out = super().stats(debug)
         out["max_priority"] = self._sampler.max_q

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.atomic import atomic, table_lock
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.samplers import Sampler, UniformSampler
 from ReplayTables.engine.segment_table import SegmentTable
@@ -50,6 +51,8 @@ class ReplayBuffer(Checkpointable):
         replay_zero_init_states: ``state_in_*`` columns come out as zeros
             (otherwise the stored state at each sequence's first real step).
         seed: seed of the buffer's random generator (sampling, reservoir).
+
+    Every public call is atomic (it holds the table's lock), so threads may share it.
     """
 
     _placement = "ring"
@@ -58,6 +61,9 @@ class ReplayBuffer(Checkpointable):
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, seed: int | None = None) -> None:
         self.capacity = check_capacity("capacity", capacity)
+        # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
+        check_allocation("capacity", self.capacity, self.nbytes_for(self.capacity),
+                         f"the index of {self.capacity} timesteps")
         self.storage_unit = StorageUnit.of(storage_unit)
         self.replay_sequence_length = _check_sequence_args(self.capacity, self.storage_unit, replay_sequence_length,
                                                            replay_burn_in)
@@ -70,6 +76,7 @@ class ReplayBuffer(Checkpointable):
         self.seed = None if seed is None else int(seed)
         self._table = SegmentTable(self.capacity, placement=self._placement, region=self._region(),
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
+        self._lock = table_lock(self._table)
         self._dropped_episodes = 0
 
     # ------------------------------------------------------------ subclass hooks
@@ -117,11 +124,13 @@ class ReplayBuffer(Checkpointable):
             raise ConfigError("add()", sorted(kwargs), "no extra arguments for this buffer")
         return None
 
+    @atomic
     def check(self, batch: Any, **kwargs: Any) -> None:
         """Raise the error :meth:`add` would raise for ``batch``, changing nothing."""
         stored, plan, columns = self._plan(batch)
         self._table.check(stored, plan.lengths, self._priorities(plan, columns, dict(kwargs)))
 
+    @atomic
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
         """Split ``batch`` into items of the storage unit and store them; returns their ids.
 
@@ -135,45 +144,51 @@ class ReplayBuffer(Checkpointable):
         return ids
 
     # ------------------------------------------------------------ hooks
+    @atomic
     def draw(self, num_items: int) -> np.ndarray:
         """Ids of ``num_items`` items drawn (with replacement) by this buffer's sampler.
 
         Counts one hit per draw for :meth:`hit_counts`; raises
         :class:`~ReplayTables.EmptyBufferError` when the buffer is empty.
         """
-        slots, _, _ = self._table.sample(num_items)
-        return self._table.ids_of(slots)
+        ids: np.ndarray = self._table.sample(num_items).ids
+        return ids
 
+    @atomic
     def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
         """The items with these ids, concatenated in order (an error naming stale ids).
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)
+        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
         batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return batch
 
+    @atomic
     def hit_counts(self, ids: Any) -> np.ndarray:
         """How many times each item was drawn since it was stored."""
         return self._table.hit_counts(ids)
 
+    @atomic
     def delete(self, ids: Any) -> int:
         """Remove items by id (all must be stored; otherwise nothing is removed)."""
         return self._table.delete(ids)
 
+    @atomic
     def item_ids(self) -> np.ndarray:
         """Ids of all stored items, oldest first."""
         return self._table.oldest(len(self))
 
     # ------------------------------------------------------------ sample
+    @atomic
     def sample(self, num_items: int, **kwargs: Any) -> SampleBatch:
         """``num_items`` items drawn uniformly with replacement, concatenated."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        slots, _, _ = self._table.sample(num_items)
-        return self._read(slots)[0]
+        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]
+        return batch
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
@@ -201,6 +216,7 @@ class ReplayBuffer(Checkpointable):
         return out, lengths
 
     # ------------------------------------------------------------ stats & state
+    @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         """Counters and sizes: added/sampled/evicted counts, entries, timesteps, bytes."""
         t = self._table

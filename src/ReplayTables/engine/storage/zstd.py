@@ -1,4 +1,4 @@
-"""Compressed frame storage: each frame compressed on write with Zstandard.
+"""Compressed frames (a frame store, see ``protocol.py``): each frame compressed on write with Zstandard.
 
 Pixel observations compress well (Atari frames typically 5-20x), so a buffer
 that would not fit in RAM uncompressed often does compressed. The codec is the
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.schema import Field
 from ReplayTables.engine.state_checks import array, int_array
 from ReplayTables.errors import CheckpointError, ConfigError
 
@@ -37,19 +38,46 @@ class CompressedFrames:
 
     kind = "zstd"
 
-    def __init__(self, capacity: int, shape: tuple[int, ...], dtype: Any, level: int = 3) -> None:
+    def __init__(self, level: int = 3) -> None:
         if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 22:
             raise ConfigError("level", level, "an integer compression level from 1 to 22")
-        self.capacity = int(capacity)
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
         self.level = level
-        self.frame_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         zstd = zstd_module()
         self._compressor = zstd.ZstdCompressor(level=level)
         self._decompressor = zstd.ZstdDecompressor()
+        self._clear()
+
+    def _clear(self) -> None:
+        self.fields: list[Field] = []
+        self.capacity = 0
+        self.shape: tuple[int, ...] = ()
+        self.dtype = np.dtype(np.uint8)
+        self.frame_bytes = 0
+        self.blobs: list[bytes] = []
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def allocated(self) -> bool:
+        return bool(self.fields)
+
+    def allocate(self, fields: list[Field], capacity: int) -> None:
+        """``capacity`` slots, each holding the compressed blob of an all-zero frame."""
+        if len(fields) != 1:
+            raise ConfigError("fields", [f.name for f in fields], "exactly one field (a frame store holds one "
+                                                                  "observation per slot)")
+        self.fields = list(fields)
+        self.capacity = int(capacity)
+        self.shape, self.dtype = fields[0].shape, fields[0].dtype
+        self.frame_bytes = fields[0].nbytes
         empty = self._compressor.compress(bytes(self.frame_bytes))
-        self.blobs: list[bytes] = [empty] * self.capacity
+        self.blobs = [empty] * self.capacity
+
+    def reopen(self, fields: list[Field], capacity: int) -> None:
+        raise ConfigError("storage", self.kind, "a storage with memory to reopen, such as memory-mapped files "
+                                                "(compressed frames live in memory)")
+
+    def close(self) -> None:
+        self._clear()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -67,7 +95,11 @@ class CompressedFrames:
         """Bytes of compressed data held (plus nothing else per slot but a list entry)."""
         return sum(len(b) for b in self.blobs)
 
-    def write(self, slots: np.ndarray | int, frames: np.ndarray) -> None:
+    def write(self, slots: np.ndarray | slice | int, values: np.ndarray) -> None:
+        """Compress ``values[i]`` into ``slots[i]`` (one codec call per frame)."""
+        frames = values
+        if isinstance(slots, slice):
+            slots = np.arange(self.capacity)[slots]
         if isinstance(slots, (int, np.integer)):
             slots, frames = np.array([slots]), np.asarray(frames)[None]
         frames = np.ascontiguousarray(frames, dtype=self.dtype)
@@ -76,7 +108,8 @@ class CompressedFrames:
         for slot, frame in zip(np.asarray(slots).reshape(-1).tolist(), frames.reshape(-1, *self.shape)):
             blobs[slot] = compress(frame.tobytes())
 
-    def read(self, index: np.ndarray) -> np.ndarray:
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """Decompressed copies of the frames at ``index`` (any shape)."""
         index = np.asarray(index)
         out = np.empty((*index.shape, *self.shape), dtype=self.dtype)
         flat = out.reshape(-1, self.frame_bytes // self.dtype.itemsize).view(np.uint8) if out.size else out
@@ -86,12 +119,14 @@ class CompressedFrames:
             flat[row] = np.frombuffer(decompress(blobs[slot]), dtype=np.uint8)
         return out
 
+    read = gather  # the episode ring's name for it
+
     def read_runs(self, starts: np.ndarray, length: int) -> np.ndarray:
         """``length`` consecutive frames from each of ``starts`` (decompressed one by one)."""
-        return self.read(np.asarray(starts)[:, None] + np.arange(length))
+        return self.gather(np.asarray(starts)[:, None] + np.arange(length))
 
     def flush(self) -> None:
-        pass
+        """Nothing to do: the blobs live in memory."""
 
     # ------------------------------------------------------------ state
     def arrays(self) -> dict[str, np.ndarray]:

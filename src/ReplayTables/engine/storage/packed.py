@@ -1,4 +1,4 @@
-"""Storage: preallocated numpy memory addressed by slot.
+"""Packed rows in memory: the default storage of a table (see ``protocol.py``).
 
 :class:`PackedStorage` keeps every field of a slot in one row of a single
 ``uint8[capacity, row_bytes]`` array. A random sample then costs about one cache
@@ -22,7 +22,7 @@ import numpy as np
 
 from ReplayTables.engine.schema import Field
 from ReplayTables.engine.state_checks import array, mapping, string
-from ReplayTables.errors import CheckpointError
+from ReplayTables.errors import CheckpointError, ConfigError
 
 __all__ = ["PackedStorage", "row_layout"]
 
@@ -48,16 +48,64 @@ class PackedStorage:
     ``columns[i]`` is a writable ``(capacity, *shape)`` view of field ``i``; writes go
     through these views. ``gather(slots)`` copies the rows of ``slots`` in one call and
     returns per-field views of the copy.
+
+    ``PackedStorage()`` is an unallocated storage for a table to allocate when its
+    fields are known; ``PackedStorage(fields, capacity)`` allocates at once, and
+    ``rows=`` adopts existing rows (which must have the layout's shape).
     """
 
     kind = "packed"
 
-    def __init__(self, fields: list[Field], capacity: int, rows: np.ndarray | None = None) -> None:
-        self.fields = fields
-        self.capacity = capacity
-        self.offsets, self.row_bytes = row_layout(fields)
+    def __init__(self, fields: list[Field] | None = None, capacity: int = 0, rows: np.ndarray | None = None) -> None:
+        self._clear()
+        if fields is not None:
+            self._adopt(fields, capacity, rows)
+
+    def _clear(self) -> None:
+        self.fields: list[Field] = []
+        self.capacity = 0
+        self.offsets: list[int] = []
+        self.row_bytes = 0
+        self.rows = np.zeros((0, 1), dtype=np.uint8)
+        self.columns: list[np.ndarray] = []
+        self._names: list[str] = []
+        self._records: np.ndarray | None = None
+        self._allocated = False
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def allocated(self) -> bool:
+        return self._allocated
+
+    def allocate(self, fields: list[Field], capacity: int) -> None:
+        """Zero-filled rows (``np.zeros``: pages are paid for when first written)."""
+        self._adopt(fields, capacity, None)
+
+    def reopen(self, fields: list[Field], capacity: int) -> None:
+        raise ConfigError("storage", self.kind, "a storage with memory to reopen, such as MemmapStorage (rows in "
+                                                "memory do not outlive their process)")
+
+    def flush(self) -> None:
+        """Nothing to do: the rows are not backed by a file."""
+
+    def close(self) -> None:
+        """Drop the rows (views handed out by :meth:`gather` are copies and stay valid)."""
+        self._clear()
+
+    def _new_rows(self, capacity: int, row_bytes: int) -> np.ndarray:
+        """Memory for the rows; a subclass takes it from elsewhere (a file, shared memory)."""
+        return np.zeros((capacity, row_bytes), dtype=np.uint8)
+
+    def _adopt(self, fields: list[Field], capacity: int, rows: np.ndarray | None) -> None:
+        offsets, row_bytes = row_layout(fields)
         if rows is None:
-            rows = np.zeros((capacity, self.row_bytes), dtype=np.uint8)
+            rows = self._new_rows(capacity, row_bytes)
+        elif rows.shape != (capacity, row_bytes) or rows.dtype != np.uint8:
+            raise ConfigError("rows", f"{rows.dtype} {list(rows.shape)}", f"uint8 [{capacity}, {row_bytes}] (the "
+                                                                          "layout of the fields)")
+        self.fields = list(fields)
+        self.capacity = capacity
+        self.offsets, self.row_bytes = offsets, row_bytes
         self.rows = rows
         self.columns = [self._view(rows, f, off) for f, off in zip(fields, self.offsets)]
         # The same rows seen as one record per slot: np.take of records is a plain
@@ -68,6 +116,7 @@ class PackedStorage:
                                       "formats": [(f.dtype, f.shape) if f.shape else f.dtype for f in fields],
                                       "offsets": self.offsets, "itemsize": self.row_bytes})
         self._records = rows.view(self.record_dtype).reshape(-1) if fields else None
+        self._allocated = True
 
     @staticmethod
     def _view(rows: np.ndarray, f: Field, offset: int) -> np.ndarray:
@@ -87,13 +136,26 @@ class PackedStorage:
         records = np.take(self._records, slots)  # one contiguous row copy per slot
         return [records[name] for name in self._names]
 
-    def write_batch(self, slots: np.ndarray | slice, arrays: list[np.ndarray]) -> None:
-        for col, arr in zip(self.columns, arrays):
+    def write(self, slots: np.ndarray | slice | int, values: list[np.ndarray]) -> None:
+        """Field ``i`` of ``values`` goes to the slots' rows (``values`` checked by the caller)."""
+        for col, arr in zip(self.columns, values):
             col[slots] = arr
+
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"fields": self.fields, "capacity": self.capacity, "rows": self.rows, "allocated": self._allocated}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # the field views must share memory with the unpickled rows: rebuilt, not pickled
+        self._clear()
+        if state["allocated"]:
+            self._adopt(state["fields"], state["capacity"], state["rows"])
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "row_bytes": self.row_bytes, "offsets": list(self.offsets), "rows": self.rows}
+        # the format of saved rows, wherever this storage keeps them (a file, shared memory)
+        return {"kind": PackedStorage.kind, "row_bytes": self.row_bytes, "offsets": list(self.offsets),
+                "rows": self.rows}
 
     @staticmethod
     def check_state(state: Any, fields: list[Field], capacity: int, where: str = "storage") -> np.ndarray:
@@ -121,6 +183,17 @@ class PackedStorage:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"rows": self.rows}
+
+    def check_arrays(self, arrays: dict[str, Any], where: str = "storage") -> np.ndarray:
+        """Saved ``{"rows": ...}`` checked against this storage's layout; changes nothing."""
+        if set(arrays) != {"rows"}:
+            raise CheckpointError(f"{where}.rows", sorted(arrays), "exactly the array 'rows' (packed rows)")
+        return self.check_state({"kind": PackedStorage.kind, "row_bytes": self.row_bytes, "offsets": list(self.offsets),
+                                 "rows": arrays["rows"]}, self.fields, self.capacity, where)
+
+    def restore_arrays(self, checked: np.ndarray) -> None:
+        """Copy checked rows in (same shape: cannot fail)."""
+        self.rows[...] = checked
 
     def meta(self) -> dict[str, Any]:
         return {"kind": self.kind, "row_bytes": self.row_bytes, "offsets": self.offsets}
