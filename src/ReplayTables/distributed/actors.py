@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.distributed.ray_api import ray
-from ReplayTables.distributed.shard import Shard, ShardReport, make_buffer
+from ReplayTables.distributed.shard import Shard, ShardReport, ShardSample, make_buffer
+from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.schema import Schema
 from ReplayTables.errors import ReplayTablesError
 from ReplayTables.PER import PERConfig, PrioritizedReplay
@@ -72,6 +73,9 @@ def warm_up(config: PERConfig | None) -> None:
         buffer.add_batch({"x": np.zeros((2, 1))})
         buffer.add({"x": np.zeros(1)})
     buffer.sample(2)
+    points = np.array([0.25, 0.75])
+    for draws in (Draws(points, points), Draws(points, points[:0]), Draws(points[:0], points)):
+        buffer._table.sample_from(draws)
 
 
 class ShardActor:
@@ -118,6 +122,9 @@ class ShardActor:
     def add_batch(self, items: Any, priorities: Any = None) -> tuple[np.ndarray, ShardReport]:
         self._agree(items, batched=True)
         return self.shard.add_batch(items, priorities)
+
+    def sample_from(self, draws: Draws) -> tuple[ShardSample | None, ShardReport]:
+        return self.shard.sample_from(draws)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:
         return self.shard.update_priorities(ids, priorities)

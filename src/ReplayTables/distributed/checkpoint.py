@@ -28,6 +28,7 @@ import numpy as np
 
 from ReplayTables.checkpoint import class_name, read_manifest, resolve_structure, write_checkpoint
 from ReplayTables.distributed.ray_api import ShardDown, get_one, require_running
+from ReplayTables.distributed.shard_files import read_shard_file
 from ReplayTables.distributed.tags import lives_per_shard
 from ReplayTables.engine.files import real_directory
 from ReplayTables.engine.rng_state import make_generator, rng_state
@@ -131,6 +132,10 @@ def load_sharded(cls: type[ShardedReplay], snapshot: Path, manifest: dict[str, A
         if not real_directory(shard_folder(snapshot, k)):
             raise CheckpointError(f"shards[{k}]", str(shard_folder(snapshot, k)), "a shard folder (a directory, "
                                                                                   "not a symlink)")
+        # the shard's own file is checked here too, before any actor starts (the shard checks it again)
+        saved = read_shard_file(shard_folder(snapshot, k) / "shard.json", n, k)
+        if saved["life"] != lives[-1]:
+            raise CheckpointError(f"shards[{k}].life", lives[-1], f"{saved['life']} (the life its shard saved)")
     rng = make_generator(m["learner_rng"], "learner_rng")
     saved_structure = m.get("structure")
     if saved_structure is not None and not isinstance(saved_structure, str):

@@ -52,6 +52,13 @@ class ShardHealth:
         if self._probes[index] is None:
             self._probes[index] = self.actors[index].report.remote()
 
+    def wait_for_any(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for one down shard's pending report, then :meth:`poll`."""
+        pending = [p for p in self._probes if p is not None]
+        if pending:
+            ray().wait(pending, num_returns=1, timeout=timeout)
+        self.poll()
+
     def poll(self) -> None:
         """Bring back every down shard whose pending report has been answered (never waits)."""
         pending = [k for k, p in enumerate(self._probes) if p is not None]

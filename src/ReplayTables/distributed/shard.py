@@ -20,11 +20,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ReplayTables.distributed.tags import tag_for, tag_ids, tags_of, untag
+from ReplayTables.engine.draws import Draws
+from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.schema import Schema
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
-__all__ = ["Shard", "ShardReport", "make_buffer"]
+__all__ = ["Shard", "ShardReport", "ShardSample", "make_buffer"]
 
 
 class ShardReport(NamedTuple):
@@ -48,6 +50,20 @@ class ShardReport(NamedTuple):
     stale: int
     restored_from: str | None
 
+    @property
+    def mass(self) -> Mass:
+        """The mass a sample of this shard is relative to."""
+        return Mass(self.size, self.priority_total, self.q_min, self.uniform_probability)
+
+
+class ShardSample(NamedTuple):
+    """What a shard sends back for its share of a sample."""
+
+    ids: np.ndarray
+    fields: list[np.ndarray]
+    q: np.ndarray
+    mass: Mass
+
 
 def make_buffer(capacity: int, structure: Any, config: PERConfig | None,
                 rng: np.random.Generator) -> ReplayBuffer:
@@ -55,19 +71,6 @@ def make_buffer(capacity: int, structure: Any, config: PERConfig | None,
     if config is None:
         return ReplayBuffer(capacity, structure, rng)
     return PrioritizedReplay(capacity, structure, rng, config)
-
-
-def _mass(buffer: ReplayBuffer) -> tuple[float, float, float]:
-    """``(priority_total, q_min, uniform_probability)`` of the buffer's stored priorities."""
-    size = buffer.size()
-    if not isinstance(buffer, PrioritizedReplay):
-        return float(size), 1.0, 1.0
-    tree = buffer._sampler.tree
-    u = buffer.config.uniform_probability
-    total = float(tree.total)
-    if size == 0 or total <= 0.0:
-        return total, 0.0, u
-    return total, float(tree.min_positive), u
 
 
 class Shard:
@@ -100,9 +103,9 @@ class Shard:
     def report(self) -> ShardReport:
         b = self.buffer
         counters = b._table.counters
-        total, q_min, u = _mass(b)
-        return ShardReport(self.index, self.tag, self.life, b.size(), b.max_size, total, q_min, u,
-                           counters["added"], counters["sampled"],
+        mass = b._table.mass()
+        return ShardReport(self.index, self.tag, self.life, mass.size, b.max_size, mass.priority_total,
+                           mass.q_min, mass.uniform_probability, counters["added"], counters["sampled"],
                            counters["stale_updates"] + self.stale_other_life, self.restored_from)
 
     def schema(self) -> Schema:
@@ -156,6 +159,18 @@ class Shard:
         from ReplayTables.errors import ConfigError
 
         raise ConfigError("priorities", priorities, "None: a uniform sharded buffer (config=None) has no priorities")
+
+    # ------------------------------------------------------------ sampling
+    def mass(self) -> Mass:
+        return self.buffer._table.mass()
+
+    def sample_from(self, draws: Draws) -> tuple[ShardSample | None, ShardReport]:
+        """The items the learner's points select, with their stored priorities and this shard's mass
+        when it sampled; ``None`` if it holds no item any more (it restarted since its last report)."""
+        if self.buffer.size() == 0:
+            return None, self.report()
+        s = self.buffer._table.sample_from(draws)
+        return ShardSample(tag_ids(s.ids, self.tag), s.fields, s.q, s.mass), self.report()
 
     # ------------------------------------------------------------ priorities
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:

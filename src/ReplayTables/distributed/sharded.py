@@ -21,15 +21,19 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.batch import Batch
 from ReplayTables.distributed.actors import remote_classes
 from ReplayTables.distributed.health import ShardHealth
 from ReplayTables.distributed.ray_api import ShardDown, get_one, ray, require_running, unwrap
-from ReplayTables.distributed.shard import ShardReport
+from ReplayTables.distributed.sampling import global_mass, probabilities, split_sample
+from ReplayTables.distributed.shard import ShardReport, ShardSample
 from ReplayTables.distributed.tags import MAX_TAG, shard_index
 from ReplayTables.distributed.writer import ShardWriter
+from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.samplers import PrioritizedSampler, check_priorities
 from ReplayTables.engine.state_checks import MAX_INT
-from ReplayTables.engine.table import check_capacity, check_ids
+from ReplayTables.engine.table import check_capacity, check_count, check_ids
+from ReplayTables.engine.weights import importance_weights
 from ReplayTables.errors import ConfigError, EmptyBufferError
 from ReplayTables.PER import PERConfig
 from ReplayTables.rate_limiters import RateLimiter
@@ -92,6 +96,9 @@ class ShardedReplay:
                                                         f"(at most max_size={max_size}, one item per shard)")
         if config is not None and not isinstance(config, PERConfig):
             raise ConfigError("config", config, "a PERConfig (prioritized replay) or None (uniform replay)")
+        if config is not None and config.stratified:
+            raise ConfigError("config.stratified", True, "False: a sharded sample draws its points independently "
+                                                         "(strata would have to span the shards)")
         if rate_limiter is not None and not isinstance(rate_limiter, RateLimiter):
             raise ConfigError("rate_limiter", rate_limiter, "a ReplayTables.rate_limiters.RateLimiter or None")
         if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < -1:
@@ -138,6 +145,7 @@ class ShardedReplay:
             raise unwrap(exc) from None
         self._health = ShardHealth(self._actors, reports)
         self._schema: Any = None
+        self._sample_calls = 0
 
     # ------------------------------------------------------------ shards
     @property
@@ -198,6 +206,85 @@ class ShardedReplay:
                 or not 0 <= shard < self.num_shards:
             raise ConfigError("shard", shard, f"None or a shard index from 0 to {self.num_shards - 1}")
         return ShardWriter(self._actors[int(shard)], int(shard), self.structure, batch_size, max_in_flight)
+
+    # ------------------------------------------------------------ sampling
+    @property
+    def beta(self) -> float:
+        """The importance-sampling exponent the next ``sample`` uses (annealed as the config says)."""
+        return 0.0 if self.config is None else self.config.beta_at(self._sample_calls)
+
+    def sample(self, n: int) -> Batch:
+        """``n`` items of the global distribution (with replacement), with global importance weights.
+
+        ``P(i) = (1 - u) q_i / sum of all q + u / total size`` over the shards that are
+        up, weights ``(P(i) / P_min) ** -beta`` with the smallest probability of any
+        stored item of any shard (all ones for uniform replay). The draws are split
+        over the shards by their latest reported mass and sampled in parallel. A
+        shard that does not reply within ``shard_timeout`` is left out and the
+        sample drawn again from the others. The batch's arrays may be read-only
+        (Ray hands out arrays from its object store without copying them).
+        """
+        n = check_count("n", n)
+        beta = self.beta
+        for attempt in range(self.num_shards + 2):
+            up = [k for k in self._up() if self._health.reports[k].size > 0]
+            if not up and attempt == 0:  # the latest reports may predate the writers' adds
+                self._refresh()
+                up = [k for k in self._up() if self._health.reports[k].size > 0]
+            if not up:  # every shard with items is down or slow: give them one more timeout to answer
+                self._health.wait_for_any(self.shard_timeout)
+                up = [k for k in self._up() if self._health.reports[k].size > 0]
+            if not up:
+                raise EmptyBufferError("size", 0, "at least one stored item on a shard that is up")
+            reported = [self._health.reports[k].mass for k in up]
+            total = global_mass(reported)
+            draws = split_sample(self._rng, n, reported)
+            refs = {k: self._actors[k].sample_from.remote(d) for k, d in zip(up, draws) if d.n}
+            replies = self._gather(refs)
+            if replies is None or any(r is None for r in replies.values()):
+                continue  # a shard is down or emptied since its report: draw again from the fresh reports
+            batch = self._assemble(up[0], replies, dict(zip(up, reported)), total, beta)
+            self._sample_calls += 1
+            return batch
+        raise EmptyBufferError("shards", "no complete reply", "shards that stay up for the length of a sample")
+
+    def _gather(self, refs: dict[int, Any]) -> dict[int, Any] | None:
+        """Every shard's result, or ``None`` once one of them failed or timed out (it is then down)."""
+        r = ray()
+        ready, _ = r.wait(list(refs.values()), num_returns=len(refs), timeout=self.shard_timeout)
+        ready_set = set(ready)
+        out: dict[int, Any] = {}
+        complete = True
+        for k, ref in refs.items():
+            if ref not in ready_set:
+                self._health.lost(k, f"no reply within {self.shard_timeout} s")
+                complete = False
+                continue
+            try:
+                result, report = get_one(ref, k)
+            except ShardDown as down:
+                self._health.lost(k, down.cause)
+                complete = False
+                continue
+            self._health.heard(k, report)
+            out[k] = result
+        return out if complete else None
+
+    def _assemble(self, some_shard: int, replies: dict[int, ShardSample], reported: dict[int, Mass], total: Mass,
+                  beta: float) -> Batch:
+        if self._schema is None:  # every shard has the same fields (the first add fixed them)
+            self._schema = get_one(self._actors[some_shard].schema.remote(), some_shard)
+        if not replies:  # n == 0
+            empty = np.empty(0)
+            return Batch(self._schema, [np.empty((0, *f.shape), f.dtype) for f in self._schema.fields],
+                         np.empty(0, dtype=np.int64), empty, empty)
+        parts = list(replies.items())
+        ids = np.concatenate([s.ids for _, s in parts])
+        probs = np.concatenate([probabilities(s.q, reported[k], s.mass, total) for k, s in parts])
+        fields = [s.fields for _, s in parts]
+        arrays = fields[0] if len(fields) == 1 else [np.concatenate(col) for col in zip(*fields)]
+        weights = importance_weights(probs, total.min_probability(), beta)
+        return Batch(self._schema, arrays, ids, weights, probs)
 
     # ------------------------------------------------------------ priorities
     def update_priorities(self, ids: Any, priorities: Any, wait: bool = True) -> int | None:
@@ -312,7 +399,10 @@ class ShardedReplay:
         """Stop the shard actors (their items are gone; a saved checkpoint is not)."""
         r = ray()
         for a in [*self._actors, self._ledger]:
-            r.kill(a, no_restart=True)
+            try:
+                r.kill(a, no_restart=True)
+            except (r.exceptions.RayError, ValueError):  # already gone (or Ray was restarted since)
+                pass
 
     def __repr__(self) -> str:
         kind = "uniform" if self.config is None else "prioritized"
