@@ -12,6 +12,7 @@ dies is left out until Ray has restarted it (see
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -399,10 +400,8 @@ class ShardedReplay:
         """Stop the shard actors (their items are gone; a saved checkpoint is not)."""
         r = ray()
         for a in [*self._actors, self._ledger]:
-            try:
+            with contextlib.suppress(r.exceptions.RayError, ValueError):  # gone already, or Ray restarted since
                 r.kill(a, no_restart=True)
-            except (r.exceptions.RayError, ValueError):  # already gone (or Ray was restarted since)
-                pass
 
     def __repr__(self) -> str:
         kind = "uniform" if self.config is None else "prioritized"
