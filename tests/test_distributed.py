@@ -23,8 +23,16 @@ from conftest import Transition, check_fields, item, items
 from ReplayTables.distributed import ShardedReplay, ShardWriter, shard_capacities
 from ReplayTables.distributed.shard import Shard
 from ReplayTables.distributed.tags import shard_index, tag_for, tag_ids, untag
-from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, PriorityError, SchemaError
+from ReplayTables.errors import (
+    CheckpointError,
+    ConfigError,
+    EmptyBufferError,
+    PriorityError,
+    RateLimitTimeout,
+    SchemaError,
+)
 from ReplayTables.PER import PERConfig, PrioritizedReplay
+from ReplayTables.rate_limiters import SampleToInsertRatio
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
 
@@ -340,6 +348,48 @@ def test_priority_updates_are_routed_and_stale_ids_counted_exactly():
     buffer.close()
 
 
+# ---------------------------------------------------------------- rate limiting
+@ray.remote
+def add_later(writer: ShardWriter, keys: list[int], delay: float) -> int:
+    time.sleep(delay)
+    for k in keys:
+        writer.add(item(k))
+    return writer.flush()
+
+
+def test_rate_limiter_counts_over_all_shards():
+    limiter = SampleToInsertRatio(1.0, 10, 20.0)  # inserts - samples kept in [-10, 30]
+    buffer = ShardedReplay(2, 200, Transition, PERConfig(), seed=13, rate_limiter=limiter, **PATIENT)
+    with pytest.raises(RateLimitTimeout):
+        buffer.sample(1, timeout=0)
+    w = buffer.writer(shard=0, timeout=0.3)
+    for start in (0, 10, 20):
+        w.add_batch(items(range(start, start + 10)))
+    assert w.flush() == 30
+    w.add_batch(items(range(30, 40)))  # 40 - 0 > 30: held back until the learner samples
+    with pytest.raises(RateLimitTimeout):
+        w.flush()
+    assert buffer.size() == 30
+    assert len(buffer.sample(16)) == 16
+    w.add_batch(items(range(30, 40)))  # 40 - 16 <= 30
+    assert w.flush() == 40
+    with pytest.raises(RateLimitTimeout):
+        buffer.sample(40, timeout=0)  # 40 - 16 - 40 < -10
+    assert sum(s["sampled"] for s in buffer.stats()["shards"]) == 16  # the refused sample took nothing
+    assert len(buffer.sample(30)) == 30
+    buffer.add_batch(items(range(40, 50)), timeout=0)  # 50 - 46 <= 30, on the other shard
+    assert buffer.rate_limiter.samples == 46
+    # a sample that waits is let through by a writer elsewhere in the cluster: 76 - 46 - 40 = -10,
+    # and the writer may go that far: 76 - 46 <= 30
+    task = add_later.remote(buffer.writer(shard=1, batch_size=2), list(range(100, 126)), 0.5)
+    t0 = time.monotonic()
+    assert len(buffer.sample(40, timeout=60)) == 40
+    assert time.monotonic() - t0 >= 0.5 and ray.get(task) == 26
+    with pytest.raises(ConfigError):
+        ShardedReplay(2, 5, Transition, rate_limiter=SampleToInsertRatio(1.0, 10, 20.0))
+    buffer.close()
+
+
 # ---------------------------------------------------------------- checkpoints
 def test_a_damaged_checkpoint_is_refused(tmp_path: Path):
     buffer = ShardedReplay(2, 10, Transition, PERConfig(), seed=8, **PATIENT)
@@ -422,11 +472,13 @@ def test_a_killed_shard_is_left_out_then_rejoins_and_old_ids_are_stale(seed: int
 
 # ---------------------------------------------------------------- last: restarts Ray
 def test_checkpoint_round_trip_across_a_ray_restart(tmp_path: Path):
-    buffer = ShardedReplay(3, 30, Transition, PERConfig(priority_exponent=1.0), seed=7, **PATIENT)
+    buffer = ShardedReplay(3, 30, Transition, PERConfig(priority_exponent=1.0), seed=7,
+                           rate_limiter=SampleToInsertRatio(1.0, 2, 100.0), **PATIENT)
     ids = buffer.add_batch(items(range(6)), priorities=np.arange(1.0, 7.0))
     w = buffer.writer(shard=2)
     w.add_batch(items(range(6, 9)))
     w.flush()
+    buffer.sample(5)
     stats = buffer.stats()
     path = buffer.save(tmp_path / "ckpt")
     assert path.parent == tmp_path / "ckpt"
@@ -442,4 +494,6 @@ def test_checkpoint_round_trip_across_a_ray_restart(tmp_path: Path):
     for a, b in zip(again["shards"], stats["shards"]):
         assert (a["size"], a["priority_total"], a["life"]) == (b["size"], b["priority_total"], b["life"])
     assert loaded.update_priorities(ids, np.ones(6)) == 6  # the saved ids still name their items
+    assert loaded.rate_limiter.config() == buffer.rate_limiter.config() and loaded.rate_limiter.samples == 5
+    assert loaded._sample_calls == 1
     loaded.close()

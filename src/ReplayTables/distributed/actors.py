@@ -82,13 +82,14 @@ class ShardActor:
     """A :class:`Shard` behind Ray: every method returns its result with the shard's report."""
 
     def __init__(self, index: int, num_shards: int, capacity: int, structure: Any, config: PERConfig | None,
-                 rng: np.random.Generator, ledger: str) -> None:
+                 rng: np.random.Generator, ledger: str, limiter_config: dict[str, Any] | None = None) -> None:
         # the ledger by name: a handle among the constructor arguments would live in the object store,
         # and Ray could not restart the actor once that copy were lost
         r = ray()
         self.ledger = r.get_actor(ledger)
         life, checkpoint, keep_tag = r.get(self.ledger.begin.remote(index))
         self.shard = Shard(index, num_shards, capacity, structure, config, rng, life)
+        self.shard.limit(limiter_config)
         warm_up(config)
         self.load_error: ReplayTablesError | None = None
         if checkpoint is not None:
@@ -123,8 +124,14 @@ class ShardActor:
         self._agree(items, batched=True)
         return self.shard.add_batch(items, priorities)
 
-    def sample_from(self, draws: Draws) -> tuple[ShardSample | None, ShardReport]:
+    def sample_from(self, draws: Draws, counts: tuple[int, int, int] | None = None) -> tuple[
+            ShardSample | None, ShardReport]:
+        if counts is not None:
+            self.shard.note_counts(*counts)
         return self.shard.sample_from(draws)
+
+    def note_counts(self, inserts: int, samples: int, size: int) -> None:
+        self.shard.note_counts(inserts, samples, size)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:
         return self.shard.update_priorities(ids, priorities)

@@ -19,11 +19,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.distributed.batch_rows import batch_rows
 from ReplayTables.distributed.tags import tag_for, tag_ids, tags_of, untag
 from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.schema import Schema
+from ReplayTables.errors import RateLimitTimeout
 from ReplayTables.PER import PERConfig, PrioritizedReplay
+from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
 __all__ = ["Shard", "ShardReport", "ShardSample", "make_buffer"]
@@ -98,6 +101,40 @@ class Shard:
         self.buffer = make_buffer(capacity, structure, config, rng)
         self.stale_other_life = 0
         self.restored_from: str | None = None
+        self.limiter: RateLimiter | None = None
+        #: the learner's latest global counts: (inserts, samples, size), and this shard's (added, size) then
+        self.learner_counts = (0, 0, 0)
+        self.own_at_counts = (0, 0)
+
+    # ------------------------------------------------------------ rate limiting
+    def limit(self, limiter_config: dict[str, Any] | None) -> None:
+        """Admit inserts by this rate limiter over the whole buffer (see :meth:`admit_insert`)."""
+        self.limiter = None if limiter_config is None else RateLimiter.from_config(limiter_config)
+
+    def note_counts(self, inserts: int, samples: int, size: int) -> None:
+        """The learner's global counts (sent with every sample)."""
+        self.learner_counts = (inserts, samples, size)
+        self.own_at_counts = (self.buffer._table.counters["added"], self.buffer.size())
+
+    def admit_insert(self, k: int) -> None:
+        """Refuse (``RateLimitTimeout``, nothing changed) an insert of ``k`` that the limiter forbids now.
+
+        The counts are the learner's latest global ones plus what this shard
+        inserted since (inserts by other shards since then are not known here: the
+        band can be overshot by what the other writers have in flight). The caller
+        (a writer, or the learner's ``add``) waits and sends it again."""
+        if self.limiter is None or k == 0:
+            return
+        inserts, samples, size = self.learner_counts
+        added, own_size = self.own_at_counts
+        table = self.buffer._table
+        est_inserts = inserts + table.counters["added"] - added
+        est_size = max(0, size + self.buffer.size() - own_size)
+        self.limiter.counts[:] = (est_inserts, samples)
+        if not self.limiter.can_insert(k, est_size):
+            raise RateLimitTimeout("rate_limiter", f"an insert of {k} item(s)",
+                                   f"the learner to sample more first ({est_inserts} inserted, {samples} sampled "
+                                   f"over all shards; {self.limiter!r})")
 
     # ------------------------------------------------------------ reports
     def report(self) -> ShardReport:
@@ -137,6 +174,7 @@ class Shard:
     # ------------------------------------------------------------ adds
     def add(self, item: Any, priority: Any = None) -> tuple[int, ShardReport]:
         """Store one item; its tagged id and the report."""
+        self.admit_insert(1)
         if priority is None or self.config is None:
             raw = self.buffer.add(item) if priority is None else self._refuse_priorities(priority)
         else:
@@ -146,6 +184,8 @@ class Shard:
 
     def add_batch(self, items: Any, priorities: Any = None) -> tuple[np.ndarray, ShardReport]:
         """Store a batch; the tagged ids and the report."""
+        if self.limiter is not None:
+            self.admit_insert(batch_rows(items))
         if priorities is None:
             raw = self.buffer.add_batch(items)
         elif self.config is None:

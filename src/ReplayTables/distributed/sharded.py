@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,9 @@ from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.samplers import PrioritizedSampler, check_priorities
 from ReplayTables.engine.state_checks import MAX_INT
 from ReplayTables.engine.table import check_capacity, check_count, check_ids
+from ReplayTables.engine.table_lock import check_timeout
 from ReplayTables.engine.weights import importance_weights
-from ReplayTables.errors import ConfigError, EmptyBufferError
+from ReplayTables.errors import ConfigError, EmptyBufferError, RateLimitTimeout
 from ReplayTables.PER import PERConfig
 from ReplayTables.rate_limiters import RateLimiter
 
@@ -43,6 +45,8 @@ __all__ = ["ShardedReplay", "shard_capacities"]
 
 #: How long a learner call waits for a shard's reply before leaving the shard out (seconds).
 DEFAULT_SHARD_TIMEOUT = 0.5
+#: How often a call the rate limiter holds back asks again (seconds).
+RATE_LIMIT_POLL = 0.01
 
 
 def shard_capacities(max_size: int, num_shards: int) -> list[int]:
@@ -107,6 +111,9 @@ class ShardedReplay:
         if isinstance(shard_timeout, bool) or not isinstance(shard_timeout, (int, float)) \
                 or not 0 < shard_timeout < 3600:
             raise ConfigError("shard_timeout", shard_timeout, "a number of seconds in (0, 3600)")
+        if rate_limiter is not None and rate_limiter.min_size_to_sample > max_size:
+            raise ConfigError("rate_limiter.min_size_to_sample", rate_limiter.min_size_to_sample,
+                              f"at most max_size={max_size} (no sample could ever be allowed)")
         if actor_options is not None and not isinstance(actor_options, dict):
             raise ConfigError("actor_options", actor_options, "a dict of Ray actor options or None")
         require_running("ReplayTables.distributed.ShardedReplay")
@@ -135,7 +142,9 @@ class ShardedReplay:
         self._ledger = ledger_cls.options(num_cpus=0, name=name).remote(lives, checkpoints)
         options = {"num_cpus": 0, "max_restarts": self.max_restarts, "max_task_retries": 0, **self.actor_options}
         self._actors = [shard_cls.options(**options).remote(k, self.num_shards, self.capacities[k], self.structure,
-                                                            self.config, self._shard_rngs[k], name)
+                                                            self.config, self._shard_rngs[k], name,
+                                                            None if self.rate_limiter is None
+                                                            else self.rate_limiter.config())
                         for k in range(self.num_shards)]
         r = ray()
         try:
@@ -168,8 +177,13 @@ class ShardedReplay:
         reports = self._health.reports
         return min(up, key=lambda k: (reports[k].size / reports[k].capacity, (k - start) % self.num_shards))
 
-    def _call_one(self, method: str, *args: Any) -> Any:
-        """Call ``method`` on a routed shard; a shard that is down is left out and the next one tried."""
+    def _call_one(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call ``method`` on a routed shard; a shard that is down is left out and the next one tried.
+
+        A shard whose rate limiter refuses the insert is asked again (any shard) until
+        ``timeout`` runs out."""
+        timeout = check_timeout(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
         tried: set[int] = set()
         while True:
             k = self._route(tried)
@@ -179,20 +193,29 @@ class ShardedReplay:
                 self._health.lost(k, down.cause)
                 tried.add(k)
                 continue
+            except RateLimitTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                time.sleep(RATE_LIMIT_POLL)
+                continue
             self._health.heard(k, report)
             return result
 
     # ------------------------------------------------------------ adding
-    def add(self, item: Any, /, priority: float | None = None) -> int:
-        """Store one item on a shard; returns its (shard-tagged) id. :meth:`writer` is the fast path."""
-        return int(self._call_one("add", item, priority))
+    def add(self, item: Any, /, priority: float | None = None, *, timeout: float | None = None) -> int:
+        """Store one item on a shard; returns its (shard-tagged) id. :meth:`writer` is the fast path.
 
-    def add_batch(self, items: Any, priorities: Any = None) -> np.ndarray:
+        ``timeout``: how long to wait for the rate limiter (``None``: no limit); then
+        :class:`~ReplayTables.errors.RateLimitTimeout`, nothing stored."""
+        return int(self._call_one("add", item, priority, timeout=timeout))
+
+    def add_batch(self, items: Any, priorities: Any = None, *, timeout: float | None = None) -> np.ndarray:
         """Store a batch on one shard (the emptiest), all or nothing; returns the tagged ids."""
-        ids: np.ndarray = self._call_one("add_batch", items, priorities)
+        ids: np.ndarray = self._call_one("add_batch", items, priorities, timeout=timeout)
         return ids
 
-    def writer(self, shard: int | None = None, batch_size: int = 64, max_in_flight: int = 4) -> ShardWriter:
+    def writer(self, shard: int | None = None, batch_size: int = 64, max_in_flight: int = 4,
+               timeout: float | None = None) -> ShardWriter:
         """A picklable handle that adds straight to one shard, for Ray tasks and actors.
 
         Args:
@@ -200,13 +223,15 @@ class ShardedReplay:
                 the actors over the shards).
             batch_size: single ``add`` calls are sent in batches of this many rows.
             max_in_flight: how many batches may be on their way at once.
+            timeout: how long a batch the rate limiter holds back is offered again before the
+                writer raises :class:`~ReplayTables.errors.RateLimitTimeout` (``None``: no limit).
         """
         if shard is None:
             shard = next(self._next) % self.num_shards
         elif isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) \
                 or not 0 <= shard < self.num_shards:
             raise ConfigError("shard", shard, f"None or a shard index from 0 to {self.num_shards - 1}")
-        return ShardWriter(self._actors[int(shard)], int(shard), self.structure, batch_size, max_in_flight)
+        return ShardWriter(self._actors[int(shard)], int(shard), self.structure, batch_size, max_in_flight, timeout)
 
     # ------------------------------------------------------------ sampling
     @property
@@ -214,7 +239,7 @@ class ShardedReplay:
         """The importance-sampling exponent the next ``sample`` uses (annealed as the config says)."""
         return 0.0 if self.config is None else self.config.beta_at(self._sample_calls)
 
-    def sample(self, n: int) -> Batch:
+    def sample(self, n: int, *, timeout: float | None = None) -> Batch:
         """``n`` items of the global distribution (with replacement), with global importance weights.
 
         ``P(i) = (1 - u) q_i / sum of all q + u / total size`` over the shards that are
@@ -224,8 +249,15 @@ class ShardedReplay:
         shard that does not reply within ``shard_timeout`` is left out and the
         sample drawn again from the others. The batch's arrays may be read-only
         (Ray hands out arrays from its object store without copying them).
+
+        With a rate limiter, waits up to ``timeout`` seconds (``None``: no limit,
+        ``0``: never) until it allows ``n`` samples, then raises
+        :class:`~ReplayTables.errors.RateLimitTimeout` having changed nothing.
         """
         n = check_count("n", n)
+        timeout = check_timeout(timeout)
+        if self.rate_limiter is not None and n:
+            self._admit_sample(n, timeout)
         beta = self.beta
         for attempt in range(self.num_shards + 2):
             up = [k for k in self._up() if self._health.reports[k].size > 0]
@@ -240,14 +272,44 @@ class ShardedReplay:
             reported = [self._health.reports[k].mass for k in up]
             total = global_mass(reported)
             draws = split_sample(self._rng, n, reported)
-            refs = {k: self._actors[k].sample_from.remote(d) for k, d in zip(up, draws) if d.n}
+            counts = self._counts_after(n)
+            refs = {k: self._actors[k].sample_from.remote(d, counts) for k, d in zip(up, draws) if d.n}
             replies = self._gather(refs)
             if replies is None or any(r is None for r in replies.values()):
                 continue  # a shard is down or emptied since its report: draw again from the fresh reports
             batch = self._assemble(up[0], replies, dict(zip(up, reported)), total, beta)
             self._sample_calls += 1
+            if self.rate_limiter is not None and n:
+                self.rate_limiter.record_sample(n)
+                assert counts is not None
+                for k in self._health.up:  # the shards that had no draws hear the new counts too
+                    if k not in refs:
+                        self._actors[k].note_counts.remote(*counts)
             return batch
         raise EmptyBufferError("shards", "no complete reply", "shards that stay up for the length of a sample")
+
+    # ------------------------------------------------------------ rate limiting
+    def _counts_after(self, n: int) -> tuple[int, int, int] | None:
+        """``(inserts, samples, size)`` over all shards once this sample of ``n`` is counted."""
+        if self.rate_limiter is None:
+            return None
+        size = sum(self._health.reports[k].size for k in self._health.up)
+        return self._health.inserts(), self.rate_limiter.samples + n, size
+
+    def _admit_sample(self, n: int, timeout: float | None) -> None:
+        """Return once the limiter allows a sample of ``n`` with the global counts; else RateLimitTimeout."""
+        limiter = self.rate_limiter
+        assert limiter is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            size = sum(r.size for r in self._refresh() if r is not None)
+            limiter.counts[0] = self._health.inserts()
+            if limiter.can_sample(n, size):
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RateLimitTimeout("timeout", timeout, f"the rate limiter to allow a sample of {n} item(s) "
+                                                           f"with {size} stored over all shards; {limiter!r}")
+            time.sleep(RATE_LIMIT_POLL)
 
     def _gather(self, refs: dict[int, Any]) -> dict[int, Any] | None:
         """Every shard's result, or ``None`` once one of them failed or timed out (it is then down)."""
@@ -373,7 +435,8 @@ class ShardedReplay:
     def _init_args(self) -> dict[str, Any]:
         return {"num_shards": self.num_shards, "max_size": self.max_size, "seed": self.seed,
                 "config": None if self.config is None else dataclasses.asdict(self.config),
-                "max_restarts": self.max_restarts, "shard_timeout": self.shard_timeout}
+                "max_restarts": self.max_restarts, "shard_timeout": self.shard_timeout,
+                "rate_limiter": None if self.rate_limiter is None else self.rate_limiter.config()}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save every shard and a manifest into directory ``path``, atomically as a whole.
