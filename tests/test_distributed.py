@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -176,6 +177,24 @@ def test_refused_calls_change_no_shard():
     assert buffer.sample(3).x.shape == (3, 3)
     with pytest.raises(ConfigError):
         ShardedReplay(2, 10, Transition, PERConfig(stratified=True))
+    buffer.close()
+
+
+def test_a_structure_defined_in_a_function_reaches_the_shards():
+    # Ray sends a class it cannot import by name by value; its string annotations (this module has
+    # ``from __future__ import annotations``) would not resolve over there, so the schema is sent
+    class Local(NamedTuple):
+        obs: np.ndarray
+        count: int
+
+    buffer = ShardedReplay(1, 10, Local, seed=14, **PATIENT)
+    w = buffer.writer()
+    for k in range(3):
+        w.add(Local(np.full(2, k, dtype=np.float32), k))
+    assert w.flush() == 3
+    batch = buffer.sample(5)
+    assert batch.obs.dtype == np.float32 and batch.count.dtype == np.int64
+    assert (batch.obs[:, 0] == batch.count).all()
     buffer.close()
 
 

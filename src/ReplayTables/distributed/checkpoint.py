@@ -32,6 +32,7 @@ from ReplayTables.distributed.shard_files import read_shard_file
 from ReplayTables.distributed.tags import lives_per_shard
 from ReplayTables.engine.files import real_directory
 from ReplayTables.engine.rng_state import make_generator, rng_state
+from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.state_checks import MAX_INT, check_fields, integer, mapping, number
 from ReplayTables.errors import CheckpointError
 from ReplayTables.PER import PERConfig
@@ -60,7 +61,7 @@ def save_sharded(buffer: ShardedReplay, path: Any) -> Path:
                                               "once they are back)")
     manifest: dict[str, Any] = {
         "class": class_name(type(buffer)), "init": buffer._init_args(),
-        "structure": None if buffer.structure is None or isinstance(buffer.structure, dict)
+        "structure": None if buffer.structure is None or isinstance(buffer.structure, (dict, Schema))
         else class_name(buffer.structure),
         "learner_rng": rng_state(buffer._rng),
         "learner": {"sample_calls": buffer._sample_calls,

@@ -33,6 +33,7 @@ from ReplayTables.distributed.tags import MAX_TAG, shard_index
 from ReplayTables.distributed.writer import ShardWriter
 from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.samplers import PrioritizedSampler, check_priorities
+from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.state_checks import MAX_INT
 from ReplayTables.engine.table import check_capacity, check_count, check_ids
 from ReplayTables.engine.table_lock import check_timeout
@@ -120,6 +121,9 @@ class ShardedReplay:
         self.num_shards = int(num_shards)
         self.max_size = max_size
         self.structure = structure
+        # the fields are read from the structure here, where its module is: shards and writers get the
+        # schema (a class Ray sends by value may not resolve its annotations over there)
+        self._declared = structure if isinstance(structure, Schema) else Schema.from_structure(structure)
         self.config = config
         self.seed = _seed(seed)
         self.rate_limiter = rate_limiter
@@ -141,7 +145,7 @@ class ShardedReplay:
         name = f"ReplayTables-shard-ledger-{uuid.uuid4().hex}"
         self._ledger = ledger_cls.options(num_cpus=0, name=name).remote(lives, checkpoints)
         options = {"num_cpus": 0, "max_restarts": self.max_restarts, "max_task_retries": 0, **self.actor_options}
-        self._actors = [shard_cls.options(**options).remote(k, self.num_shards, self.capacities[k], self.structure,
+        self._actors = [shard_cls.options(**options).remote(k, self.num_shards, self.capacities[k], self._declared,
                                                             self.config, self._shard_rngs[k], name,
                                                             None if self.rate_limiter is None
                                                             else self.rate_limiter.config())
@@ -231,7 +235,7 @@ class ShardedReplay:
         elif isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) \
                 or not 0 <= shard < self.num_shards:
             raise ConfigError("shard", shard, f"None or a shard index from 0 to {self.num_shards - 1}")
-        return ShardWriter(self._actors[int(shard)], int(shard), self.structure, batch_size, max_in_flight, timeout)
+        return ShardWriter(self._actors[int(shard)], int(shard), self._declared, batch_size, max_in_flight, timeout)
 
     # ------------------------------------------------------------ sampling
     @property

@@ -59,7 +59,8 @@ class ShardWriter:
     Args:
         actor: the shard's Ray actor handle.
         index: which shard it is.
-        structure: the buffer's structure (to stack single items).
+        structure: the buffer's structure or :class:`~ReplayTables.engine.schema.Schema` (to stack
+            single items).
         batch_size: single items are sent in batches of this many rows.
         max_in_flight: how many batches may wait for the shard's reply.
     """
@@ -83,6 +84,7 @@ class ShardWriter:
         self.rows_sent = 0
         self.rows_stored = 0
         self.rows_lost = 0
+        self.last_error: str | None = None
 
     # ------------------------------------------------------------ adding
     def add(self, item: Any, priority: float | None = None) -> None:
@@ -108,10 +110,12 @@ class ShardWriter:
             self._wait_oldest()
         return self.rows_stored
 
-    def stats(self) -> dict[str, int]:
-        """Rows sent, stored by the shard, and lost with a shard that died; what is queued or in flight."""
+    def stats(self) -> dict[str, Any]:
+        """Rows sent, stored by the shard, and lost with a shard that died (and why); what is queued or
+        in flight."""
         return {"shard": self.index, "rows_sent": self.rows_sent, "rows_stored": self.rows_stored,
-                "rows_lost": self.rows_lost, "queued": len(self._items), "in_flight": len(self._in_flight)}
+                "rows_lost": self.rows_lost, "queued": len(self._items), "in_flight": len(self._in_flight),
+                "last_error": self.last_error}
 
     # ------------------------------------------------------------ sending
     def _send_queued(self) -> None:
@@ -125,8 +129,8 @@ class ShardWriter:
 
     def _stack(self, items: list[Any]) -> Any:
         if self._schema is None:
-            schema = Schema.from_structure(self.structure)
-            schema = copy.copy(schema)
+            declared = self.structure
+            schema = copy.copy(declared if isinstance(declared, Schema) else Schema.from_structure(declared))
             schema.resolve(items[0])
             self._schema = schema
         columns = zip(*(self._schema.values_of(i) for i in items))
@@ -143,8 +147,9 @@ class ShardWriter:
         ref, rows, items, priorities, refused_at = self._in_flight.popleft()
         try:
             ids, _ = get_one(ref, self.index)
-        except ShardDown:
+        except ShardDown as down:
             self.rows_lost += rows
+            self.last_error = str(down.cause)[:300]
             return
         except RateLimitTimeout:
             # the rate limiter holds this batch back until the learner has sampled more: offer it again
