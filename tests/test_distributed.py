@@ -367,6 +367,38 @@ def test_priority_updates_are_routed_and_stale_ids_counted_exactly():
     buffer.close()
 
 
+# ---------------------------------------------------------------- RLlib's num_shards
+def test_rllib_num_shards_builds_the_rllib_buffer_on_shards():
+    from ReplayTables.distributed.rllib_buffers import ShardedTimestepBuffer
+    from ReplayTables.rllib import PrioritizedReplayBuffer, from_config
+
+    local = from_config({"type": "PrioritizedReplayBuffer", "capacity": 40, "alpha": 0.6, "num_shards": 1})
+    assert isinstance(local, PrioritizedReplayBuffer)
+    sharded = from_config({"type": "PrioritizedReplayBuffer", "capacity": 40, "alpha": 0.6, "num_shards": 2,
+                           "seed": 3})
+    assert isinstance(sharded, ShardedTimestepBuffer) and sharded.buffer.num_shards == 2
+    obs = np.arange(20, dtype=np.float32).reshape(10, 2)
+    sharded.add({"obs": obs, "actions": np.arange(10), "weights": np.linspace(1.0, 10.0, 10)})  # initial priorities
+    sharded.add({"obs": obs[:4] + 100, "actions": np.arange(10, 14)})  # new rows get the largest priority seen
+    assert len(sharded) == 14
+    batch = sharded.sample(64, beta=0.5)
+    assert set(batch) == {"obs", "actions", "weights", "batch_indexes"} and batch["obs"].shape == (64, 2)
+    assert (batch["obs"][:, 0] == np.where(batch["actions"] < 10, 2 * batch["actions"],
+                                           2 * (batch["actions"] - 10) + 100)).all()
+    # RLlib's weights: (P / P_min) ** -beta with P = p^alpha / sum p^alpha over both shards, no uniform part
+    p = np.concatenate([np.linspace(1.0, 10.0, 10), np.full(4, 10.0)]) ** 0.6
+    prob = p / p.sum()
+    np.testing.assert_allclose(batch["weights"], (prob[batch["actions"]] / prob.min()) ** -0.5, rtol=1e-9)
+    assert sharded.update_priorities(batch["batch_indexes"], np.ones(64)) == 64
+    for bad in ({"type": "MultiAgentPrioritizedReplayBuffer", "num_shards": 2},
+                {"type": "PrioritizedReplayBuffer", "num_shards": 2, "storage_unit": "episodes"},
+                {"type": "ReplayBuffer", "num_shards": 2, "alpha": 0.5},
+                {"type": "ReplayBuffer", "num_shards": 0}):
+        with pytest.raises(ConfigError):
+            from_config(bad)
+    sharded.close()
+
+
 # ---------------------------------------------------------------- rate limiting
 @ray.remote
 def add_later(writer: ShardWriter, keys: list[int], delay: float) -> int:

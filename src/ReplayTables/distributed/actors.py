@@ -130,6 +130,9 @@ class ShardActor:
             self.shard.note_counts(*counts)
         return self.shard.sample_from(draws)
 
+    def raise_max(self, q: float) -> None:
+        self.shard.raise_max(q)
+
     def note_counts(self, inserts: int, samples: int, size: int) -> None:
         self.shard.note_counts(inserts, samples, size)
 

@@ -52,6 +52,8 @@ class ShardReport(NamedTuple):
     sampled: int
     stale: int
     restored_from: str | None
+    #: the running maximum of stored priorities new items get in 'max' mode (1.0 for uniform)
+    max_q: float = 1.0
 
     @property
     def mass(self) -> Mass:
@@ -143,7 +145,8 @@ class Shard:
         mass = b._table.mass()
         return ShardReport(self.index, self.tag, self.life, mass.size, b.max_size, mass.priority_total,
                            mass.q_min, mass.uniform_probability, counters["added"], counters["sampled"],
-                           counters["stale_updates"] + self.stale_other_life, self.restored_from)
+                           counters["stale_updates"] + self.stale_other_life, self.restored_from,
+                           b.max_priority if isinstance(b, PrioritizedReplay) else 1.0)
 
     def schema(self) -> Schema:
         """The buffer's schema (fixed by the first add when the structure left parts open)."""
@@ -170,6 +173,8 @@ class Shard:
             return
         b = self.buffer
         self.buffer = make_buffer(b.max_size, schema, self.config, b._table.rng)
+        if isinstance(b, PrioritizedReplay):
+            self.raise_max(b.max_priority)  # what the learner shared before this shard's first add
 
     # ------------------------------------------------------------ adds
     def add(self, item: Any, priority: Any = None) -> tuple[int, ShardReport]:
@@ -213,6 +218,12 @@ class Shard:
         return ShardSample(tag_ids(s.ids, self.tag), s.fields, s.q, s.mass), self.report()
 
     # ------------------------------------------------------------ priorities
+    def raise_max(self, q: float) -> None:
+        """Raise the running maximum new items get in 'max' mode to the buffer-wide one."""
+        if isinstance(self.buffer, PrioritizedReplay):
+            sampler = self.buffer._sampler
+            sampler.max_q = max(sampler.max_q, float(q))
+
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:
         """Apply checked priorities to this shard's ids; ids of another life are stale.
 

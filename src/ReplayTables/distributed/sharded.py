@@ -181,6 +181,19 @@ class ShardedReplay:
         reports = self._health.reports
         return min(up, key=lambda k: (reports[k].size / reports[k].capacity, (k - start) % self.num_shards))
 
+    def _share_max(self) -> None:
+        """'max' mode over the whole buffer: a shard whose running maximum is below the largest any shard
+        reported is raised to it (fire and forget; it applies before this learner's next call there)."""
+        if self.config is None or self.config.new_priority_mode != "max":
+            return
+        reports = self._health.reports
+        up = self._health.up
+        top = max((reports[k].max_q for k in up), default=1.0)
+        for k in up:
+            if reports[k].max_q < top:
+                self._actors[k].raise_max.remote(top)
+                reports[k] = reports[k]._replace(max_q=top)
+
     def _call_one(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``method`` on a routed shard; a shard that is down is left out and the next one tried.
 
@@ -203,6 +216,7 @@ class ShardedReplay:
                 time.sleep(RATE_LIMIT_POLL)
                 continue
             self._health.heard(k, report)
+            self._share_max()
             return result
 
     # ------------------------------------------------------------ adding
@@ -243,7 +257,7 @@ class ShardedReplay:
         """The importance-sampling exponent the next ``sample`` uses (annealed as the config says)."""
         return 0.0 if self.config is None else self.config.beta_at(self._sample_calls)
 
-    def sample(self, n: int, *, timeout: float | None = None) -> Batch:
+    def sample(self, n: int, *, timeout: float | None = None, beta: float | None = None) -> Batch:
         """``n`` items of the global distribution (with replacement), with global importance weights.
 
         ``P(i) = (1 - u) q_i / sum of all q + u / total size`` over the shards that are
@@ -254,6 +268,9 @@ class ShardedReplay:
         sample drawn again from the others. The batch's arrays may be read-only
         (Ray hands out arrays from its object store without copying them).
 
+        ``beta``: this sample's importance-sampling exponent instead of the config's
+        (RLlib's ``sample(num_items, beta)``).
+
         With a rate limiter, waits up to ``timeout`` seconds (``None``: no limit,
         ``0``: never) until it allows ``n`` samples, then raises
         :class:`~ReplayTables.errors.RateLimitTimeout` having changed nothing.
@@ -262,7 +279,10 @@ class ShardedReplay:
         timeout = check_timeout(timeout)
         if self.rate_limiter is not None and n:
             self._admit_sample(n, timeout)
-        beta = self.beta
+        if beta is None:
+            beta = self.beta
+        elif isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < float("inf"):
+            raise ConfigError("beta", beta, "a finite number >= 0")
         for attempt in range(self.num_shards + 2):
             up = [k for k in self._up() if self._health.reports[k].size > 0]
             if not up and attempt == 0:  # the latest reports may predate the writers' adds
@@ -282,6 +302,7 @@ class ShardedReplay:
             if replies is None or any(r is None for r in replies.values()):
                 continue  # a shard is down or emptied since its report: draw again from the fresh reports
             batch = self._assemble(up[0], replies, dict(zip(up, reported)), total, beta)
+            self._share_max()
             self._sample_calls += 1
             if self.rate_limiter is not None and n:
                 self.rate_limiter.record_sample(n)
@@ -388,6 +409,7 @@ class ShardedReplay:
                 continue
             self._health.heard(k, report)
             applied += int(n)
+        self._share_max()
         return applied
 
     # ------------------------------------------------------------ reports
