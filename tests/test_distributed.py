@@ -399,6 +399,26 @@ def test_rllib_num_shards_builds_the_rllib_buffer_on_shards():
     sharded.close()
 
 
+# ---------------------------------------------------------------- the example
+def test_the_example_runs_collectors_into_shards_and_a_learner():
+    import importlib.util  # the example needs gymnasium: the examples extra, which the test command installs
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "ray_sharded_per.py"
+    spec = importlib.util.spec_from_file_location("ray_sharded_per", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ray_sharded_per"] = module
+    spec.loader.exec_module(module)
+    ray.cloudpickle.register_pickle_by_value(module)  # the workers cannot import it by name
+    try:
+        summary = module.main(["--smoke"])  # on this module's Ray
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+        del sys.modules["ray_sharded_per"]
+    assert summary["round"] == 2 and summary["shards_up"] == 2
+    assert summary["size"] == 2 * 2 * 100 and summary["shard_sizes"] == [200, 200]
+
+
 # ---------------------------------------------------------------- rate limiting
 @ray.remote
 def add_later(writer: ShardWriter, keys: list[int], delay: float) -> int:
