@@ -15,7 +15,6 @@ from ReplayTables.rllib import (
     FifoReplayBuffer,
     ReplayBuffer,
     ReservoirReplayBuffer,
-    SampleBatch,
     StorageUnit,
 )
 
@@ -55,7 +54,7 @@ def test_timesteps_true_ring_and_counts() -> None:
     s = b.stats()
     assert s["added_count"] == 14 and s["evicted_count"] == 4 and s["eviction_started"]
     batch = b.sample(64)
-    assert isinstance(batch, SampleBatch) and batch.count == 64
+    assert isinstance(batch, dict) and batch.count == 64      # ours, or RLlib's SampleBatch with Ray
     assert set(batch["k"].tolist()) <= set(range(4, 14))
     assert (batch["obs"][:, 0] == batch["k"]).all()
 
@@ -114,14 +113,22 @@ def test_episodes_keep_only_complete_ones() -> None:
     assert 6 <= b.sample(3).count <= 9          # three episodes of 3 or 2 steps
 
 
-def test_episodes_need_their_columns() -> None:
+def test_episodes_need_their_end_flags_and_split_as_rllib_without_eps_id_or_t() -> None:
     b = ReplayBuffer(100, "episodes")
-    for missing in ("eps_id", "t", "terminateds"):
-        batch = episodes([2])
-        del batch[missing]
-        with pytest.raises(SchemaError, match=missing):
-            b.add(batch)
+    batch = episodes([2])
+    del batch["terminateds"]
+    with pytest.raises(SchemaError, match="terminateds"):
+        b.add(batch)
     assert len(b) == 0
+    # as RLlib's split_by_episode: without eps_id an episode ends at each end flag (the open tail is
+    # dropped); without t every episode counts as starting at t == 0
+    rows = {"obs": np.arange(7.0), "terminateds": np.array([0, 1, 0, 0, 1, 0, 0], bool)}
+    b.add(rows)
+    assert len(b) == 2 and b.stats()["dropped_incomplete_episodes"] == 1
+    assert sorted(b.get(b.item_ids())["seq_lens"].tolist()) == [2, 3]
+    timed = ReplayBuffer(100, "episodes")
+    timed.add({**rows, "t": np.array([0, 1, 5, 6, 7, 0, 1])})       # the second starts at t=5: not whole
+    assert len(timed) == 1 and timed.stats()["dropped_incomplete_episodes"] == 2
 
 
 def test_fragments_are_whole_batches() -> None:

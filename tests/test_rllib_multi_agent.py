@@ -11,9 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import ReplayTables
-from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError, SchemaError
+from ReplayTables.errors import ConfigError, PriorityError, SchemaError
 from ReplayTables.rllib import (
-    MultiAgentBatch,
     MultiAgentMixInReplayBuffer,
     MultiAgentPrioritizedReplayBuffer,
     MultiAgentReplayBuffer,
@@ -43,11 +42,12 @@ def test_routing_independent_mode() -> None:
     ma.add({"pi": steps(103, 2)})                                     # a plain dict of policy batches
     assert sorted(ma.replay_buffers) == ["default_policy", "pi", "pj"]
     assert [len(ma.replay_buffers[k]) for k in ("default_policy", "pi", "pj")] == [5, 5, 2]
-    out = ma.sample(4)
-    assert isinstance(out, MultiAgentBatch) and set(out.policy_batches) == {"default_policy", "pi", "pj"}
+    sampled = ma.sample(4)
+    out = sampled.policy_batches
+    assert set(out) == {"default_policy", "pi", "pj"} and sampled.count == 12   # RLlib counts the sum
     assert all(b.count == 4 for b in out.values())
     assert set(out["pi"]["obs"].tolist()) <= set(range(100, 105))
-    only = ma.sample(3, policy_id="pj")
+    only = ma.sample(3, policy_id="pj").policy_batches
     assert list(only) == ["pj"] and only["pj"]["x"].shape == (3, 2)
     with pytest.raises(SchemaError, match="policy_id"):
         ma.sample(3, policy_id="nobody")
@@ -62,8 +62,8 @@ def test_bad_policy_batch_changes_nothing() -> None:
     with pytest.raises(SchemaError):
         ma.add({"new": steps(0, 2), "pi": {"wrong": np.ones(2)}})
     assert (len(ma), sorted(ma.replay_buffers)) == before
-    with pytest.raises(EmptyBufferError):
-        MultiAgentReplayBuffer(10).sample(1)
+    empty = MultiAgentReplayBuffer(10).sample(1)           # as RLlib: an empty batch, not an error
+    assert len(empty.policy_batches) == 0 and empty.count == 0
 
 
 def test_lockstep_stores_whole_steps() -> None:
@@ -71,8 +71,13 @@ def test_lockstep_stores_whole_steps() -> None:
     ma.add({"a": steps(0, 4), "b": {"obs": -np.arange(4, dtype=np.float32), "z": np.ones((4, 3))}})
     assert list(ma.replay_buffers) == ["__all__"] and len(ma) == 4
     assert ma.replay_buffers["__all__"].sample(3).count == 3
-    out = ma.sample(6)
+    out = ma.sample(6).policy_batches
     assert set(out) == {"a", "b"} and (out["a"]["obs"] == -out["b"]["obs"]).all()
+    assert "z" not in out["a"] and out["b"]["z"].shape == (6, 3)            # each policy its own columns
+    with pytest.raises(SchemaError, match="policy_batches"):               # a policy keeps its columns
+        ma.add({"a": steps(0, 2), "b": {"obs": np.zeros(2, np.float32)}})
+    ma.add({"b": {"obs": np.zeros(2, np.float32), "z": np.ones((2, 3))}})  # a step without policy a
+    assert len(ma) == 6
     with pytest.raises(ConfigError, match="policy_id"):
         ma.sample(2, policy_id="a")
     with pytest.raises(SchemaError):
@@ -86,13 +91,13 @@ def test_lockstep_stores_whole_steps() -> None:
 # ---------------------------------------------------------------- sequences
 def seq_buffer(**kw: object) -> MultiAgentReplayBuffer:
     args = {"capacity": 100, "storage_unit": "sequences", "replay_sequence_length": 6, "replay_burn_in": 2,
-            "seed": 0}
+            "seed": 0, "underlying_buffer_config": {"zero_pad": True}}     # fixed-length windows with a mask
     args.update(kw)
     return MultiAgentReplayBuffer(**args)  # type: ignore[arg-type]
 
 
 def windows(ma: MultiAgentReplayBuffer, n: int = 200) -> tuple[np.ndarray, np.ndarray, dict]:
-    batch = ma.sample(n)["default_policy"]
+    batch = ma.sample(n).policy_batches["default_policy"]
     return batch["obs"].reshape(n, 6), batch["mask"].reshape(n, 6), batch
 
 
@@ -146,7 +151,7 @@ def test_burn_in_of_an_overwritten_step_is_zero() -> None:
 
 
 def windows_n(ma: MultiAgentReplayBuffer, length: int, n: int = 50) -> tuple[np.ndarray, np.ndarray, dict]:
-    batch = ma.sample(n)["default_policy"]
+    batch = ma.sample(n).policy_batches["default_policy"]
     return batch["obs"].reshape(n, length), batch["mask"].reshape(n, length), batch
 
 
@@ -154,11 +159,11 @@ def test_state_columns_per_sequence() -> None:
     state = np.arange(8, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
     zero = seq_buffer()
     zero.add(steps(0, 8, eps_id=np.zeros(8, np.int64), state_in_0=state))
-    b = zero.sample(5)["default_policy"]
+    b = zero.sample(5).policy_batches["default_policy"]
     assert b["state_in_0"].shape == (5, 3) and not b["state_in_0"].any()
     keep = seq_buffer(replay_zero_init_states=False)
     keep.add(steps(0, 8, eps_id=np.zeros(8, np.int64), state_in_0=state))
-    b = keep.sample(50)["default_policy"]
+    b = keep.sample(50).policy_batches["default_policy"]
     first_real = b["obs"].reshape(50, 6)[np.arange(50), np.argmax(b["mask"].reshape(50, 6), axis=1)]
     assert np.array_equal(b["state_in_0"][:, 0], first_real)
 
@@ -177,11 +182,12 @@ def test_sequence_edge_cases() -> None:
         seq_buffer(capacity=3)                            # a 4-step chunk cannot fit 3 timesteps
     with pytest.raises(ConfigError, match="replay_burn_in"):
         seq_buffer(replay_burn_in=6)
-    with pytest.raises(ConfigError, match="replay_sequence_length"):
-        MultiAgentReplayBuffer(10, storage_unit="timesteps", replay_sequence_length=4)
+    with pytest.warns(UserWarning, match="replay_sequence_length"):   # RLlib ignores it, with a warning
+        ignored = MultiAgentReplayBuffer(10, storage_unit="timesteps", replay_sequence_length=4)
+    assert ignored.underlying_ctor_args.get("replay_sequence_length") is None
     plain = MultiAgentReplayBuffer(10, storage_unit="sequences")   # replay_sequence_length 1: seq_lens as given
     plain.add({"obs": np.arange(3.0), "seq_lens": np.array([1, 2])})
-    out = plain.sample(4)["default_policy"]
+    out = plain.sample(4).policy_batches["default_policy"]
     assert len(plain) == 2 and out["seq_lens"].shape == (4,) and out["seq_lens"].sum() == out.count
 
 
@@ -217,8 +223,8 @@ def test_beta_reaches_the_underlying_buffers() -> None:
     ma = MultiAgentPrioritizedReplayBuffer(capacity=50, prioritized_replay_beta=0.0, seed=0)
     ids = ma.add(steps(0, 4))["default_policy"]
     ma.update_priorities({"default_policy": (ids, np.array([1.0, 2.0, 3.0, 4.0]))})
-    assert (ma.sample(20)["default_policy"]["weights"] == 1.0).all()          # beta 0
-    assert (ma.sample(20, beta=1.0)["default_policy"]["weights"] < 1.0).any()  # a call argument wins
+    assert (ma.sample(20).policy_batches["default_policy"]["weights"] == 1.0).all()          # beta 0
+    assert (ma.sample(20, beta=1.0).policy_batches["default_policy"]["weights"] < 1.0).any()  # a call argument wins
     with pytest.raises(ConfigError, match="PrioritizedReplayBuffer"):
         MultiAgentPrioritizedReplayBuffer(10, underlying_buffer_config={"type": ReplayBuffer})
 
@@ -233,7 +239,7 @@ def test_mixin_ratio_on_average(ratio: float) -> None:
         pending = mix.stats()["new_items_pending"].get("default_policy", 0)
         mix.add(steps(start, 5))                 # more new items than a sample wants
         start += 5
-        count = mix.sample(10)["default_policy"].count
+        count = mix.sample(10).policy_batches["default_policy"].count
         returned_new = pending + 5 - mix.stats()["new_items_pending"]["default_policy"]
         new += returned_new
         old += count - returned_new
@@ -243,11 +249,11 @@ def test_mixin_ratio_on_average(ratio: float) -> None:
 def test_mixin_extremes_and_few_new_items() -> None:
     mix = MultiAgentMixInReplayBuffer(capacity=1000, replay_ratio=0.0, seed=0)
     mix.add(steps(0, 3))
-    assert mix.sample(10)["default_policy"]["obs"].tolist() == [0.0, 1.0, 2.0]
-    assert mix.sample(10) == {}                  # nothing new: nothing ready
+    assert mix.sample(10).policy_batches["default_policy"]["obs"].tolist() == [0.0, 1.0, 2.0]
+    assert len(mix.sample(10).policy_batches) == 0   # nothing new: nothing ready
     only_old = MultiAgentMixInReplayBuffer(capacity=1000, replay_ratio=1.0, seed=0)
     only_old.add(steps(0, 3))
-    assert only_old.sample(10)["default_policy"].count == 10
+    assert only_old.sample(10).policy_batches["default_policy"].count == 10
     few = MultiAgentMixInReplayBuffer(capacity=1000, replay_ratio=0.5, seed=0)
     few.add(steps(0, 100))
     few.sample(100)                              # takes 50 new, 50 old
@@ -255,19 +261,18 @@ def test_mixin_extremes_and_few_new_items() -> None:
     counts = []
     for i in range(400):
         few.add(steps(1000 + i, 1))              # one new item, fewer than the ratio wants
-        counts.append(few.sample(100)["default_policy"].count)
+        counts.append(few.sample(100).policy_batches["default_policy"].count)
     assert 1.8 < np.mean(counts) < 2.2           # 1 new + 1 old on average: the proportion holds
     with pytest.raises(ConfigError, match="replay_ratio"):
         MultiAgentMixInReplayBuffer(10, replay_ratio=1.5)
-    with pytest.raises(EmptyBufferError):
-        MultiAgentMixInReplayBuffer(10).sample(2)
+    assert len(MultiAgentMixInReplayBuffer(10).sample(2).policy_batches) == 0   # as RLlib: empty, no error
 
 
 def test_mixin_drops_new_items_evicted_before_return() -> None:
     mix = MultiAgentMixInReplayBuffer(capacity=4, replay_ratio=0.0, seed=0)
     mix.add(steps(0, 3))
     mix.add(steps(3, 3))                         # evicts 0, 1 before they were returned
-    assert mix.sample(10)["default_policy"]["obs"].tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert mix.sample(10).policy_batches["default_policy"]["obs"].tolist() == [2.0, 3.0, 4.0, 5.0]
     assert mix.stats()["new_items_dropped"] == 2
 
 
@@ -292,10 +297,10 @@ def test_multi_agent_state_round_trips(make, tmp_path) -> None:
     fresh.set_state(ma.get_state())
     clones.append(fresh)
     stats = ma.stats()
-    expected = ma.sample(4)
+    expected = ma.sample(4).policy_batches
     for c in clones:
         assert type(c) is type(ma) and c.stats() == stats
-        got = c.sample(4)
+        got = c.sample(4).policy_batches
         assert set(got) == set(expected) == ({"a", "b"})
         for pid in got:
             assert all(np.array_equal(got[pid][k], expected[pid][k]) for k in expected[pid])
@@ -306,8 +311,10 @@ def test_multi_agent_state_round_trips(make, tmp_path) -> None:
 def test_from_config_strict_keys_and_types() -> None:
     with pytest.raises(ConfigError, match="capacty"):
         from_config({"type": "ReplayBuffer", "capacty": 10})
-    with pytest.raises(ConfigError, match="algorithm settings"):
-        from_config({"type": "MultiAgentPrioritizedReplayBuffer", "worker_side_prioritization": True})
+    with pytest.raises(ConfigError, match="worker_side_prioritization"):   # RLlib refuses it without PER too
+        from_config({"type": "MultiAgentReplayBuffer", "worker_side_prioritization": True})
+    with pytest.raises(ConfigError, match="algorithm settings"):              # not an RLlib key, not an argument
+        from_config({"type": "ReplayBuffer", "replay_batch_size": 32})
     with pytest.raises(ConfigError, match="type"):
         from_config({"capacity": 10})
     for bad_type in ("NoSuchBuffer", "ray.rllib.utils.replay_buffers.NoSuch", "no_such_module.Buffer", 3,
@@ -329,7 +336,7 @@ def test_from_config_strict_keys_and_types() -> None:
         "type": "PrioritizedReplayBuffer", "alpha": 0.7, "beta": 0.0, "capacity": 20}})
     ma.add(steps(0, 3))
     assert ma.replay_buffers["default_policy"].alpha == 0.7 and ma.replay_buffers["default_policy"].capacity == 20
-    assert (ma.sample(5)["default_policy"]["weights"] == 1.0).all()
+    assert (ma.sample(5).policy_batches["default_policy"]["weights"] == 1.0).all()
 
 
 @settings(max_examples=int(os.environ.get("RT_EXAMPLES", "40")), deadline=None)
@@ -344,7 +351,7 @@ def test_sequence_windows_match_a_slicing_model(episode_lengths: list[int], add_
     L = chunk + burn_in
     assume(L > 1)                                  # replay_sequence_length=1 means "as seq_lens says"
     ma = MultiAgentReplayBuffer(capacity=1000, storage_unit="sequences", replay_sequence_length=L,
-                                replay_burn_in=burn_in, seed=0)
+                                replay_burn_in=burn_in, seed=0, underlying_buffer_config={"zero_pad": True})
     expected = []
     start = 0
     sizes = list(add_sizes)

@@ -104,7 +104,7 @@ def test_stale_indexes_are_skipped_and_counted() -> None:
 
 def test_per_over_sequences_one_priority_per_sequence(tmp_path) -> None:
     b = PrioritizedReplayBuffer(capacity=100, storage_unit="sequences", alpha=1.0, replay_sequence_length=6,
-                                replay_burn_in=2, seed=0)
+                                replay_burn_in=2, seed=0, zero_pad=True)
     ids = b.add({"k": np.arange(12), "eps_id": np.zeros(12, dtype=np.int64)})   # chunks of 4 steps: 3 sequences
     assert len(b) == 3
     b.update_priorities(ids, [1.0, 0.0, 3.0])

@@ -409,9 +409,9 @@ class TrajectoryReplay(TableBuffer):
         """``n`` complete transitions (uniformly, or by priority with importance ``weights``).
 
         With a rate limiter, waits until it allows a sample of ``n``, at most
-        ``timeout`` seconds, then raises ``RateLimitTimeout``. The transition's other
-        steps (next observation, n-step rewards) are read from the same storage under
-        the table's lock, so no add can overwrite them in between.
+        ``timeout`` seconds, then raises ``RateLimitTimeout``. The transition's other steps
+        (next observation, n-step rewards) are read from the same storage under the
+        table's lock (held by this whole call), so no add can overwrite them in between.
         """
         n = check_count("n", n)
         self._admission.sample(n, timeout)
@@ -427,8 +427,9 @@ class TrajectoryReplay(TableBuffer):
     @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        s = self._table.get(ids, beta=None if self.per is None else self.beta)
-        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        with self._table.lock:
+            s = self._table.get(ids, beta=None if self.per is None else self.beta)
+            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:

@@ -237,8 +237,8 @@ class Table:
 
     def __init__(self, capacity: int, structure: Any = None, *, writer: Writer | str = "fifo",
                  sampler: Sampler | None = None, rng: np.random.Generator | int | None = None,
-                 capacity_name: str = "capacity", storage: RowStorage | None = None,
-                 arena: Arena | None = None, shard_tag: int = 0, lazy_ids: bool = False) -> None:
+                 capacity_name: str = "capacity", lazy_ids: bool = False, shard_tag: int = 0,
+                 storage: RowStorage | None = None, arena: Arena | None = None) -> None:
         if isinstance(shard_tag, bool) or not isinstance(shard_tag, (int, np.integer)) \
                 or not 0 <= shard_tag < MAX_SHARDS:
             raise ConfigError("shard_tag", shard_tag, f"an integer from 0 to {MAX_SHARDS - 1}")

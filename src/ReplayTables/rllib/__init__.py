@@ -11,6 +11,8 @@ are drawn by the engine's uniform and sum-tree samplers. See ``docs/rllib.md``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from ReplayTables.rllib.batches import DEFAULT_POLICY_ID, MultiAgentBatch, SampleBatch
 from ReplayTables.rllib.config import from_config
 from ReplayTables.rllib.fifo_replay_buffer import FifoReplayBuffer
@@ -22,6 +24,22 @@ from ReplayTables.rllib.replay_buffer import ReplayBuffer
 from ReplayTables.rllib.reservoir_replay_buffer import ReservoirReplayBuffer
 from ReplayTables.rllib.storage_unit import StorageUnit
 
+#: New-stack episode buffers: their modules import Ray (RLlib's base classes), so they load on first use.
+EPISODE_BUFFER_MODULES = {
+    "EpisodeReplayBuffer": "ReplayTables.rllib.episode_replay_buffer",
+    "PrioritizedEpisodeReplayBuffer": "ReplayTables.rllib.prioritized_episode_buffer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = EPISODE_BUFFER_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ReplayTables.rllib' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 BUFFER_CLASSES = ("ReplayBuffer", "PrioritizedReplayBuffer", "ReservoirReplayBuffer", "FifoReplayBuffer",
                   "MultiAgentReplayBuffer", "MultiAgentPrioritizedReplayBuffer", "MultiAgentMixInReplayBuffer")
 
@@ -29,11 +47,14 @@ __all__ = [
     "ALL_POLICIES",
     "BUFFER_CLASSES",
     "DEFAULT_POLICY_ID",
+    "EPISODE_BUFFER_MODULES",
+    "EpisodeReplayBuffer",
     "FifoReplayBuffer",
     "MultiAgentBatch",
     "MultiAgentMixInReplayBuffer",
     "MultiAgentPrioritizedReplayBuffer",
     "MultiAgentReplayBuffer",
+    "PrioritizedEpisodeReplayBuffer",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "ReservoirReplayBuffer",

@@ -50,7 +50,15 @@ class SampleBatch(dict):  # type: ignore[type-arg,unused-ignore]
 
 
 class MultiAgentBatch(dict):  # type: ignore[type-arg,unused-ignore]
-    """A ``dict`` of policy id to :class:`SampleBatch` (RLlib's ``MultiAgentBatch`` shape)."""
+    """A ``dict`` of policy id to :class:`SampleBatch` (RLlib's ``MultiAgentBatch`` shape).
+
+    ``env_steps`` is RLlib's count of environment steps; when not given it is
+    the largest row count over the policies.
+    """
+
+    def __init__(self, policy_batches: Any = (), env_steps: int | None = None) -> None:
+        super().__init__(policy_batches)
+        self._env_steps = None if env_steps is None else int(env_steps)
 
     @property
     def policy_batches(self) -> dict[Any, SampleBatch]:
@@ -58,11 +66,29 @@ class MultiAgentBatch(dict):  # type: ignore[type-arg,unused-ignore]
 
     @property
     def count(self) -> int:
-        """Largest row count over the policies (env steps for lockstep batches)."""
+        """Environment steps (RLlib's ``MultiAgentBatch.count``)."""
+        if self._env_steps is not None:
+            return self._env_steps
         return max((b.count for b in self.values()), default=0)
 
+    def env_steps(self) -> int:
+        return self.count
+
+    def agent_steps(self) -> int:
+        return sum(SampleBatch(b).count for b in self.values())
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (MultiAgentBatch, (dict(self),))
+        return (MultiAgentBatch, (dict(self), self._env_steps))
+
+
+def env_steps_of(batch: Any) -> int | None:
+    """RLlib's env-step count of a multi-agent batch (``None`` if it does not say)."""
+    count = getattr(batch, "env_steps", None)
+    if callable(count):
+        count = count()
+    if isinstance(count, (int, np.integer)) and not isinstance(count, bool):
+        return int(count)
+    return None
 
 
 def as_columns(batch: Any, field: str = "batch") -> dict[str, np.ndarray]:

@@ -159,5 +159,24 @@ def from_config(config: Mapping[str, Any]) -> Any:
         from ReplayTables.distributed.rllib_buffers import sharded_from_config
 
         return sharded_from_config(cls, num_shards, cfg)
-    check_keys(cls, cfg, constructor_params(cls), "replay_buffer_config")
+    allowed = constructor_params(cls)
+    if _takes_rllib_keys(cls):
+        from ReplayTables.rllib.rllib_keys import RLLIB_KEYS
+
+        allowed |= RLLIB_KEYS
+    check_keys(cls, cfg, allowed, "replay_buffer_config")
     return cls(**cfg)
+
+
+def _takes_rllib_keys(cls: type) -> bool:
+    """Whether ``cls``'s constructor passes ``**kwargs`` on to one of our buffer constructors,
+    which accept every key of RLlib's config (a subclass that drops ``**kwargs`` does not)."""
+    from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
+    from ReplayTables.rllib.replay_buffer import ReplayBuffer
+
+    for klass in cls.__mro__:
+        if klass in (ReplayBuffer, MultiAgentReplayBuffer):
+            return True
+        if "__init__" in vars(klass) and klass is not object and not parameters(vars(klass)["__init__"])[1]:
+            return False
+    return False

@@ -23,12 +23,16 @@ class FifoReplayBuffer(ReplayBuffer):
     (as RLlib's does), so it can stand in for "no replay".
     """
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "fragments", **kwargs: Any) -> None:
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "fragments",
+                 **kwargs: Any) -> None:
         super().__init__(capacity, storage_unit, **kwargs)
 
     @atomic
-    def sample(self, num_items: int = 1, **kwargs: Any) -> SampleBatch:
+    def sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         """The ``num_items`` oldest items (removed from the buffer), with ``weights`` of one."""
+        return super().sample(num_items, **kwargs)
+
+    def _sample(self, num_items: int = 1, **kwargs: Any) -> Any:
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items")
         ids, data = self._table.take_oldest(check_count("num_items", num_items), self._read)
@@ -36,7 +40,7 @@ class FifoReplayBuffer(ReplayBuffer):
             return SampleBatch()
         batch: SampleBatch = data[0]
         batch["weights"] = np.ones(batch.count, dtype=np.float64)
-        return batch
+        return self._finish(batch)
 
     def update_priorities(self, *args: Any, **kwargs: Any) -> int:
         """No-op (a queue has no priorities)."""

@@ -19,10 +19,12 @@ from ReplayTables.engine.rng_state import check_rng_state
 from ReplayTables.engine.rng_state import rng_state as _rng_state
 from ReplayTables.engine.state_checks import MAX_INT, int_array, integer
 from ReplayTables.engine.table import check_count
-from ReplayTables.errors import CheckpointError, EmptyBufferError
-from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch
+from ReplayTables.errors import CheckpointError
+from ReplayTables.rllib.batches import SampleBatch
 from ReplayTables.rllib.multi_agent_prioritized_replay_buffer import MultiAgentPrioritizedReplayBuffer
+from ReplayTables.rllib.multi_agent_replay_buffer import _sample_of
 from ReplayTables.rllib.prioritized_replay_buffer import PrioritizedReplayBuffer, check_number
+from ReplayTables.rllib.ray_interop import to_rllib
 from ReplayTables.rllib.storage_unit import StorageUnit
 
 __all__ = ["MultiAgentMixInReplayBuffer"]
@@ -33,19 +35,20 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
 
     ``replay_ratio=0`` returns only new items, ``1`` only replayed ones. New
     items evicted before they were returned are dropped (counted in ``stats()``).
-    Sampling a buffer with nothing stored raises; a policy with nothing ready
+    Sampling a buffer with nothing stored returns an empty batch; a policy with nothing ready
     is left out of the sample, as in RLlib.
     """
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
                  prioritized_replay_alpha: float = 0.6, prioritized_replay_beta: float = 0.4,
-                 prioritized_replay_eps: float = 1e-6, replay_ratio: float = 0.66, seed: int | None = None) -> None:
+                 prioritized_replay_eps: float = 1e-6, replay_ratio: float = 0.66, seed: int | None = None,
+                 **rllib_config: Any) -> None:
         self.replay_ratio = check_number("replay_ratio", replay_ratio, 0.0, 1.0)
         super().__init__(capacity, storage_unit, replay_mode, replay_sequence_length, replay_burn_in,
                          replay_zero_init_states, underlying_buffer_config, prioritized_replay_alpha,
-                         prioritized_replay_beta, prioritized_replay_eps, seed)
+                         prioritized_replay_beta, prioritized_replay_eps, seed, **rllib_config)
         self._rng = np.random.default_rng(seed)
         self._new: dict[Any, np.ndarray] = {}
         self._new_dropped = 0
@@ -79,14 +82,14 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         self._new[key] = ids
         return ids
 
-    def _mix(self, key: Any, num_items: int, args: dict[str, Any]) -> SampleBatch | None:
+    def _mix(self, key: Any, num_items: int, args: dict[str, Any]) -> Any:
         buf = self.replay_buffers[key]
         fresh = self._fresh(key)
         ratio = self.replay_ratio
         if (len(buf) == 0 and ratio > 0.0) or (fresh.size == 0 and ratio < 1.0):
             return None
         if ratio == 1.0:
-            return buf.sample(num_items, **args)
+            return _sample_of(buf, num_items, args)
         max_new = self._round(num_items * (1.0 - ratio))
         new, self._new[key] = fresh[:max_new], fresh[max_new:]
         parts = [self._new_part(buf, new)] if new.size else []
@@ -99,7 +102,7 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
             else:
                 num_old = min(num_items - max_new, self._round(new.size * ratio / (1.0 - ratio)))
             if num_old > 0:
-                parts.append(buf.sample(num_old, **args))
+                parts.append(_sample_of(buf, num_old, args))
         return _concat(parts) if parts else None
 
     @staticmethod
@@ -111,19 +114,20 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
         return result
 
     @atomic
-    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
-        """New items plus replayed ones per policy, ``replay_ratio`` replayed on average."""
+    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> Any:
+        """New items plus replayed ones per policy, ``replay_ratio`` replayed on average.
+
+        An empty ``MultiAgentBatch`` when nothing is stored or ready, as in RLlib.
+        """
         num_items = check_count("num_items", num_items)
         keys = self._policies(policy_id)
-        if not any(len(self.replay_buffers[k]) for k in keys):
-            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
         args = self._call_args(kwargs)
         samples = {}
         for key in keys:
             part = self._mix(key, num_items, args)
             if part is not None:
                 samples[key] = part
-        return self._as_multi_agent(samples)
+        return to_rllib(self._as_multi_agent(samples))
 
     @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:

@@ -29,19 +29,38 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
         prioritized_replay_beta: default ``beta`` of their ``sample`` calls.
         prioritized_replay_eps: added to ``|td_error|`` in :meth:`update_priorities`.
         Others as for :class:`MultiAgentReplayBuffer`; the underlying ``type``
-        must be a :class:`PrioritizedReplayBuffer` (or subclass).
+        must be a :class:`PrioritizedReplayBuffer` (or subclass). ``alpha`` and
+        ``beta`` (RLlib config keys) are accepted as aliases of
+        ``prioritized_replay_alpha`` / ``prioritized_replay_beta``.
+
+    ``stats()["priority_updates"]`` counts the priority updates applied, per
+    policy (``stats()["policies"][policy]["priority_updates"]``) and in all.
     """
 
     _default_type = PrioritizedReplayBuffer
+    _prioritized = True
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
                  prioritized_replay_alpha: float = 0.6, prioritized_replay_beta: float = 0.4,
-                 prioritized_replay_eps: float = 1e-6, seed: int | None = None) -> None:
+                 prioritized_replay_eps: float = 1e-6, seed: int | None = None, **rllib_config: Any) -> None:
+        for alias, name in (("alpha", "prioritized_replay_alpha"), ("beta", "prioritized_replay_beta")):
+            if alias in rllib_config:
+                value = rllib_config.pop(alias)
+                given = prioritized_replay_alpha if alias == "alpha" else prioritized_replay_beta
+                default = 0.6 if alias == "alpha" else 0.4
+                if given != default and given != value:
+                    raise ConfigError(alias, value, f"the same value as {name}={given} (an alias), or only one")
+                if alias == "alpha":
+                    prioritized_replay_alpha = value
+                else:
+                    prioritized_replay_beta = value
         self.prioritized_replay_alpha = check_number("prioritized_replay_alpha", prioritized_replay_alpha, 0.0)
         self.prioritized_replay_beta = check_number("prioritized_replay_beta", prioritized_replay_beta, 0.0)
         self.prioritized_replay_eps = check_number("prioritized_replay_eps", prioritized_replay_eps, 0.0)
+        if underlying_buffer_config is None and "underlying_replay_buffer_config" in rllib_config:
+            underlying_buffer_config = rllib_config.pop("underlying_replay_buffer_config")
         if not isinstance(underlying_buffer_config or {}, Mapping):
             raise ConfigError("underlying_buffer_config", underlying_buffer_config, "a dict (type and arguments)")
         cfg = dict(underlying_buffer_config or {})
@@ -50,7 +69,7 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
         cfg.setdefault("alpha", prioritized_replay_alpha)
         cfg.setdefault("beta", prioritized_replay_beta)
         super().__init__(capacity, storage_unit, replay_mode, replay_sequence_length, replay_burn_in,
-                         replay_zero_init_states, cfg, seed)
+                         replay_zero_init_states, cfg, seed, **rllib_config)
 
     def _check_underlying_type(self, cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, PrioritizedReplayBuffer)):
@@ -100,3 +119,9 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
             assert isinstance(buf, PrioritizedReplayBuffer)
             applied += buf.update_priorities(idx, prio)
         return applied
+
+    def stats(self, debug: bool = False) -> dict[str, Any]:
+        """As :meth:`MultiAgentReplayBuffer.stats`, plus ``priority_updates`` (all policies)."""
+        out = super().stats(debug)
+        out["priority_updates"] = sum(int(p.get("priority_updates", 0)) for p in out["policies"].values())
+        return out

@@ -10,6 +10,7 @@ sequence settings) and default call arguments of ``sample`` (e.g. ``beta``).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,8 +21,8 @@ from ReplayTables.checkpoint import class_name, resolve_class
 from ReplayTables.engine.memory import check_allocation
 from ReplayTables.engine.state_checks import MAX_INT, as_checkpoint_error, integer, mapping
 from ReplayTables.engine.table import MAX_COUNT
-from ReplayTables.errors import CheckpointError, ConfigError, EmptyBufferError, ReplayTablesError, SchemaError
-from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch, as_policy_batches
+from ReplayTables.errors import CheckpointError, ConfigError, ReplayTablesError, SchemaError
+from ReplayTables.rllib.batches import MultiAgentBatch, SampleBatch, as_policy_batches, env_steps_of
 from ReplayTables.rllib.checkpointable import Checkpointable, same_json
 from ReplayTables.rllib.config import (
     check_keys,
@@ -30,7 +31,9 @@ from ReplayTables.rllib.config import (
     normalise,
     resolve_type,
 )
+from ReplayTables.rllib.ray_interop import register_with_rllib, to_rllib
 from ReplayTables.rllib.replay_buffer import ReplayBuffer, _check_sequence_args
+from ReplayTables.rllib.rllib_keys import check_rllib_keys
 from ReplayTables.rllib.storage_unit import StorageUnit
 
 __all__ = ["ALL_POLICIES", "MultiAgentReplayBuffer", "ReplayMode"]
@@ -40,6 +43,16 @@ REPLAY_MODES = ("independent", "lockstep")
 #: More policies than this in one saved state is not a real run.
 MAX_POLICIES = 100_000
 ReplayMode = REPLAY_MODES
+
+
+class LockstepBatch:
+    """A multi-agent batch on its way to the lockstep buffer: one item per env step
+    (``storage_unit="timesteps"``) or one item for the whole batch (``"fragments"``)."""
+
+    def __init__(self, policy_batches: dict[Any, Any], env_steps: int | None, per_step: bool) -> None:
+        self.policy_batches = policy_batches
+        self.env_steps = env_steps
+        self.per_step = per_step
 
 
 class MultiAgentReplayBuffer(Checkpointable):
@@ -54,9 +67,19 @@ class MultiAgentReplayBuffer(Checkpointable):
         replay_burn_in: leading steps before each sequence from the same episode.
         replay_zero_init_states: zero ``state_in_*`` columns of sampled sequences.
         underlying_buffer_config: ``type`` + constructor and ``sample`` arguments
-            of the underlying buffers (``underlying_replay_buffer_config`` in
-            :func:`from_config` is an alias).
+            of the underlying buffers (``underlying_replay_buffer_config`` is an alias).
         seed: seeds the underlying buffers (policy ``k`` in creation order gets ``seed + k``).
+        replay_sequence_override: sequences only: ``True`` (RLlib's default) cuts
+            added batches along their ``seq_lens``; ``False`` ignores ``seq_lens`` and
+            cuts each episode into chunks of ``replay_sequence_length - replay_burn_in``.
+        rllib_config: the other keys of RLlib's ``replay_buffer_config``
+            (see :mod:`ReplayTables.rllib.rllib_keys`), e.g. ``num_shards=1``.
+
+    As in RLlib, ``replay_sequence_length > 1`` with a storage unit other than
+    ``"sequences"`` is ignored with a warning; in lockstep mode ``capacity``
+    counts env steps (the table holds ``capacity`` times the number of policies
+    of the first batch in agent steps); sampling a buffer with nothing stored
+    returns an empty ``MultiAgentBatch``.
 
     Every public call is atomic: it holds this buffer's own lock around its calls of
     the per-policy buffers (each of which holds its own), so threads may share it.
@@ -64,13 +87,29 @@ class MultiAgentReplayBuffer(Checkpointable):
 
     _default_type: type = ReplayBuffer
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, underlying_buffer_config: Mapping[str, Any] | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, replay_sequence_override: bool = True, **rllib_config: Any) -> None:
         self._lock = new_lock()
-        self.capacity = capacity
+        if "underlying_replay_buffer_config" in rllib_config:
+            if underlying_buffer_config is not None:
+                raise ConfigError("underlying_replay_buffer_config", rllib_config["underlying_replay_buffer_config"],
+                                  "only one of it and its alias 'underlying_buffer_config'")
+            underlying_buffer_config = rllib_config.pop("underlying_replay_buffer_config")
+        capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
+        self.capacity = 10000 if capacity is None else capacity
+        capacity = self.capacity
         self.storage_unit = StorageUnit.of(storage_unit)
+        if not isinstance(replay_sequence_override, (bool, np.bool_)):
+            raise ConfigError("replay_sequence_override", replay_sequence_override, "True or False")
+        self.replay_sequence_override = bool(replay_sequence_override)
+        if self.storage_unit is not StorageUnit.SEQUENCES and replay_sequence_length != 1 \
+                and not isinstance(replay_sequence_length, bool) and isinstance(replay_sequence_length, int) \
+                and replay_sequence_length > 1 and not replay_burn_in:
+            warnings.warn(f"replay_sequence_length={replay_sequence_length} is ignored with storage_unit="
+                          f"{self.storage_unit.value!r} (as RLlib does); use storage_unit='sequences'", stacklevel=2)
+            replay_sequence_length = 1
         if replay_mode not in REPLAY_MODES:
             raise ConfigError("replay_mode", replay_mode, f"one of {REPLAY_MODES}")
         self.replay_mode = replay_mode
@@ -104,16 +143,22 @@ class MultiAgentReplayBuffer(Checkpointable):
         self._underlying_config = {"type": self._underlying_type, **cfg}
         self.replay_buffers: dict[Any, ReplayBuffer] = {}
         self._make_underlying(ALL_POLICIES)  # constructor errors surface now, not at first add
+        self._num_added = 0
+        register_with_rllib()
+
+    _prioritized = False
 
     # ------------------------------------------------------------ underlying buffers
     def _check_underlying_type(self, cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, ReplayBuffer)):
             raise ConfigError("underlying_buffer_config.type", cls, "a ReplayTables.rllib.ReplayBuffer subclass")
 
-    def _make_underlying(self, policy_id: Any, pending: int = 0) -> ReplayBuffer:
+    def _make_underlying(self, policy_id: Any, pending: int = 0, agents: int = 1) -> ReplayBuffer:
         ctor = dict(self.underlying_ctor_args)
         if "seed" not in ctor and self.seed is not None:
             ctor["seed"] = int(self.seed) + len(self.replay_buffers) + pending
+        if agents > 1:  # lockstep: capacity counts env steps of `agents` agent steps each
+            ctor["capacity"] = int(ctor["capacity"]) * agents
         return self._underlying_type(**ctor)
 
     def _key(self, policy_id: Any) -> Any:
@@ -123,7 +168,10 @@ class MultiAgentReplayBuffer(Checkpointable):
         """``{buffer key: batch}`` for an added (single- or multi-agent) batch."""
         pbs = as_policy_batches(batch)
         if self.replay_mode == "lockstep":
-            return {ALL_POLICIES: pbs}
+            per_step = self.storage_unit is StorageUnit.TIMESTEPS
+            return {ALL_POLICIES: LockstepBatch(pbs, env_steps_of(batch), per_step)}
+        if self.storage_unit is StorageUnit.SEQUENCES and not self.replay_sequence_override:
+            pbs = {pid: {k: v for k, v in cols.items() if k != "seq_lens"} for pid, cols in pbs.items()}
         for pid in pbs:
             if not isinstance(pid, (str, int)) or isinstance(pid, bool):
                 raise SchemaError("policy_id", pid, "a str or int policy id")
@@ -142,13 +190,16 @@ class MultiAgentReplayBuffer(Checkpointable):
         for key, pb in routed.items():
             buf = self.replay_buffers.get(key)
             if buf is None:
-                buf = self._make_underlying(key, pending=sum(k not in self.replay_buffers for k in buffers))
+                agents = len(pb.policy_batches) if isinstance(pb, LockstepBatch) and pb.per_step else 1
+                buf = self._make_underlying(key, pending=sum(k not in self.replay_buffers for k in buffers),
+                                            agents=agents)
             buf.check(pb, **kwargs)
             buffers[key] = buf
         out = {}
         for key, pb in routed.items():
             self.replay_buffers.setdefault(key, buffers[key])
             out[key] = self.replay_buffers[key].add(pb, **kwargs)
+        self._num_added += _count(batch)
         return out
 
     def _call_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -169,24 +220,22 @@ class MultiAgentReplayBuffer(Checkpointable):
         return keys
 
     @atomic
-    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> MultiAgentBatch:
-        """``num_items`` items from each policy's buffer (or from ``policy_id``'s only)."""
-        keys = [k for k in self._policies(policy_id) if len(self.replay_buffers[k])]
-        if not keys:
-            raise EmptyBufferError("size", 0, "at least one stored item to sample from")
-        args = self._call_args(kwargs)
-        return self._as_multi_agent({k: self.replay_buffers[k].sample(num_items, **args) for k in keys})
+    def sample(self, num_items: int, policy_id: Any = None, **kwargs: Any) -> Any:
+        """``num_items`` items from each policy's buffer (or from ``policy_id``'s only).
 
-    def _as_multi_agent(self, samples: dict[Any, SampleBatch]) -> MultiAgentBatch:
-        if self.replay_mode != "lockstep":
-            return MultiAgentBatch(samples)
-        out = MultiAgentBatch()
-        for batch in samples.values():
-            shared = {k: v for k, v in batch.items() if not isinstance(v, dict)}
-            for pid, cols in batch.items():
-                if isinstance(cols, dict):
-                    out[pid] = SampleBatch({**cols, **shared})
-        return out
+        A ``MultiAgentBatch`` (RLlib's when Ray is importable); an empty one when
+        nothing is stored, as RLlib returns.
+        """
+        keys = [k for k in self._policies(policy_id) if len(self.replay_buffers[k])]
+        args = self._call_args(kwargs)
+        return to_rllib(self._as_multi_agent({k: _sample_of(self.replay_buffers[k], num_items, args) for k in keys}))
+
+    def _as_multi_agent(self, samples: dict[Any, Any]) -> Any:
+        """Per-policy samples as one multi-agent batch (RLlib counts the sum of their steps)."""
+        if self.replay_mode == "lockstep":
+            return next(iter(samples.values())) if samples else MultiAgentBatch({}, 0)
+        batches = {k: (v if isinstance(v, SampleBatch) else SampleBatch(dict(v))) for k, v in samples.items()}
+        return MultiAgentBatch(batches, sum(b.count for b in batches.values()))
 
     # ------------------------------------------------------------ size, stats, state
     @atomic
@@ -212,12 +261,13 @@ class MultiAgentReplayBuffer(Checkpointable):
         for key, buf in self.replay_buffers.items():
             with buf._lock:
                 policies.append({"policy_id": key, "init": buf._init_args(), "state": buf._state_dict()})
-        return {"policies": policies, **self._extra_state()}
+        return {"policies": policies, "num_added": self._num_added, **self._extra_state()}
 
-    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], Any]:
+    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], int, Any]:
         """Every policy's saved buffer checked and built into a new buffer (this one is not touched),
         then the extra state against the new policy ids."""
-        m = mapping(where, state, ("policies",), tuple(self._extra_state()))
+        m = mapping(where, state, ("policies",), ("num_added", *self._extra_state()))
+        num_added = integer(f"{where}.num_added", m.get("num_added", 0), 0, MAX_INT)
         entries = m["policies"]
         if not isinstance(entries, list) or len(entries) > MAX_POLICIES:
             raise CheckpointError(f"{where}.policies", entries, f"a list of at most {MAX_POLICIES} policy states")
@@ -245,13 +295,16 @@ class MultiAgentReplayBuffer(Checkpointable):
                 raise as_checkpoint_error(exc, f"{here}.init") from None
             buf._restore_state(buf._check_state_dict(e["state"], f"{here}.state"))  # a new buffer: nothing shared
             buffers[pid] = buf
-        return buffers, self._check_extra_state(dict(m), list(buffers))
+        return buffers, num_added, self._check_extra_state(dict(m), list(buffers))
 
     def _check_underlying_init(self, init: Any, where: str) -> dict[str, Any]:
         """An underlying buffer's saved arguments: its class's parameters, with every argument this
         buffer gives its underlying buffers equal to what it gives (only ``seed`` differs per policy)."""
         m = self._underlying_type._check_init(init, where)
         for key, value in self.underlying_ctor_args.items():
+            if key == "capacity" and self.replay_mode == "lockstep" and isinstance(m.get(key), int) \
+                    and m[key] > 0 and m[key] % value == 0:
+                continue  # lockstep: capacity env steps times the agents per step
             if key != "seed" and not same_json(m.get(key), value):
                 raise CheckpointError(f"{where}.{key}", m.get(key), f"{value!r} (what this buffer gives its "
                                                                    "underlying buffers)")
@@ -260,9 +313,10 @@ class MultiAgentReplayBuffer(Checkpointable):
             integer(f"{where}.seed", seed, 0, MAX_INT)
         return m
 
-    def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], Any]) -> None:
-        buffers, extra = checked
+    def _restore_state(self, checked: tuple[dict[Any, ReplayBuffer], int, Any]) -> None:
+        buffers, num_added, extra = checked
         self.replay_buffers = buffers
+        self._num_added = num_added
         self._load_extra_state(extra)
 
     @classmethod
@@ -287,3 +341,19 @@ class MultiAgentReplayBuffer(Checkpointable):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(replay_mode={self.replay_mode!r}, storage_unit={self.storage_unit.value!r}, "
                 f"policies={list(self.replay_buffers)}, items={len(self)})")
+
+
+def _count(batch: Any) -> int:
+    """RLlib's ``batch.count``: env steps of a multi-agent batch, rows of a single one."""
+    steps = env_steps_of(batch) if hasattr(batch, "policy_batches") else None
+    if steps is not None:
+        return steps
+    return max((SampleBatch(b).count for b in as_policy_batches(batch).values()), default=0)
+
+
+def _sample_of(buffer: Any, num_items: int, args: dict[str, Any]) -> Any:
+    """An underlying buffer's sample: through its ``sample`` if a subclass overrides it (the hook
+    users write), else straight from ``_sample`` (our own batch types, converted once by the caller)."""
+    if (getattr(type(buffer).sample, "__module__", None) or "").startswith("ReplayTables.rllib."):
+        return buffer._sample(num_items, **args)
+    return buffer.sample(num_items, **args)

@@ -16,7 +16,6 @@ import numpy as np
 from ReplayTables.atomic import atomic
 from ReplayTables.engine.samplers import PrioritizedSampler, Sampler
 from ReplayTables.errors import ConfigError, PriorityError
-from ReplayTables.rllib.batches import SampleBatch
 from ReplayTables.rllib.replay_buffer import ReplayBuffer
 from ReplayTables.rllib.storage_unit import StorageUnit
 
@@ -39,14 +38,19 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         capacity, storage_unit, replay_sequence_length, replay_burn_in,
         replay_zero_init_states, seed: as for :class:`ReplayBuffer`.
         alpha: priority exponent (0 = uniform, 1 = fully proportional).
+        beta: default ``beta`` of :meth:`sample` (RLlib passes ``beta`` from an
+            underlying buffer config to the constructor).
 
     A ``weights`` column in an added batch is the items' initial priority (the
     mean over an item's rows; worker-side prioritization) and is not stored.
     """
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps", alpha: float = 1.0,
-                 **kwargs: Any) -> None:
+    _prioritized = True
+
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
+                 alpha: float = 1.0, beta: float = 0.4, **kwargs: Any) -> None:
         self.alpha = check_number("alpha", alpha, 0.0)
+        self.beta = check_number("beta", beta, 0.0)
         super().__init__(capacity, storage_unit, **kwargs)
 
     def _make_sampler(self) -> Sampler:
@@ -67,7 +71,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return ("seq_lens", "weights")
 
     def _init_args(self) -> dict[str, Any]:
-        return {**super()._init_args(), "alpha": self.alpha}
+        return {**super()._init_args(), "alpha": self.alpha, "beta": self.beta}
 
     def _priorities(self, plan: Any, columns: dict[str, np.ndarray], kwargs: dict[str, Any]) -> Any:
         weight = kwargs.pop("weight", None)
@@ -92,23 +96,27 @@ class PrioritizedReplayBuffer(ReplayBuffer):
             return np.add.reduceat(w, starts) / plan.lengths
         return None
 
-    @atomic
-    def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> SampleBatch:
-        """``num_items`` items in proportion to priority, with ``weights`` and ``batch_indexes``."""
+    def sample(self, num_items: int, beta: float | None = None, **kwargs: Any) -> Any:
+        """``num_items`` items in proportion to priority, with ``weights`` and ``batch_indexes``.
+
+        ``beta`` defaults to the constructor's.
+        """
+        return super().sample(num_items, beta=beta, **kwargs)
+
+    def _sample(self, num_items: int, beta: float | None = None, **kwargs: Any) -> Any:
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
-        beta = check_number("beta", beta, 0.0)
-        s = self._table.sample(num_items, beta, read=self._read)
+        beta = self.beta if beta is None else check_number("beta", beta, 0.0)
+        s = self._table.sample(num_items, beta, read=self._read)  # ids and their rows in one call
         ids, weights = s.ids, s.weights
-        batch: SampleBatch = s.data[0]
-        rows: np.ndarray = s.data[1]
+        batch, rows = s.data
         if rows.shape[0] == batch.count:  # one row per item
             batch["weights"] = weights
             batch["batch_indexes"] = ids
         else:
             batch["weights"] = np.repeat(weights, rows)
             batch["batch_indexes"] = np.repeat(ids, rows)
-        return batch
+        return self._finish(batch)
 
     @atomic
     def update_priorities(self, batch_indexes: Any, priorities: Any) -> int:
@@ -121,7 +129,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         :class:`~ReplayTables.PriorityError` and change nothing. Returns how many
         updates were applied.
         """
-        return self._table.update_priorities(batch_indexes, priorities)
+        applied = self._table.update_priorities(batch_indexes, priorities)
+        self._rllib.priority_updates += applied
+        return applied
 
     @atomic
     def priorities(self, ids: Any) -> np.ndarray:
@@ -133,6 +143,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
     @atomic
     def stats(self, debug: bool = False) -> dict[str, Any]:
         out = super().stats(debug)
+        out["priority_updates"] = self._rllib.priority_updates
         out["max_priority"] = self._sampler.max_q
         out["total_priority"] = self._sampler.tree.total
         return out

@@ -13,6 +13,11 @@ Extension hooks for your own buffers (all public and stable):
 * :meth:`ReplayBuffer.hit_counts` - how often each item was drawn since it was stored;
 * :meth:`ReplayBuffer.delete` - remove items by id;
 * :meth:`ReplayBuffer.item_ids` - ids of every stored item, oldest first.
+
+RLlib's observable attributes (``_num_timesteps_added``, ``_storage``,
+``_next_idx``, ``_hit_count`` ...), which RLlib's subclasses, tests and
+algorithms read, are offered as read-only compatibility views (see
+:class:`~ReplayTables.rllib.rllib_views.RLlibViews`).
 """
 from __future__ import annotations
 
@@ -27,14 +32,18 @@ from ReplayTables.engine.segment_table import SegmentTable
 from ReplayTables.engine.state_checks import MAX_INT, array, integer, mapping
 from ReplayTables.engine.table import MAX_COUNT, check_capacity
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
-from ReplayTables.rllib.batches import SampleBatch, as_columns
+from ReplayTables.rllib import policy_rows
+from ReplayTables.rllib.batches import SampleBatch, as_columns, as_policy_batches, env_steps_of
 from ReplayTables.rllib.checkpointable import Checkpointable
-from ReplayTables.rllib.storage_unit import StorageUnit, split_items
+from ReplayTables.rllib.ray_interop import register_with_rllib, to_rllib
+from ReplayTables.rllib.rllib_keys import check_rllib_keys
+from ReplayTables.rllib.rllib_views import RLlibCounters, RLlibViews
+from ReplayTables.rllib.storage_unit import ItemPlan, StorageUnit, split_items
 
 __all__ = ["ReplayBuffer", "StorageUnit"]
 
 
-class ReplayBuffer(Checkpointable):
+class ReplayBuffer(RLlibViews, Checkpointable):
     """Uniform replay of items (timesteps, sequences, episodes or fragments).
 
     Args:
@@ -42,25 +51,40 @@ class ReplayBuffer(Checkpointable):
             evicted until a new one fits.
         storage_unit: a :class:`StorageUnit` or its name; ``sample(num_items)``
             counts items of this unit.
-        replay_sequence_length: sequences only: every sampled sequence is this
-            many rows (burn-in included), zero padded with a ``mask`` column.
-            Added batches without ``seq_lens`` are cut into chunks of
-            ``replay_sequence_length - replay_burn_in`` steps per episode.
+        replay_sequence_length: sequences only: a sampled sequence is at most
+            this many rows (burn-in included); its rows are ``seq_lens`` long,
+            as RLlib returns them. Added batches without ``seq_lens`` are cut
+            into chunks of ``replay_sequence_length - replay_burn_in`` steps per
+            episode.
         replay_burn_in: steps read from just before each sequence (the same
             episode; zeros where that would cross the episode start).
         replay_zero_init_states: ``state_in_*`` columns come out as zeros
             (otherwise the stored state at each sequence's first real step).
+        zero_pad: with ``replay_sequence_length``: every sampled sequence is
+            exactly that many rows, zero padded, with a ``mask`` column saying
+            which rows are real (static shapes for a recurrent learner of your
+            own; RLlib's learners pad themselves, so the default is ``False``).
         seed: seed of the buffer's random generator (sampling, reservoir).
+        rllib_config: the other keys of RLlib's ``replay_buffer_config``, which
+            RLlib passes to every buffer (see :mod:`ReplayTables.rllib.rllib_keys`);
+            any other keyword is an error naming it.
+
+    A ``MultiAgentBatch`` added with ``storage_unit="fragments"`` is stored as
+    one item, as RLlib stores it, and sampled back as a ``MultiAgentBatch``.
 
     Every public call is atomic (it holds the table's lock), so threads may share it.
     """
 
     _placement = "ring"
+    _prioritized = False
+    _state_portable_args = ("storage_unit", "seed")   # later adds split by ours; the state brings its generator
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps", *,
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps", *,
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
-                 replay_zero_init_states: bool = True, seed: int | None = None) -> None:
-        self.capacity = check_capacity("capacity", capacity)
+                 replay_zero_init_states: bool = True, seed: int | None = None, zero_pad: bool = False,
+                 **rllib_config: Any) -> None:
+        capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
+        self.capacity = check_capacity("capacity", 10000 if capacity is None else capacity)
         # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
         check_allocation("capacity", self.capacity, self.nbytes_for(self.capacity),
                          f"the index of {self.capacity} timesteps")
@@ -71,6 +95,9 @@ class ReplayBuffer(Checkpointable):
         if not isinstance(replay_zero_init_states, (bool, np.bool_)):
             raise ConfigError("replay_zero_init_states", replay_zero_init_states, "True or False")
         self.replay_zero_init_states = bool(replay_zero_init_states)
+        if not isinstance(zero_pad, (bool, np.bool_)):
+            raise ConfigError("zero_pad", zero_pad, "True or False")
+        self.zero_pad = bool(zero_pad)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
@@ -78,6 +105,10 @@ class ReplayBuffer(Checkpointable):
                                    sampler=self._make_sampler(), rng=np.random.default_rng(self.seed))
         self._lock = table_lock(self._table)
         self._dropped_episodes = 0
+        self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index
+        self._policy_columns: list[list[str]] = []   # and the columns of each
+        self._rllib = RLlibCounters()
+        register_with_rllib()
 
     # ------------------------------------------------------------ subclass hooks
     def _make_sampler(self) -> Sampler:
@@ -93,7 +124,8 @@ class ReplayBuffer(Checkpointable):
     def _init_args(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "storage_unit": self.storage_unit.value,
                 "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
-                "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed}
+                "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed,
+                **({"zero_pad": True} if self.zero_pad else {})}   # absent when off: older checkpoints load
 
     # ------------------------------------------------------------ size
     def __len__(self) -> int:
@@ -108,6 +140,8 @@ class ReplayBuffer(Checkpointable):
     # ------------------------------------------------------------ add
     def _plan(self, batch: Any) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
         """Validate and split a batch: ``(columns to store, ItemPlan, all columns)``."""
+        if hasattr(batch, "policy_batches"):
+            return self._plan_multi_agent(batch, per_step=bool(getattr(batch, "per_step", False)))
         columns = as_columns(batch)
         rows = _row_count(columns, ("seq_lens",))
         chunk = None
@@ -117,7 +151,31 @@ class ReplayBuffer(Checkpointable):
         stored = {k: v for k, v in columns.items() if k not in self._consumed_columns()}
         if plan.rows is not None:
             stored = _take_rows(stored, plan.rows)
+        plan.counts = plan.lengths
         return stored, plan, columns
+
+    def _plan_multi_agent(self, batch: Any, per_step: bool) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
+        """A multi-agent batch as one item (or one item per env step): see :mod:`policy_rows`."""
+        if not per_step and self.storage_unit is not StorageUnit.FRAGMENTS:
+            raise SchemaError("batch", type(batch).__name__,
+                              f"a single-policy batch for storage_unit={self.storage_unit.value!r} (a MultiAgentBatch "
+                              "is stored as one item with storage_unit='fragments', as RLlib stores it; "
+                              "MultiAgentReplayBuffer splits one by policy)")
+        pbs = as_policy_batches(batch)
+        rows = {pid: _row_count(cols, ("seq_lens",)) for pid, cols in pbs.items()}
+        consumed = self._consumed_columns()
+        kept = {pid: {k: v for k, v in cols.items() if k not in consumed} for pid, cols in pbs.items()}
+        columns, lengths, policy_ids, policy_columns = policy_rows.flatten(
+            kept, rows, self._policy_ids, self._policy_columns, env_steps_of(batch), per_step, self._table.fields)
+        plan = ItemPlan(None, lengths)
+        plan.counts = np.ones(lengths.shape[0], np.int64) if per_step else \
+            columns[policy_rows.ENV_STEPS_COLUMN][:1].copy()
+        plan.policy_ids = policy_ids
+        plan.policy_columns = policy_columns
+        every = {**{k: v for cols in pbs.values() for k, v in cols.items()}, **columns}
+        if "weights" in columns or any("weights" in cols for cols in pbs.values()):
+            every["weights"] = _concat_weights(pbs, rows, per_step)
+        return columns, plan, every
 
     def _priorities(self, plan: Any, columns: dict[str, np.ndarray], kwargs: dict[str, Any]) -> Any:
         if kwargs:
@@ -141,6 +199,9 @@ class ReplayBuffer(Checkpointable):
         priorities = self._priorities(plan, columns, kwargs)
         ids = self._table.add(stored, plan.lengths, priorities)
         self._dropped_episodes += plan.dropped_episodes
+        if plan.policy_ids is not None and plan.policy_columns is not None:
+            self._policy_ids, self._policy_columns = plan.policy_ids, plan.policy_columns
+        self._rllib.on_add(plan.counts, self.capacity)
         return ids
 
     # ------------------------------------------------------------ hooks
@@ -155,16 +216,17 @@ class ReplayBuffer(Checkpointable):
         return ids
 
     @atomic
-    def get(self, ids: Any, with_indexes: bool = False) -> SampleBatch:
+    def get(self, ids: Any, with_indexes: bool = False) -> Any:
         """The items with these ids, concatenated in order (an error naming stale ids).
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
-        batch, rows = self._read(slots)
+        with self._table.lock:  # the ids and their rows at one instant
+            arr, slots = self._table.locate(ids)
+            batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
-        return batch
+        return to_rllib(self._finish(batch, sampled=False))
 
     @atomic
     def hit_counts(self, ids: Any) -> np.ndarray:
@@ -183,12 +245,29 @@ class ReplayBuffer(Checkpointable):
 
     # ------------------------------------------------------------ sample
     @atomic
-    def sample(self, num_items: int, **kwargs: Any) -> SampleBatch:
-        """``num_items`` items drawn uniformly with replacement, concatenated."""
+    def sample(self, num_items: int, **kwargs: Any) -> Any:
+        """``num_items`` items drawn uniformly with replacement, concatenated.
+
+        A ``SampleBatch`` (RLlib's when Ray is importable), or a
+        ``MultiAgentBatch`` for a buffer of multi-agent items.
+        """
+        return to_rllib(self._sample(num_items, **kwargs))
+
+    def _sample(self, num_items: int, **kwargs: Any) -> Any:
+        """:meth:`sample` in this package's own batch types."""
         if kwargs:
             raise ConfigError("sample()", sorted(kwargs), "no extra arguments for this buffer")
-        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]
-        return batch
+        batch: SampleBatch = self._table.sample(num_items, read=self._read).data[0]  # ids and rows in one call
+        return self._finish(batch)
+
+    def _finish(self, batch: SampleBatch, sampled: bool = True) -> Any:
+        """Rebuild multi-agent items; a sample counts its timesteps (RLlib's ``_num_timesteps_sampled``)."""
+        out: Any = batch
+        if policy_rows.POLICY_COLUMN in batch:
+            out = policy_rows.unflatten(batch, self._policy_ids, self._policy_columns)
+        if sampled:
+            self._rllib.sampled += out.count
+        return out
 
     def _read(self, slots: np.ndarray) -> tuple[SampleBatch, np.ndarray]:
         """Output batch of items in ``slots`` and the row count of each item."""
@@ -208,11 +287,20 @@ class ReplayBuffer(Checkpointable):
                 else:
                     first = np.argmax(valid, axis=1)
                     out[key] = per_row[np.arange(n), first]
-            return out, np.full(n, L, dtype=np.int64)
+            if self.zero_pad:
+                return out, np.full(n, L, dtype=np.int64)
+            real = valid.reshape(-1)           # RLlib's layout: the real rows only, seq_lens of them
+            del out["mask"]
+            for key in [k for k in out if k != "seq_lens" and not k.startswith("state_in_")]:
+                out[key] = _take_rows(out[key], real) if isinstance(out[key], dict) else out[key][real]
+            rows = valid.sum(axis=1).astype(np.int64)
+            out["seq_lens"] = rows.astype(np.int32)
+            return out, rows
         arrays, lengths = table.read(slots)
         out = SampleBatch(table.schema.build(arrays))
-        if self.storage_unit is StorageUnit.SEQUENCES:
-            out["seq_lens"] = lengths.astype(np.int32)
+        if self.storage_unit in (StorageUnit.SEQUENCES, StorageUnit.EPISODES) \
+                and policy_rows.POLICY_COLUMN not in out:
+            out["seq_lens"] = lengths.astype(np.int32)     # one sequence per item, as RLlib's slices carry
         return out, lengths
 
     # ------------------------------------------------------------ stats & state
@@ -222,8 +310,10 @@ class ReplayBuffer(Checkpointable):
         t = self._table
         c = t.counters
         row = t.storage.row_bytes if t.storage is not None else 0
-        return {"added_count": c["added"], "added_timesteps": c["added_steps"], "sampled_count": c["sampled"],
-                "evicted_count": c["evicted"], "eviction_started": c["evicted"] > 0, "deleted_count": c["deleted"],
+        r = self._rllib
+        return {"added_count": r.added, "added_count_wrapped": r.wrap, "sampled_count": r.sampled,
+                "added_items": c["added"], "added_timesteps": c["added_steps"], "sampled_items": c["sampled"],
+                "evicted_count": c["evicted"], "eviction_started": r.eviction_started, "deleted_count": c["deleted"],
                 "not_stored_count": c["not_stored"], "stale_updates": c["stale_updates"],
                 "dropped_incomplete_episodes": self._dropped_episodes, "num_entries": len(self),
                 "num_timesteps": self.num_timesteps, "capacity": self.capacity,
@@ -231,18 +321,27 @@ class ReplayBuffer(Checkpointable):
 
     def _state_dict(self) -> dict[str, Any]:
         return {"table": self._table.state_dict(), "dropped_episodes": self._dropped_episodes,
+                "policy_ids": list(self._policy_ids), "policy_columns": [list(c) for c in self._policy_columns],
+                "rllib_counters": self._rllib.state_dict(),
                 **self._extra_state()}
 
-    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[Any, int, Any]:
-        m = mapping(where, state, ("table",), ("dropped_episodes", *self._extra_state()))
+    def _check_state_dict(self, state: Any, where: str = "state") -> tuple[Any, ...]:
+        m = mapping(where, state, ("table",), ("dropped_episodes", "policy_ids", "policy_columns", "rllib_counters",
+                                               *self._extra_state()))
         table = self._table.check_state(m["table"], f"{where}.table")
         dropped = integer(f"{where}.dropped_episodes", m.get("dropped_episodes", 0), 0, MAX_INT)
-        return table, dropped, self._check_extra_state(dict(m))
+        policy_ids = _check_policy_ids(f"{where}.policy_ids", m.get("policy_ids", []))
+        policy_columns = _check_policy_columns(f"{where}.policy_columns", m.get("policy_columns", []),
+                                               len(policy_ids))
+        counters = RLlibCounters.check_state(m.get("rllib_counters"), f"{where}.rllib_counters")
+        return table, dropped, (policy_ids, policy_columns), counters, self._check_extra_state(dict(m))
 
-    def _restore_state(self, checked: tuple[Any, int, Any]) -> None:
-        table, dropped, extra = checked
+    def _restore_state(self, checked: tuple[Any, ...]) -> None:
+        table, dropped, (policy_ids, policy_columns), counters, extra = checked
         self._table.restore(table)
         self._dropped_episodes = dropped
+        self._policy_ids, self._policy_columns = policy_ids, policy_columns
+        self._rllib = counters
         self._load_extra_state(extra)
 
     @classmethod
@@ -289,6 +388,39 @@ def _check_sequence_args(capacity: int, unit: StorageUnit, length: Any, burn_in:
         raise ConfigError("replay_sequence_length", length,
                           f"at most capacity + replay_burn_in = {capacity + burn_in} timesteps")
     return int(length)
+
+
+def _check_policy_ids(where: str, value: Any) -> list[Any]:
+    if not isinstance(value, list) or len(value) > 100_000:
+        raise CheckpointError(where, value, "a list of policy ids")
+    for pid in value:
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)) or (isinstance(pid, str) and len(pid) > 1000) \
+                or (isinstance(pid, int) and not -MAX_INT <= pid <= MAX_INT):
+            raise CheckpointError(where, pid, "str or int policy ids")
+    if len(set(value)) != len(value):
+        raise CheckpointError(where, value, "distinct policy ids")
+    return list(value)
+
+
+def _check_policy_columns(where: str, value: Any, policies: int) -> list[list[str]]:
+    if not isinstance(value, list) or len(value) != policies:
+        raise CheckpointError(where, value, f"a list of column-name lists, one per policy ({policies})")
+    for names in value:
+        if not isinstance(names, list) or len(names) > 10_000 or \
+                not all(isinstance(n, str) and 0 < len(n) <= 1000 for n in names):
+            raise CheckpointError(where, names, "a list of column names")
+    return [list(n) for n in value]
+
+
+def _concat_weights(pbs: dict[Any, dict[str, Any]], rows: dict[Any, int], per_step: bool) -> np.ndarray:
+    """The ``weights`` column of a multi-agent item in stored row order (ones where a policy has none)."""
+    parts = [np.asarray(cols["weights"], dtype=np.float64) if "weights" in cols else np.ones(rows[pid])
+             for pid, cols in pbs.items()]
+    flat = np.concatenate(parts) if parts else np.empty(0)
+    if per_step and parts:
+        n = rows[next(iter(pbs))]
+        flat = flat.reshape(len(parts), n).T.reshape(-1)
+    return flat
 
 
 def _leaves(columns: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

@@ -30,7 +30,7 @@ class ReservoirReplayBuffer(ReplayBuffer):
 
     _placement = "reservoir"
 
-    def __init__(self, capacity: int = 10000, storage_unit: str | StorageUnit = "timesteps",
+    def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
                  max_item_length: int | None = None, **kwargs: Any) -> None:
         if max_item_length is not None:
             check_capacity("max_item_length", max_item_length)

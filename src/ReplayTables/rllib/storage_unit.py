@@ -1,9 +1,13 @@
 """StorageUnit: what one *item* of an RLlib buffer is, and how a batch splits into items.
 
-``TIMESTEPS``: every row. ``SEQUENCES``: runs of rows given by the ``seq_lens``
+``TIMESTEPS``: every row (a batch that has a ``seq_lens`` column is cut along its
+sequences instead, as RLlib's ``SampleBatch.timeslices(1)`` cuts a sequenced
+batch). ``SEQUENCES``: runs of rows given by the ``seq_lens``
 column (or, when the buffer has a ``replay_sequence_length``, chunks of each
 episode). ``EPISODES``: complete episodes by ``eps_id`` (first ``t == 0``, last
-row terminated or truncated); incomplete ones are dropped and counted.
+row terminated or truncated); incomplete ones are dropped and counted. As in
+RLlib, without ``eps_id`` an episode ends at each terminated or truncated row,
+and without ``t`` it counts as starting at ``t == 0``.
 ``FRAGMENTS``: the whole ``add()`` batch.
 """
 from __future__ import annotations
@@ -44,6 +48,11 @@ class ItemPlan:
     rows: np.ndarray | None
     lengths: np.ndarray
     dropped_episodes: int = 0
+    #: RLlib's count of each item (its rows; env steps for a multi-agent item)
+    counts: np.ndarray | None = None
+    #: the buffer's policy ids (and their columns) once multi-agent items of this batch are stored
+    policy_ids: list[Any] | None = None
+    policy_columns: list[list[str]] | None = None
 
 
 def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,6 +78,20 @@ def _episode_ends(columns: dict[str, np.ndarray]) -> np.ndarray:
     return end
 
 
+def _seq_lens(columns: dict[str, np.ndarray], rows: int, chunk: int | None) -> np.ndarray:
+    """The checked ``seq_lens`` column: positive lengths adding up to ``rows``, each at most ``chunk``."""
+    lens = np.asarray(columns["seq_lens"])
+    if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu") or (lens.size and lens.min() < 1):
+        raise SchemaError("seq_lens", lens, "a 1-d array of positive integer sequence lengths")
+    lens = lens.astype(np.int64)
+    if int(lens.sum()) != rows:
+        raise SchemaError("seq_lens", int(lens.sum()), f"sequence lengths adding up to the {rows} rows")
+    if chunk is not None and lens.size and int(lens.max()) > chunk:
+        raise SchemaError("seq_lens", int(lens.max()),
+                          f"sequences of at most replay_sequence_length - replay_burn_in = {chunk} steps")
+    return lens
+
+
 def split_items(columns: dict[str, np.ndarray], unit: StorageUnit, rows: int,
                 chunk: int | None = None) -> ItemPlan:
     """Split a batch of ``rows`` rows into items of ``unit`` (validation only, no side effects).
@@ -78,21 +101,14 @@ def split_items(columns: dict[str, np.ndarray], unit: StorageUnit, rows: int,
     most ``chunk`` steps; with ``seq_lens`` every sequence must fit in ``chunk``.
     """
     if unit is StorageUnit.TIMESTEPS:
+        if "seq_lens" in columns:
+            return ItemPlan(None, _seq_lens(columns, rows, None))
         return ItemPlan(None, np.ones(rows, dtype=np.int64))
     if unit is StorageUnit.FRAGMENTS:
         return ItemPlan(None, np.array([rows] if rows else [], dtype=np.int64))
     if unit is StorageUnit.SEQUENCES:
         if "seq_lens" in columns:
-            lens = np.asarray(columns["seq_lens"])
-            if lens.ndim != 1 or (lens.size and lens.dtype.kind not in "iu") or (lens.size and lens.min() < 1):
-                raise SchemaError("seq_lens", lens, "a 1-d array of positive integer sequence lengths")
-            lens = lens.astype(np.int64)
-            if int(lens.sum()) != rows:
-                raise SchemaError("seq_lens", int(lens.sum()), f"sequence lengths adding up to the {rows} rows")
-            if chunk is not None and lens.size and int(lens.max()) > chunk:
-                raise SchemaError("seq_lens", int(lens.max()),
-                                  f"sequences of at most replay_sequence_length - replay_burn_in = {chunk} steps")
-            return ItemPlan(None, lens)
+            return ItemPlan(None, _seq_lens(columns, rows, chunk))
         if chunk is None:
             raise SchemaError("seq_lens", "<missing>", "a 'seq_lens' column for storage_unit='sequences'")
         if "eps_id" in columns:
@@ -105,15 +121,17 @@ def split_items(columns: dict[str, np.ndarray], unit: StorageUnit, rows: int,
         lens[last] = run_lens - (pieces - 1) * chunk
         return ItemPlan(None, lens)
     # episodes
-    if "eps_id" not in columns:
-        raise SchemaError("eps_id", "<missing>", "an 'eps_id' column for storage_unit='episodes'")
-    if "t" not in columns:
-        raise SchemaError("t", "<missing>", "a 't' column (time step in episode) for storage_unit='episodes'")
-    starts, lens = _runs(columns["eps_id"])
-    if lens.size == 0:
-        return ItemPlan(None, lens)
+    if rows == 0:
+        return ItemPlan(None, np.empty(0, np.int64))
     ends = _episode_ends(columns)
-    t = np.asarray(columns["t"]).reshape(rows, -1)[:, 0]
+    if "eps_id" in columns:
+        starts, lens = _runs(columns["eps_id"])
+    else:  # as RLlib's split_by_episode: an episode ends at each terminated / truncated row
+        stops = np.concatenate([np.flatnonzero(ends) + 1, [rows] if not ends[-1] else []]).astype(np.int64)
+        starts = np.concatenate([[0], stops[:-1]]).astype(np.int64)
+        lens = stops - starts
+    # as RLlib: an episode starts at t == 0 (a batch without `t` counts as starting there)
+    t = np.asarray(columns["t"]).reshape(rows, -1)[:, 0] if "t" in columns else np.zeros(rows, np.int64)
     complete = (t[starts] == 0) & ends[starts + lens - 1]
     dropped = int((~complete).sum())
     if dropped == 0:

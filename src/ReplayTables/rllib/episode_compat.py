@@ -1,0 +1,178 @@
+"""RLlib's episode types at the boundary of the new-stack episode buffers.
+
+Imported only by the episode-buffer modules (never by ``import ReplayTables``):
+when Ray is importable it provides RLlib's base classes (so our buffers pass
+RLlib's ``issubclass``/``isinstance`` checks), its ``MetricsLogger`` and fast
+builders of ``SingleAgentEpisode`` objects for sampled items. Without Ray the
+bases are plain ``object`` and sampling needs Ray to build episodes (a
+:class:`~ReplayTables.errors.ConfigError` says how to install it).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.errors import ConfigError
+
+__all__ = ["DEFAULT_AGENT_ID", "DEFAULT_MODULE_ID", "HAVE_RAY", "RLLIB_EPISODE_BUFFER",
+           "RLLIB_PRIORITIZED_EPISODE_BUFFER", "MetricsLogger", "build_episode", "lookback_buffer", "make_episodes"]
+
+def _rllib(module: str, name: str) -> Any:
+    """``name`` from an RLlib module, typed ``Any`` (RLlib's own types stay out of our API)."""
+    return getattr(importlib.import_module(module), name)
+
+
+DEFAULT_AGENT_ID: Any
+DEFAULT_MODULE_ID: Any
+MetricsLogger: Any
+SingleAgentEpisode: Any
+InfiniteLookbackBuffer: Any
+RLLIB_EPISODE_BUFFER: Any
+RLLIB_PRIORITIZED_EPISODE_BUFFER: Any
+try:
+    DEFAULT_AGENT_ID = _rllib("ray.rllib.core", "DEFAULT_AGENT_ID")
+    DEFAULT_MODULE_ID = _rllib("ray.rllib.core", "DEFAULT_MODULE_ID")
+    SingleAgentEpisode = _rllib("ray.rllib.env.single_agent_episode", "SingleAgentEpisode")
+    InfiniteLookbackBuffer = _rllib("ray.rllib.env.utils.infinite_lookback_buffer", "InfiniteLookbackBuffer")
+    MetricsLogger = _rllib("ray.rllib.utils.metrics.metrics_logger", "MetricsLogger")
+    RLLIB_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.episode_replay_buffer", "EpisodeReplayBuffer")
+    RLLIB_PRIORITIZED_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.prioritized_episode_buffer",
+                                              "PrioritizedEpisodeReplayBuffer")
+    HAVE_RAY = True
+except ImportError:  # pragma: no cover - exercised only without Ray
+    DEFAULT_AGENT_ID = None
+    DEFAULT_MODULE_ID = "default_policy"
+    MetricsLogger = SingleAgentEpisode = InfiniteLookbackBuffer = None
+    RLLIB_EPISODE_BUFFER = RLLIB_PRIORITIZED_EPISODE_BUFFER = object
+    HAVE_RAY = False
+
+
+def _require_ray() -> None:
+    if not HAVE_RAY:
+        raise ConfigError("ray", None, "ray[rllib] installed to build RLlib episodes: pip install 'ray[rllib]'")
+
+
+def lookback_buffer(data: Any, lookback: int) -> Any:
+    """An RLlib ``InfiniteLookbackBuffer`` over ``data`` (numpy data is taken as is)."""
+    _require_ray()
+    buf = InfiniteLookbackBuffer.__new__(InfiniteLookbackBuffer)
+    buf.data = data
+    buf.lookback = min(lookback, len(data))
+    buf.finalized = not isinstance(data, list)
+    buf.space = None
+    return buf
+
+
+def build_episode(*, id_: Any, meta: dict[str, Any], observations: Any, actions: Any, rewards: Any, infos: Any,
+                  extra_model_outputs: dict[str, Any], terminated: bool, truncated: bool, t_started: int,
+                  to_numpy: bool) -> Any:
+    """A ``SingleAgentEpisode`` from ready lookback buffers (RLlib's constructor does the checks)."""
+    _require_ray()
+    return SingleAgentEpisode(
+        id_=id_, observations=observations, observation_space=meta.get("observation_space"), infos=infos,
+        actions=actions, action_space=meta.get("action_space"), rewards=rewards, terminated=terminated,
+        truncated=truncated, extra_model_outputs=extra_model_outputs, t_started=t_started,
+        agent_id=meta.get("agent_id"), module_id=meta.get("module_id"),
+        multi_agent_episode_id=meta.get("multi_agent_episode_id"))
+
+
+def _struct(space: Any) -> Any:
+    """RLlib's ``get_base_struct_from_space`` (what a lookback buffer keeps beside its space)."""
+    if space is None:
+        return None
+    return _rllib("ray.rllib.utils.spaces.space_utils", "get_base_struct_from_space")(space)
+
+
+def _spaces(meta: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """Observation and action spaces of an episode and their structs (computed once per episode)."""
+    cached = meta.get("_structs")
+    if cached is None:
+        obs_space, act_space = meta.get("observation_space"), meta.get("action_space")
+        cached = (obs_space, _struct(obs_space), act_space, _struct(act_space))
+        meta["_structs"] = cached
+    return cached
+
+
+def _ilb(data: Any, space: Any = None, struct: Any = None) -> Any:
+    """A lookback buffer without lookback over ``data``, made without RLlib's per-call checks."""
+    buf = InfiniteLookbackBuffer.__new__(InfiniteLookbackBuffer)
+    buf.data = data
+    buf.lookback = 0
+    buf.finalized = not isinstance(data, list)
+    buf._space = space
+    buf._space_struct = struct
+    return buf
+
+
+def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any, Any], actions: Any,
+                  rewards: np.ndarray, infos: tuple[Any, Any] | None, terminated: np.ndarray,
+                  truncated: np.ndarray, weights: np.ndarray, n_steps: np.ndarray, extras: dict[Any, Any] | None,
+                  t_started: np.ndarray, to_numpy: bool) -> list[Any]:
+    """One-transition ``SingleAgentEpisode``s ``(o_t, a_t, R, o_(t+n))``, one per row of the
+    batched inputs, with ``weights`` and ``n_step`` in ``extra_model_outputs``: what RLlib's
+    buffers return, built field by field (RLlib's constructor costs ~50 us per episode, most
+    of it re-deriving the same space structure; the data and the checks are the same).
+
+    ``obs`` are the batched first and last observations (arrays or nested dicts of arrays);
+    with ``to_numpy`` every field is a numpy array (views of the batch), otherwise a list.
+    """
+    _require_ray()
+    rewards_space = _rllib("ray.rllib.env.single_agent_episode", "_REWARDS_BOX_SPACE")
+    rewards_struct = _struct(rewards_space)
+    B = rewards.shape[0]
+    tree_obs = isinstance(obs[0], dict) or isinstance(actions, dict)
+    pair = None
+    if not tree_obs:
+        pair = np.stack([obs[0], obs[1]], axis=1)  # (B, 2, ...): each episode's observations are a view
+    ret = rewards.reshape(B, 1) if to_numpy else rewards.tolist()
+    w = weights.reshape(B, 1) if to_numpy else weights.tolist()
+    n = n_steps.reshape(B, 1) if to_numpy else n_steps.tolist()
+    term, trunc = terminated.tolist(), truncated.tolist()
+    t0 = t_started.tolist()
+    new = SingleAgentEpisode.__new__
+    out = []
+    for i in range(B):
+        meta = metas[i]
+        obs_space, obs_struct, act_space, act_struct = _spaces(meta)
+        e = new(SingleAgentEpisode)
+        e.id_ = ids[i]
+        e.agent_id = meta.get("agent_id")
+        e.module_id = meta.get("module_id")
+        e.multi_agent_episode_id = meta.get("multi_agent_episode_id")
+        if pair is not None:
+            o: Any = pair[i] if to_numpy else [pair[i, 0], pair[i, 1]]
+            a: Any = actions[i:i + 1] if to_numpy else [actions[i]]
+        else:
+            o = [_pick(obs[0], i), _pick(obs[1], i)]
+            a = [_pick(actions, i)]
+        e.observations = _ilb(o, obs_space, obs_struct)
+        e.actions = _ilb(a, act_space, act_struct)
+        e.rewards = _ilb(ret[i:i + 1] if to_numpy else [ret[i]], rewards_space, rewards_struct)
+        e.infos = _ilb([infos[0][i] or {}, infos[1][i] or {}] if infos is not None else [{}, {}])
+        emo = {"weights": _ilb(w[i:i + 1] if to_numpy else [w[i]]),
+               "n_step": _ilb(n[i:i + 1] if to_numpy else [n[i]])}
+        if extras:
+            for k, v in extras.items():
+                emo[k] = _ilb([_pick(v, i)])
+        e.extra_model_outputs = emo
+        e.is_terminated = term[i]
+        e.is_truncated = trunc[i]
+        e.t_started = t0[i]
+        e.t = t0[i] + 1
+        e._observation_space = obs_space
+        e._action_space = act_space
+        e._custom_data = {}
+        e._start_time = None
+        e._last_step_time = None
+        e._last_added_observation = None
+        e._last_added_infos = None
+        out.append(e)
+    return out
+
+
+def _pick(value: Any, i: int) -> Any:
+    if isinstance(value, dict):
+        return {k: _pick(v, i) for k, v in value.items()}
+    return value[i]
