@@ -31,6 +31,7 @@ from ReplayTables.errors import (
     PriorityError,
     RateLimitTimeout,
     SchemaError,
+    StaleIdError,
 )
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.rate_limiters import SampleToInsertRatio
@@ -361,7 +362,14 @@ def test_priority_updates_are_routed_and_stale_ids_counted_exactly():
     assert buffer.stats()["shards"][0]["stale_updates"] == 3 + 4
     with pytest.raises(PriorityError):
         buffer.update_priorities(other, [1.0, 1.0, -1.0, 1.0])  # refused before any shard changes
+    with pytest.raises(PriorityError):
+        buffer.update_priorities(other, [1.0, 1.0])  # one priority per id
+    with pytest.raises(StaleIdError):
+        buffer.update_priorities([1.5, 2.5], [1.0, 1.0])  # ids are integers
+    with pytest.raises(PriorityError):
+        buffer.update_priorities(other, np.full(4, np.inf))
     assert shard_totals(buffer)[1] == 12.0
+    assert buffer.stats()["shards"][1]["stale_updates"] == 0
     assert buffer.update_priorities(other, np.ones(4), wait=False) is None
     assert shard_totals(buffer)[1] == 4.0  # fire and forget, applied before the learner's next call
     buffer.close()
