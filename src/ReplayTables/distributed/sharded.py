@@ -340,8 +340,18 @@ class ShardedReplay:
         """Every shard's result, or ``None`` once one of them failed or timed out (it is then down)."""
         r = ray()
         ready, _ = r.wait(list(refs.values()), num_returns=len(refs), timeout=self.shard_timeout)
-        ready_set = set(ready)
         out: dict[int, Any] = {}
+        if len(ready) == len(refs):  # the common case: every reply in one get (a get per shard costs ~0.1 ms)
+            try:
+                values = r.get(list(refs.values()))
+            except r.exceptions.RayError:
+                pass  # one of them failed: sort them out one by one below
+            else:
+                for k, (result, report) in zip(refs, values):
+                    self._health.heard(k, report)
+                    out[k] = result
+                return out
+        ready_set = set(ready)
         complete = True
         for k, ref in refs.items():
             if ref not in ready_set:
