@@ -479,8 +479,9 @@ class TrajectoryReplay(TableBuffer):
     @atomic
     def get(self, ids: Any) -> TransitionBatch:
         """The transitions with these ids (an error naming any that were evicted)."""
-        s = self._table.get(ids, beta=None if self.per is None else self.beta)
-        return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
+        with self._table.lock:
+            s = self._table.get(ids, beta=None if self.per is None else self.beta)
+            return self._batch(s.slots, s.ids, s.fields, s.weights, s.probabilities)
 
     @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:

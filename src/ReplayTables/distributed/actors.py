@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.distributed.ray_api import ray
-from ReplayTables.distributed.shard import Shard, ShardReport, make_buffer
+from ReplayTables.distributed.shard import Shard, ShardReport, ShardSample, make_buffer
+from ReplayTables.engine.draws import Draws
 from ReplayTables.engine.schema import Schema
 from ReplayTables.errors import ReplayTablesError
 from ReplayTables.PER import PERConfig, PrioritizedReplay
@@ -72,19 +73,23 @@ def warm_up(config: PERConfig | None) -> None:
         buffer.add_batch({"x": np.zeros((2, 1))})
         buffer.add({"x": np.zeros(1)})
     buffer.sample(2)
+    points = np.array([0.25, 0.75])
+    for draws in (Draws(points, points), Draws(points, points[:0]), Draws(points[:0], points)):
+        buffer._table.sample_from(draws)
 
 
 class ShardActor:
     """A :class:`Shard` behind Ray: every method returns its result with the shard's report."""
 
     def __init__(self, index: int, num_shards: int, capacity: int, structure: Any, config: PERConfig | None,
-                 rng: np.random.Generator, ledger: str) -> None:
+                 rng: np.random.Generator, ledger: str, limiter_config: dict[str, Any] | None = None) -> None:
         # the ledger by name: a handle among the constructor arguments would live in the object store,
         # and Ray could not restart the actor once that copy were lost
         r = ray()
         self.ledger = r.get_actor(ledger)
         life, checkpoint, keep_tag = r.get(self.ledger.begin.remote(index))
         self.shard = Shard(index, num_shards, capacity, structure, config, rng, life)
+        self.shard.limit(limiter_config)
         warm_up(config)
         self.load_error: ReplayTablesError | None = None
         if checkpoint is not None:
@@ -118,6 +123,18 @@ class ShardActor:
     def add_batch(self, items: Any, priorities: Any = None) -> tuple[np.ndarray, ShardReport]:
         self._agree(items, batched=True)
         return self.shard.add_batch(items, priorities)
+
+    def sample_from(self, draws: Draws, counts: tuple[int, int, int] | None = None) -> tuple[
+            ShardSample | None, ShardReport]:
+        if counts is not None:
+            self.shard.note_counts(*counts)
+        return self.shard.sample_from(draws)
+
+    def raise_max(self, q: float) -> None:
+        self.shard.raise_max(q)
+
+    def note_counts(self, inserts: int, samples: int, size: int) -> None:
+        self.shard.note_counts(inserts, samples, size)
 
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:
         return self.shard.update_priorities(ids, priorities)

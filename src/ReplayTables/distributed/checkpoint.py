@@ -28,20 +28,24 @@ import numpy as np
 
 from ReplayTables.checkpoint import class_name, read_manifest, resolve_structure, write_checkpoint
 from ReplayTables.distributed.ray_api import ShardDown, get_one, require_running
+from ReplayTables.distributed.shard_files import read_shard_file
 from ReplayTables.distributed.tags import lives_per_shard
 from ReplayTables.engine.files import real_directory
 from ReplayTables.engine.rng_state import make_generator, rng_state
+from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.state_checks import MAX_INT, check_fields, integer, mapping, number
 from ReplayTables.errors import CheckpointError
 from ReplayTables.PER import PERConfig
+from ReplayTables.rate_limiters import RateLimiter
 
 if TYPE_CHECKING:
     from ReplayTables.distributed.sharded import ShardedReplay
 
 __all__ = ["load_sharded", "save_sharded", "shard_folder"]
 
-_INIT_KEYS = ("num_shards", "max_size", "seed", "config", "max_restarts", "shard_timeout")
-_MANIFEST_KEYS = ("format", "format_version", "arrays", "class", "init", "structure", "learner_rng", "shards")
+_INIT_KEYS = ("num_shards", "max_size", "seed", "config", "max_restarts", "shard_timeout", "rate_limiter")
+_MANIFEST_KEYS = ("format", "format_version", "arrays", "class", "init", "structure", "learner_rng", "learner",
+                  "shards")
 
 
 def shard_folder(snapshot: Path, index: int) -> Path:
@@ -57,9 +61,11 @@ def save_sharded(buffer: ShardedReplay, path: Any) -> Path:
                                               "once they are back)")
     manifest: dict[str, Any] = {
         "class": class_name(type(buffer)), "init": buffer._init_args(),
-        "structure": None if buffer.structure is None or isinstance(buffer.structure, dict)
+        "structure": None if buffer.structure is None or isinstance(buffer.structure, (dict, Schema))
         else class_name(buffer.structure),
-        "learner_rng": rng_state(buffer._rng)}
+        "learner_rng": rng_state(buffer._rng),
+        "learner": {"sample_calls": buffer._sample_calls,
+                    "samples": 0 if buffer.rate_limiter is None else buffer.rate_limiter.samples}}
 
     def write_shards(folder: Path) -> None:
         refs = [a.save.remote(str(shard_folder(folder, k))) for k, a in enumerate(buffer._actors)]
@@ -72,7 +78,8 @@ def save_sharded(buffer: ShardedReplay, path: Any) -> Path:
                 raise CheckpointError(f"shard {k}", "died while saving", "every shard up until the save "
                                                                           "completes") from None
             buffer._health.heard(k, report)
-            entries.append({"life": report.life, "size": report.size})
+            entries.append({"life": report.life, "size": report.size,
+                            "carried_inserts": buffer._health.carried_inserts[k]})
         manifest["shards"] = entries
 
     final = write_checkpoint(path, manifest, {}, write_shards)
@@ -88,9 +95,11 @@ def _check_init(value: Any) -> dict[str, Any]:
     config = m["config"]
     if config is not None:
         config = PERConfig(**dict(mapping("init.config", config, closed=False)))  # PERConfig checks its fields
+    limiter = None if m["rate_limiter"] is None else RateLimiter.from_config(m["rate_limiter"])  # checks it
     return {"num_shards": num_shards, "max_size": max_size, "seed": integer("init.seed", m["seed"], 0, MAX_INT),
             "config": config, "max_restarts": integer("init.max_restarts", m["max_restarts"], -1, MAX_INT),
-            "shard_timeout": number("init.shard_timeout", m["shard_timeout"], 1e-6, 3600.0)}
+            "shard_timeout": number("init.shard_timeout", m["shard_timeout"], 1e-6, 3600.0),
+            "rate_limiter": limiter}
 
 
 def _structure(saved: Any, snapshot: Path, given: Any) -> Any:
@@ -114,7 +123,7 @@ def load_sharded(cls: type[ShardedReplay], snapshot: Path, manifest: dict[str, A
                  structure: Any) -> ShardedReplay:
     """Rebuild a saved sharded buffer on the running Ray: new shard actors, each loading its part."""
     require_running("ReplayTables.load of a sharded buffer")
-    m = mapping("manifest", manifest, ("class", "init", "learner_rng", "shards"), _MANIFEST_KEYS)
+    m = mapping("manifest", manifest, ("class", "init", "learner_rng", "learner", "shards"), _MANIFEST_KEYS)
     if arrays:
         raise CheckpointError("arrays", sorted(arrays)[:4], "no arrays (a sharded buffer's arrays are its shards')")
     init = _check_init(m["init"])
@@ -123,22 +132,35 @@ def load_sharded(cls: type[ShardedReplay], snapshot: Path, manifest: dict[str, A
     if not isinstance(shards, list) or len(shards) != n:
         raise CheckpointError("shards", shards if not isinstance(shards, list) else f"{len(shards)} entries",
                               f"a list of {n} entries, one per shard")
-    lives = []
+    learner = mapping("learner", m["learner"], ("sample_calls", "samples"))
+    sample_calls = integer("learner.sample_calls", learner["sample_calls"], 0, MAX_INT)
+    samples = integer("learner.samples", learner["samples"], 0, MAX_INT)
+    lives, carried = [], []
     for k, entry in enumerate(shards):
-        e = mapping(f"shards[{k}]", entry, ("life", "size"))
+        e = mapping(f"shards[{k}]", entry, ("life", "size", "carried_inserts"))
+        carried.append(integer(f"shards[{k}].carried_inserts", e["carried_inserts"], -MAX_INT, MAX_INT))
         lives.append(integer(f"shards[{k}].life", e["life"], 0, lives_per_shard(n) - 1))
         integer(f"shards[{k}].size", e["size"], 0, init["max_size"])
         if not real_directory(shard_folder(snapshot, k)):
             raise CheckpointError(f"shards[{k}]", str(shard_folder(snapshot, k)), "a shard folder (a directory, "
                                                                                   "not a symlink)")
+        # the shard's own file is checked here too, before any actor starts (the shard checks it again)
+        saved = read_shard_file(shard_folder(snapshot, k) / "shard.json", n, k)
+        if saved["life"] != lives[-1]:
+            raise CheckpointError(f"shards[{k}].life", lives[-1], f"{saved['life']} (the life its shard saved)")
     rng = make_generator(m["learner_rng"], "learner_rng")
     saved_structure = m.get("structure")
     if saved_structure is not None and not isinstance(saved_structure, str):
         raise CheckpointError("structure", saved_structure, "None or a 'module:QualName' string")
     structure = _structure(saved_structure, snapshot, structure)
     buffer = cls.__new__(cls)
-    buffer._setup(n, init["max_size"], structure, init["config"], init["seed"], None, init["max_restarts"],
+    limiter = init["rate_limiter"]
+    if limiter is not None:
+        limiter.counts[:] = (0, samples)  # inserts are the shards' counts, summed as they report them
+    buffer._setup(n, init["max_size"], structure, init["config"], init["seed"], limiter, init["max_restarts"],
                   init["shard_timeout"], None)
     buffer._rng = rng
     buffer._start(lives, [str(shard_folder(snapshot, k)) for k in range(n)])
+    buffer._sample_calls = sample_calls
+    buffer._health.carried_inserts = carried
     return buffer

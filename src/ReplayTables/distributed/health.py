@@ -27,11 +27,17 @@ class ShardHealth:
         self.down_since: list[float | None] = [None] * len(actors)
         self.last_error: list[str | None] = [None] * len(actors)
         self._probes: list[Any] = [None] * len(actors)
+        #: inserts of earlier lives of each shard (its counter starts again when it restarts)
+        self.carried_inserts = [0] * len(actors)
 
     @property
     def up(self) -> list[int]:
         """The shards that are up, in order."""
         return [k for k, t in enumerate(self.down_since) if t is None]
+
+    def inserts(self) -> int:
+        """Items inserted into all shards, over all their lives, as the latest reports say."""
+        return sum(r.added for r in self.reports) + sum(self.carried_inserts)
 
     def restarts(self, index: int) -> int:
         """How many times shard ``index`` was restarted since this buffer was built or loaded."""
@@ -39,6 +45,9 @@ class ShardHealth:
 
     def heard(self, index: int, report: ShardReport) -> None:
         """A reply from shard ``index`` (it is up)."""
+        previous = self.reports[index]
+        if report.life != previous.life:  # a new life: keep counting from what the old one had inserted
+            self.carried_inserts[index] += previous.added - report.added
         self.reports[index] = report
         if self.down_since[index] is not None:
             self.down_since[index] = None
@@ -51,6 +60,13 @@ class ShardHealth:
         self.last_error[index] = str(error)[:300]
         if self._probes[index] is None:
             self._probes[index] = self.actors[index].report.remote()
+
+    def wait_for_any(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for one down shard's pending report, then :meth:`poll`."""
+        pending = [p for p in self._probes if p is not None]
+        if pending:
+            ray().wait(pending, num_returns=1, timeout=timeout)
+        self.poll()
 
     def poll(self) -> None:
         """Bring back every down shard whose pending report has been answered (never waits)."""

@@ -19,12 +19,17 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ReplayTables.distributed.batch_rows import batch_rows
 from ReplayTables.distributed.tags import tag_for, tag_ids, tags_of, untag
+from ReplayTables.engine.draws import Draws
+from ReplayTables.engine.mass import Mass
 from ReplayTables.engine.schema import Schema
+from ReplayTables.errors import RateLimitTimeout
 from ReplayTables.PER import PERConfig, PrioritizedReplay
+from ReplayTables.rate_limiters import RateLimiter
 from ReplayTables.ReplayBuffer import ReplayBuffer
 
-__all__ = ["Shard", "ShardReport", "make_buffer"]
+__all__ = ["Shard", "ShardReport", "ShardSample", "make_buffer"]
 
 
 class ShardReport(NamedTuple):
@@ -47,6 +52,22 @@ class ShardReport(NamedTuple):
     sampled: int
     stale: int
     restored_from: str | None
+    #: the running maximum of stored priorities new items get in 'max' mode (1.0 for uniform)
+    max_q: float = 1.0
+
+    @property
+    def mass(self) -> Mass:
+        """The mass a sample of this shard is relative to."""
+        return Mass(self.size, self.priority_total, self.q_min, self.uniform_probability)
+
+
+class ShardSample(NamedTuple):
+    """What a shard sends back for its share of a sample."""
+
+    ids: np.ndarray
+    fields: list[np.ndarray]
+    q: np.ndarray
+    mass: Mass
 
 
 def make_buffer(capacity: int, structure: Any, config: PERConfig | None,
@@ -55,19 +76,6 @@ def make_buffer(capacity: int, structure: Any, config: PERConfig | None,
     if config is None:
         return ReplayBuffer(capacity, structure, rng)
     return PrioritizedReplay(capacity, structure, rng, config)
-
-
-def _mass(buffer: ReplayBuffer) -> tuple[float, float, float]:
-    """``(priority_total, q_min, uniform_probability)`` of the buffer's stored priorities."""
-    size = buffer.size()
-    if not isinstance(buffer, PrioritizedReplay):
-        return float(size), 1.0, 1.0
-    tree = buffer._sampler.tree
-    u = buffer.config.uniform_probability
-    total = float(tree.total)
-    if size == 0 or total <= 0.0:
-        return total, 0.0, u
-    return total, float(tree.min_positive), u
 
 
 class Shard:
@@ -95,15 +103,50 @@ class Shard:
         self.buffer = make_buffer(capacity, structure, config, rng)
         self.stale_other_life = 0
         self.restored_from: str | None = None
+        self.limiter: RateLimiter | None = None
+        #: the learner's latest global counts: (inserts, samples, size), and this shard's (added, size) then
+        self.learner_counts = (0, 0, 0)
+        self.own_at_counts = (0, 0)
+
+    # ------------------------------------------------------------ rate limiting
+    def limit(self, limiter_config: dict[str, Any] | None) -> None:
+        """Admit inserts by this rate limiter over the whole buffer (see :meth:`admit_insert`)."""
+        self.limiter = None if limiter_config is None else RateLimiter.from_config(limiter_config)
+
+    def note_counts(self, inserts: int, samples: int, size: int) -> None:
+        """The learner's global counts (sent with every sample)."""
+        self.learner_counts = (inserts, samples, size)
+        self.own_at_counts = (self.buffer._table.counters["added"], self.buffer.size())
+
+    def admit_insert(self, k: int) -> None:
+        """Refuse (``RateLimitTimeout``, nothing changed) an insert of ``k`` that the limiter forbids now.
+
+        The counts are the learner's latest global ones plus what this shard
+        inserted since (inserts by other shards since then are not known here: the
+        band can be overshot by what the other writers have in flight). The caller
+        (a writer, or the learner's ``add``) waits and sends it again."""
+        if self.limiter is None or k == 0:
+            return
+        inserts, samples, size = self.learner_counts
+        added, own_size = self.own_at_counts
+        table = self.buffer._table
+        est_inserts = inserts + table.counters["added"] - added
+        est_size = max(0, size + self.buffer.size() - own_size)
+        self.limiter.counts[:] = (est_inserts, samples)
+        if not self.limiter.can_insert(k, est_size):
+            raise RateLimitTimeout("rate_limiter", f"an insert of {k} item(s)",
+                                   f"the learner to sample more first ({est_inserts} inserted, {samples} sampled "
+                                   f"over all shards; {self.limiter!r})")
 
     # ------------------------------------------------------------ reports
     def report(self) -> ShardReport:
         b = self.buffer
         counters = b._table.counters
-        total, q_min, u = _mass(b)
-        return ShardReport(self.index, self.tag, self.life, b.size(), b.max_size, total, q_min, u,
-                           counters["added"], counters["sampled"],
-                           counters["stale_updates"] + self.stale_other_life, self.restored_from)
+        mass = b._table.mass()
+        return ShardReport(self.index, self.tag, self.life, mass.size, b.max_size, mass.priority_total,
+                           mass.q_min, mass.uniform_probability, counters["added"], counters["sampled"],
+                           counters["stale_updates"] + self.stale_other_life, self.restored_from,
+                           b.max_priority if isinstance(b, PrioritizedReplay) else 1.0)
 
     def schema(self) -> Schema:
         """The buffer's schema (fixed by the first add when the structure left parts open)."""
@@ -130,10 +173,13 @@ class Shard:
             return
         b = self.buffer
         self.buffer = make_buffer(b.max_size, schema, self.config, b._table.rng)
+        if isinstance(b, PrioritizedReplay):
+            self.raise_max(b.max_priority)  # what the learner shared before this shard's first add
 
     # ------------------------------------------------------------ adds
     def add(self, item: Any, priority: Any = None) -> tuple[int, ShardReport]:
         """Store one item; its tagged id and the report."""
+        self.admit_insert(1)
         if priority is None or self.config is None:
             raw = self.buffer.add(item) if priority is None else self._refuse_priorities(priority)
         else:
@@ -143,6 +189,8 @@ class Shard:
 
     def add_batch(self, items: Any, priorities: Any = None) -> tuple[np.ndarray, ShardReport]:
         """Store a batch; the tagged ids and the report."""
+        if self.limiter is not None:
+            self.admit_insert(batch_rows(items))
         if priorities is None:
             raw = self.buffer.add_batch(items)
         elif self.config is None:
@@ -157,7 +205,25 @@ class Shard:
 
         raise ConfigError("priorities", priorities, "None: a uniform sharded buffer (config=None) has no priorities")
 
+    # ------------------------------------------------------------ sampling
+    def mass(self) -> Mass:
+        return self.buffer._table.mass()
+
+    def sample_from(self, draws: Draws) -> tuple[ShardSample | None, ShardReport]:
+        """The items the learner's points select, with their stored priorities and this shard's mass
+        when it sampled; ``None`` if it holds no item any more (it restarted since its last report)."""
+        if self.buffer.size() == 0:
+            return None, self.report()
+        s = self.buffer._table.sample_from(draws)
+        return ShardSample(tag_ids(s.ids, self.tag), s.fields, s.q, s.mass), self.report()
+
     # ------------------------------------------------------------ priorities
+    def raise_max(self, q: float) -> None:
+        """Raise the running maximum new items get in 'max' mode to the buffer-wide one."""
+        if isinstance(self.buffer, PrioritizedReplay):
+            sampler = self.buffer._sampler
+            sampler.max_q = max(sampler.max_q, float(q))
+
     def update_priorities(self, ids: np.ndarray, priorities: np.ndarray) -> tuple[int, ShardReport]:
         """Apply checked priorities to this shard's ids; ids of another life are stale.
 

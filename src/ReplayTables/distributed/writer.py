@@ -12,6 +12,9 @@ pickled element by element); the shard copies them once, into its storage.
 Errors: a batch the shard refuses (a wrong field, shape or priority) is
 reported by the writer call that waits for its reply (a later ``add`` or
 ``flush()``), as the shard's own error, and nothing of that batch is stored.
+A batch the rate limiter holds back (see the distributed page) is offered
+again until it is taken, or until ``timeout`` runs out: then the waiting call
+raises :class:`~ReplayTables.errors.RateLimitTimeout` and that batch is dropped.
 Rows sent to a shard that dies before storing them are lost with it; they are
 counted in :meth:`ShardWriter.stats` and the writer carries on once the shard
 is back.
@@ -24,14 +27,20 @@ from __future__ import annotations
 
 import collections
 import copy
+import time
 from typing import Any
 
 import numpy as np
 
+from ReplayTables.distributed.batch_rows import batch_rows
 from ReplayTables.distributed.ray_api import ShardDown, get_one
 from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.state_checks import MAX_INT
-from ReplayTables.errors import ConfigError, PriorityError
+from ReplayTables.engine.table_lock import check_timeout
+from ReplayTables.errors import ConfigError, PriorityError, RateLimitTimeout
+
+#: How long a writer waits before offering a batch the rate limiter held back again (seconds).
+RATE_LIMIT_POLL = 0.01
 
 __all__ = ["ShardWriter"]
 
@@ -50,27 +59,32 @@ class ShardWriter:
     Args:
         actor: the shard's Ray actor handle.
         index: which shard it is.
-        structure: the buffer's structure (to stack single items).
+        structure: the buffer's structure or :class:`~ReplayTables.engine.schema.Schema` (to stack
+            single items).
         batch_size: single items are sent in batches of this many rows.
         max_in_flight: how many batches may wait for the shard's reply.
     """
 
-    def __init__(self, actor: Any, index: int, structure: Any, batch_size: int = 64, max_in_flight: int = 4) -> None:
+    def __init__(self, actor: Any, index: int, structure: Any, batch_size: int = 64, max_in_flight: int = 4,
+                 timeout: float | None = None) -> None:
         self.actor = actor
         self.index = index
         self.structure = structure
         self.batch_size = _positive("batch_size", batch_size, 1 << 20)
         self.max_in_flight = _positive("max_in_flight", max_in_flight, 1024)
+        self.timeout = check_timeout(timeout)
         self._reset()
 
     def _reset(self) -> None:
         self._items: list[Any] = []
         self._priorities: list[Any] = []
-        self._in_flight: collections.deque[tuple[Any, int]] = collections.deque()
+        #: (reply, rows, items, priorities, when the rate limiter first refused it)
+        self._in_flight: collections.deque[tuple[Any, int, Any, Any, float | None]] = collections.deque()
         self._schema: Schema | None = None
         self.rows_sent = 0
         self.rows_stored = 0
         self.rows_lost = 0
+        self.last_error: str | None = None
 
     # ------------------------------------------------------------ adding
     def add(self, item: Any, priority: float | None = None) -> None:
@@ -87,7 +101,7 @@ class ShardWriter:
     def add_batch(self, items: Any, priorities: Any = None) -> None:
         """Send a batch (every field with a leading axis) now; queued single items go first."""
         self._send_queued()
-        self._send(items, priorities, _rows(items))
+        self._send(items, priorities, batch_rows(items))
 
     def flush(self) -> int:
         """Send what is queued and wait for every reply; returns the rows stored so far."""
@@ -96,10 +110,12 @@ class ShardWriter:
             self._wait_oldest()
         return self.rows_stored
 
-    def stats(self) -> dict[str, int]:
-        """Rows sent, stored by the shard, and lost with a shard that died; what is queued or in flight."""
+    def stats(self) -> dict[str, Any]:
+        """Rows sent, stored by the shard, and lost with a shard that died (and why); what is queued or
+        in flight."""
         return {"shard": self.index, "rows_sent": self.rows_sent, "rows_stored": self.rows_stored,
-                "rows_lost": self.rows_lost, "queued": len(self._items), "in_flight": len(self._in_flight)}
+                "rows_lost": self.rows_lost, "queued": len(self._items), "in_flight": len(self._in_flight),
+                "last_error": self.last_error}
 
     # ------------------------------------------------------------ sending
     def _send_queued(self) -> None:
@@ -113,8 +129,8 @@ class ShardWriter:
 
     def _stack(self, items: list[Any]) -> Any:
         if self._schema is None:
-            schema = Schema.from_structure(self.structure)
-            schema = copy.copy(schema)
+            declared = self.structure
+            schema = copy.copy(declared if isinstance(declared, Schema) else Schema.from_structure(declared))
             schema.resolve(items[0])
             self._schema = schema
         columns = zip(*(self._schema.values_of(i) for i in items))
@@ -124,22 +140,34 @@ class ShardWriter:
         while len(self._in_flight) >= self.max_in_flight:
             self._wait_oldest()
         ref = self.actor.add_batch.remote(items, priorities)
-        self._in_flight.append((ref, rows))
+        self._in_flight.append((ref, rows, items, priorities, None))
         self.rows_sent += rows
 
     def _wait_oldest(self) -> None:
-        ref, rows = self._in_flight.popleft()
+        ref, rows, items, priorities, refused_at = self._in_flight.popleft()
         try:
             ids, _ = get_one(ref, self.index)
-        except ShardDown:
+        except ShardDown as down:
             self.rows_lost += rows
+            self.last_error = str(down.cause)[:300]
+            return
+        except RateLimitTimeout:
+            # the rate limiter holds this batch back until the learner has sampled more: offer it again
+            now = time.monotonic()
+            refused_at = now if refused_at is None else refused_at
+            if self.timeout is not None and now - refused_at >= self.timeout:
+                self.rows_sent -= rows
+                raise
+            time.sleep(RATE_LIMIT_POLL)
+            self._in_flight.appendleft((self.actor.add_batch.remote(items, priorities), rows, items, priorities,
+                                        refused_at))
             return
         self.rows_stored += int(np.count_nonzero(ids >= 0))
 
     # ------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         return {"actor": self.actor, "index": self.index, "structure": self.structure,
-                "batch_size": self.batch_size, "max_in_flight": self.max_in_flight}
+                "batch_size": self.batch_size, "max_in_flight": self.max_in_flight, "timeout": self.timeout}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -147,16 +175,3 @@ class ShardWriter:
 
     def __repr__(self) -> str:
         return f"ShardWriter(shard={self.index}, batch_size={self.batch_size}, max_in_flight={self.max_in_flight})"
-
-
-def _rows(items: Any) -> int:
-    """The leading length of a batch (0 if it cannot be told; the shard checks the batch)."""
-    values = items.values() if isinstance(items, dict) else (
-        items if isinstance(items, tuple) else getattr(items, "__dict__", {}).values())
-    for v in values:
-        shape = getattr(v, "shape", None)
-        if shape:
-            return int(shape[0])
-        if isinstance(v, dict):
-            return _rows(v)
-    return 0

@@ -166,6 +166,13 @@ def from_config(config: Mapping[str, Any]) -> Any:
     if "type" not in cfg:
         raise ConfigError("type", "<missing>", "a 'type' key naming the buffer class")
     cls = resolve_type(cfg.pop("type"))
+    num_shards = cfg.pop("num_shards", 1)
+    if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
+        raise ConfigError("num_shards", num_shards, "an integer >= 1")
+    if num_shards > 1:  # RLlib's key: the buffer's rows on that many Ray actors (ReplayTables.distributed)
+        from ReplayTables.distributed.rllib_buffers import sharded_from_config
+
+        return sharded_from_config(cls, num_shards, cfg)
     allowed = constructor_params(cls)
     if _takes_rllib_keys(cls):
         from ReplayTables.rllib.rllib_keys import RLLIB_KEYS

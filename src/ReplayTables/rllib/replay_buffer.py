@@ -223,8 +223,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
         ``with_indexes=True`` adds the ``batch_indexes`` column (each item's id on its rows).
         """
-        arr, slots = self._table.locate(ids)  # under the lock (atomic): the ids and their rows at one instant
-        batch, rows = self._read(slots)
+        with self._table.lock:  # the ids and their rows at one instant
+            arr, slots = self._table.locate(ids)
+            batch, rows = self._read(slots)
         if with_indexes:
             batch["batch_indexes"] = np.repeat(arr, rows)
         return to_rllib(self._finish(batch, sampled=False))

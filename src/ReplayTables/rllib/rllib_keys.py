@@ -8,7 +8,8 @@ So every buffer of this package accepts the keys below with RLlib's meaning,
 and still refuses any other unknown key by name (RLlib would swallow a typo).
 
 * ``type``: must name this class (or one it derives from).
-* ``num_shards``: 1; more shards are not built by these classes (``ConfigError``).
+* ``num_shards``: 1 here; ``from_config`` with more builds the buffer on Ray shards
+  (:mod:`ReplayTables.distributed.rllib_buffers`).
 * ``capacity_ts``: older RLlib spelling of ``capacity``.
 * ``learning_starts``, ``num_steps_sampled_before_learning_starts``,
   ``replay_buffer_shards_colocated_with_driver``, ``no_local_replay_buffer``:
@@ -75,7 +76,9 @@ def check_rllib_keys(cls: type, options: Mapping[str, Any], capacity: Any, *, pr
         _check_int("num_shards", options["num_shards"], 1)
         if options["num_shards"] != 1:
             raise ConfigError("num_shards", options["num_shards"],
-                              "1: these classes are one local buffer; a sharded buffer is ReplayTables.distributed")
+                              "1: this class is one local buffer; ReplayTables.rllib.from_config with num_shards > 1 "
+                              "builds ReplayBuffer / PrioritizedReplayBuffer of timesteps on Ray shards "
+                              "(ReplayTables.distributed)")
     for key in ALGORITHM_KEYS - {"replay_buffer_shards_colocated_with_driver", "no_local_replay_buffer"}:
         if key in options:
             _check_int(key, options[key], 1 if key == "metrics_num_episodes_for_smoothing" else 0)

@@ -1,0 +1,119 @@
+"""RLlib's ``num_shards`` key: an RLlib-API replay buffer of timesteps on a :class:`ShardedReplay`.
+
+``from_config({"type": "PrioritizedReplayBuffer", "capacity": ..., "alpha": 0.6, "num_shards": 4})``
+(:func:`ReplayTables.rllib.from_config`) builds a :class:`ShardedTimestepBuffer`:
+the same calls as the local ``ReplayTables.rllib.ReplayBuffer`` /
+``PrioritizedReplayBuffer`` of timesteps (``add(batch)``, ``sample(num_items,
+beta)`` with ``weights`` and ``batch_indexes`` columns, ``update_priorities``,
+``len``, ``stats``), with the rows held by ``num_shards`` Ray actors and sampled
+by global priority. The sampling is RLlib's: ``P(i) = p_i^alpha / sum_j p_j^alpha``
+(no uniform part), new rows get the largest priority seen, a ``weights`` column
+of an added batch is its rows' initial priorities (worker-side prioritization),
+and weights are normalised by the buffer-wide largest weight.
+
+Only timestep storage of the two single-policy classes is sharded: sequences,
+episodes and fragments keep whole items together, and the multi-agent and
+mix-in buffers split by policy; those refuse ``num_shards > 1`` by name.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ReplayTables.distributed.sharded import ShardedReplay
+from ReplayTables.errors import ConfigError
+from ReplayTables.PER import PERConfig
+
+__all__ = ["ShardedTimestepBuffer", "sharded_from_config"]
+
+
+class ShardedTimestepBuffer:
+    """RLlib's (prioritized) replay buffer API over ``num_shards`` Ray actors, one row per timestep.
+
+    Args:
+        num_shards: how many shard actors.
+        capacity: timesteps held in all.
+        alpha: the priority exponent; ``None`` gives uniform replay (``ReplayBuffer``).
+        seed: seeds the sample points and the shards.
+        **options: more :class:`ShardedReplay` keyword arguments (``shard_timeout``, ...).
+    """
+
+    def __init__(self, num_shards: int, capacity: int = 10000, alpha: float | None = None, seed: int | None = None,
+                 **options: Any) -> None:
+        self.alpha = alpha
+        config = None if alpha is None else PERConfig(priority_exponent=alpha, uniform_probability=0.0)
+        self.capacity = capacity
+        self.buffer = ShardedReplay(num_shards, capacity, None, config, 0 if seed is None else seed, **options)
+
+    @property
+    def prioritized(self) -> bool:
+        return self.alpha is not None
+
+    def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
+        """Store every row of ``batch`` (a SampleBatch or dict of columns) on one shard; returns their ids."""
+        from ReplayTables.rllib.batches import as_columns
+
+        if kwargs:
+            raise ConfigError("add()", sorted(kwargs), "no extra arguments")
+        columns = as_columns(batch)
+        priorities = columns.pop("weights", None) if self.prioritized else None
+        if priorities is not None:
+            priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+        return self.buffer.add_batch(columns, priorities)
+
+    def sample(self, num_items: int, beta: float = 0.4, **kwargs: Any) -> Any:
+        """``num_items`` timesteps of the global distribution (``weights``, ``batch_indexes`` when prioritized)."""
+        from ReplayTables.rllib.batches import SampleBatch
+
+        if kwargs:
+            raise ConfigError("sample()", sorted(kwargs), "only num_items and beta")
+        batch = self.buffer.sample(num_items, beta=beta if self.prioritized else None)
+        out = SampleBatch(batch.fields)
+        if self.prioritized:
+            out["weights"] = batch.weights
+            out["batch_indexes"] = batch.ids
+        return out
+
+    def update_priorities(self, batch_indexes: Any, priorities: Any) -> int:
+        """New raw priorities by id (``batch_indexes`` of a sample); stale ids skipped and counted by their shard."""
+        applied = self.buffer.update_priorities(batch_indexes, priorities)
+        assert applied is not None
+        return applied
+
+    def writer(self, **kwargs: Any) -> Any:
+        """A :class:`~ReplayTables.distributed.ShardWriter` for rollout workers (dicts of columns)."""
+        return self.buffer.writer(**kwargs)
+
+    def __len__(self) -> int:
+        return self.buffer.size()
+
+    def stats(self, debug: bool = False) -> dict[str, Any]:
+        return self.buffer.stats()
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+#: keys of a ``replay_buffer_config`` a sharded buffer takes (besides ``type`` and ``num_shards``)
+_KEYS = {"capacity", "storage_unit", "alpha", "seed"}
+
+
+def sharded_from_config(cls: type, num_shards: int, config: Mapping[str, Any]) -> ShardedTimestepBuffer:
+    """The sharded buffer ``{"type": cls, "num_shards": num_shards, **config}`` asks for."""
+    from ReplayTables.rllib import PrioritizedReplayBuffer, ReplayBuffer
+
+    if cls not in (ReplayBuffer, PrioritizedReplayBuffer):
+        raise ConfigError("num_shards", num_shards, f"1 for {cls.__name__} (sharded over Ray: ReplayBuffer and "
+                                                    "PrioritizedReplayBuffer of timesteps)")
+    allowed = _KEYS if cls is PrioritizedReplayBuffer else _KEYS - {"alpha"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise ConfigError("replay_buffer_config", unknown, f"only {sorted(allowed)} for a sharded {cls.__name__}")
+    unit = config.get("storage_unit", "timesteps")
+    if getattr(unit, "value", unit) != "timesteps":
+        raise ConfigError("storage_unit", unit, "'timesteps' with num_shards > 1 (an item of another unit spans "
+                                                "rows that must stay on one shard)")
+    alpha = config.get("alpha", 1.0) if cls is PrioritizedReplayBuffer else None
+    return ShardedTimestepBuffer(num_shards, config.get("capacity", 10000), alpha, config.get("seed"))
