@@ -16,8 +16,18 @@ import numpy as np
 
 from ReplayTables.errors import ConfigError
 
-__all__ = ["DEFAULT_AGENT_ID", "DEFAULT_MODULE_ID", "HAVE_RAY", "RLLIB_EPISODE_BUFFER",
-           "RLLIB_PRIORITIZED_EPISODE_BUFFER", "MetricsLogger", "build_episode", "lookback_buffer", "make_episodes"]
+__all__ = [
+    "DEFAULT_AGENT_ID",
+    "DEFAULT_MODULE_ID",
+    "HAVE_RAY",
+    "RLLIB_EPISODE_BUFFER",
+    "RLLIB_PRIORITIZED_EPISODE_BUFFER",
+    "MetricsLogger",
+    "RLlibBufferType",
+    "build_episode",
+    "lookback_buffer",
+    "make_episodes",
+]
 
 def _rllib(module: str, name: str) -> Any:
     """``name`` from an RLlib module, typed ``Any`` (RLlib's own types stay out of our API)."""
@@ -47,6 +57,21 @@ except ImportError:  # pragma: no cover - exercised only without Ray
     MetricsLogger = SingleAgentEpisode = InfiniteLookbackBuffer = None
     RLLIB_EPISODE_BUFFER = RLLIB_PRIORITIZED_EPISODE_BUFFER = object
     HAVE_RAY = False
+
+
+class RLlibBufferType(type(RLLIB_EPISODE_BUFFER)):  # type: ignore[misc]
+    """Metaclass of our episode buffers: ``"EpisodeReplayBuffer" in cls`` answers for the class's
+    dotted name.
+
+    Ray 2.60's ``Algorithm._create_local_replay_buffer_if_necessary`` tests
+    ``"EpisodeReplayBuffer" in config["replay_buffer_config"]["type"]``, which raises
+    ``TypeError`` when ``type`` is a class (Ray issue #60491), for RLlib's own classes too.
+    Answering the substring test on ``module.qualname`` lets a class ``type`` build, and
+    RLlib then passes ``metrics_num_episodes_for_smoothing`` as it does for a name.
+    """
+
+    def __contains__(cls, text: object) -> bool:
+        return isinstance(text, str) and text in f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _require_ray() -> None:

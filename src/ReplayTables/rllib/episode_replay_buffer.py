@@ -36,6 +36,7 @@ from ReplayTables.rllib.episode_compat import (
     DEFAULT_MODULE_ID,
     RLLIB_EPISODE_BUFFER,
     MetricsLogger,
+    RLlibBufferType,
     build_episode,
     lookback_buffer,
     make_episodes,
@@ -61,7 +62,7 @@ def _int(name: str, value: Any, lo: int = 0) -> int:
     return int(value)
 
 
-class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
+class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # type: ignore[misc]
     """Episodes of steps, FIFO by whole episodes, uniform over stored steps.
 
     Args:
