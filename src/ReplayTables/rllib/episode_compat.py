@@ -9,6 +9,7 @@ bases are plain ``object`` and sampling needs Ray to build episodes (a
 """
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Any
 
@@ -157,30 +158,67 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
     term, trunc = terminated.tolist(), truncated.tolist()
     t0 = t_started.tolist()
     new = SingleAgentEpisode.__new__
-    out = []
+    lb_new = InfiniteLookbackBuffer.__new__
+    out: list[Any] = []
+    # ~10 objects per episode trigger the cyclic collector every ~70 episodes, and with a large
+    # heap (a training process) its passes cost several times the building itself. These objects
+    # form no cycles, so the collector is paused while they are made and runs once afterwards.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _fill(out, B, metas, ids, pair, obs, actions, ret, w, n, infos, extras, term, trunc, t0, to_numpy,
+              rewards_space, rewards_struct, new, lb_new)
+    finally:
+        if collecting:
+            gc.enable()
+    return out
+
+
+def _fill(out: list[Any], B: int, metas: list[dict[str, Any]], ids: list[Any], pair: Any, obs: tuple[Any, Any],
+          actions: Any, ret: Any, w: Any, n: Any, infos: Any, extras: Any, term: list[bool], trunc: list[bool],
+          t0: list[int], to_numpy: bool, rewards_space: Any, rewards_struct: Any, new: Any, lb_new: Any) -> None:
+    """The loop of :func:`make_episodes` (one episode per row)."""
     for i in range(B):
         meta = metas[i]
-        obs_space, obs_struct, act_space, act_struct = _spaces(meta)
-        e = new(SingleAgentEpisode)
-        e.id_ = ids[i]
-        e.agent_id = meta.get("agent_id")
-        e.module_id = meta.get("module_id")
-        e.multi_agent_episode_id = meta.get("multi_agent_episode_id")
+        obs_space, obs_struct, act_space, act_struct = meta.get("_structs") or _spaces(meta)
         if pair is not None:
             o: Any = pair[i] if to_numpy else [pair[i, 0], pair[i, 1]]
             a: Any = actions[i:i + 1] if to_numpy else [actions[i]]
         else:
             o = [_pick(obs[0], i), _pick(obs[1], i)]
             a = [_pick(actions, i)]
-        e.observations = _ilb(o, obs_space, obs_struct)
-        e.actions = _ilb(a, act_space, act_struct)
-        e.rewards = _ilb(ret[i:i + 1] if to_numpy else [ret[i]], rewards_space, rewards_struct)
-        e.infos = _ilb([infos[0][i] or {}, infos[1][i] or {}] if infos is not None else [{}, {}])
-        emo = {"weights": _ilb(w[i:i + 1] if to_numpy else [w[i]]),
-               "n_step": _ilb(n[i:i + 1] if to_numpy else [n[i]])}
+        # lookback buffers by their attribute dict in one assignment (what their __init__ sets)
+        ob = lb_new(InfiniteLookbackBuffer)
+        ob.__dict__ = {"data": o, "lookback": 0, "finalized": to_numpy and pair is not None, "_space": obs_space,
+                       "_space_struct": obs_struct}
+        ab = lb_new(InfiniteLookbackBuffer)
+        ab.__dict__ = {"data": a, "lookback": 0, "finalized": to_numpy and pair is not None, "_space": act_space,
+                       "_space_struct": act_struct}
+        rb = lb_new(InfiniteLookbackBuffer)
+        rb.__dict__ = {"data": ret[i:i + 1] if to_numpy else [ret[i]], "lookback": 0, "finalized": to_numpy,
+                       "_space": rewards_space, "_space_struct": rewards_struct}
+        ib = lb_new(InfiniteLookbackBuffer)
+        ib.__dict__ = {"data": [infos[0][i] or {}, infos[1][i] or {}] if infos is not None else [{}, {}],
+                       "lookback": 0, "finalized": False, "_space": None, "_space_struct": None}
+        wb = lb_new(InfiniteLookbackBuffer)
+        wb.__dict__ = {"data": w[i:i + 1] if to_numpy else [w[i]], "lookback": 0, "finalized": to_numpy,
+                       "_space": None, "_space_struct": None}
+        nb = lb_new(InfiniteLookbackBuffer)
+        nb.__dict__ = {"data": n[i:i + 1] if to_numpy else [n[i]], "lookback": 0, "finalized": to_numpy,
+                       "_space": None, "_space_struct": None}
+        emo = {"weights": wb, "n_step": nb}
         if extras:
             for k, v in extras.items():
                 emo[k] = _ilb([_pick(v, i)])
+        e = new(SingleAgentEpisode)
+        e.id_ = ids[i]
+        e.agent_id = meta.get("agent_id")
+        e.module_id = meta.get("module_id")
+        e.multi_agent_episode_id = meta.get("multi_agent_episode_id")
+        e.observations = ob
+        e.actions = ab
+        e.rewards = rb
+        e.infos = ib
         e.extra_model_outputs = emo
         e.is_terminated = term[i]
         e.is_truncated = trunc[i]
@@ -194,7 +232,6 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
         e._last_added_observation = None
         e._last_added_infos = None
         out.append(e)
-    return out
 
 
 def _pick(value: Any, i: int) -> Any:

@@ -285,8 +285,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         first = True
         episodes_seen: set[int] = set()
         distinct_steps = 0
-        reward_col = store.field_names.index(("rewards",))
-        action_cols = [i for i, p in enumerate(store.field_names) if p[0] == "actions"]
+        assert store.storage is not None
+        rcol = store.storage.columns[store.field_names.index(("rewards",))]
         while True:
             todo = np.flatnonzero(fill < T)
             if todo.size == 0:
@@ -312,12 +312,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
             dest_row = todo[r_idx]
             dest_col = fill[todo][r_idx] + c_idx
             rows_out[dest_row, dest_col] = seg[r_idx, c_idx]
-            # reward at position j is the reward that led to observation ts + j: none at an episode start
-            prev = np.where(c_idx == 0, store.prev_row[seg[r_idx, 0]], seg[r_idx, np.maximum(c_idx - 1, 0)])
-            rcol = store.storage.columns[reward_col] if store.storage is not None else None
-            assert rcol is not None
-            rv = np.where(prev >= 0, rcol[np.maximum(prev, 0)], 0.0)
-            reward[dest_row, dest_col] = np.where((c_idx == 0) & (ts[r_idx] == 0), 0.0, rv)
+            # each row holds the reward that came with its observation (0 at an episode's start)
+            reward[dest_row, dest_col] = rcol[seg[r_idx, c_idx]]
             start_col = fill[todo]
             is_first[todo, start_col] = True
             end_col = start_col + take - 1
@@ -327,17 +323,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
             trunc = reached & ~store.ep_terminated[ep]
             is_trunc[todo[trunc], end_col[trunc]] = store.ep_truncated[ep[trunc]]
             fill[todo] += take
-        fields = store.gather(rows_out)
+        fields = store.gather(rows_out)  # a last observation's row repeats the last action, as RLlib does
         obs = self._unflatten(fields, "obs")
         actions = self._unflatten(fields, "actions")
-        # the last observation of an episode has no action: RLlib repeats the previous one
-        last_obs_row = ~store.is_step[rows_out]
-        if last_obs_row.any():
-            prev_rows = store.prev_row[rows_out[last_obs_row]]
-            prev_fields = store.gather(np.maximum(prev_rows, 0))
-            for i in action_cols:
-                fields[i][last_obs_row] = prev_fields[i]
-            actions = self._unflatten(fields, "actions")
         self.sampled_timesteps += B * T
         self._log_sample(B * T, len(episodes_seen), distinct_steps, None, 0)
         return {"obs": obs, "actions": actions, "rewards": reward, "is_first": is_first, "is_last": is_last,
@@ -404,8 +392,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         nxt = walk[np.arange(rows.shape[0]), m]
         assert store.storage is not None
         rcol = store.storage.columns[store.field_names.index(("rewards",))]
+        # the reward of step t + j came with observation t + j + 1
         rmask = k[:, :width] < m[:, None]
-        rv = np.where(rmask, rcol[np.maximum(walk[:, :width], 0)], 0.0)
+        rv = np.where(rmask, rcol[np.maximum(walk[:, 1:], 0)], 0.0)
         returns = (rv * (gamma ** k[:, :width])).sum(axis=1) if width else np.zeros(rows.shape[0])
         here = store.gather(rows)
         there = store.gather(nxt)
@@ -417,7 +406,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         reached_end = ts + m == store.ep_len[ep]
         term = reached_end & store.ep_terminated[ep]
         trunc = reached_end & store.ep_truncated[ep] & ~term
-        infos = (store.infos[rows], store.infos[nxt]) if include_infos else None
+        infos = (store.infos_at(rows), store.infos_at(nxt)) if include_infos else None
         ids = store.ep_id
         metas = store.ep_meta
         ep_list = ep.tolist()
@@ -464,16 +453,16 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         rows = store.walk_matrix(obs_rows, stop - lo)[0]
         fields = store.gather(rows)
         obs = self._unflatten(fields, "obs")
-        steps = [f[:-1] for f in fields]
+        steps = [f[:-1] for f in fields]  # actions and extras at observations lo .. stop - 1
         actions = self._unflatten(steps, "actions")
-        rewards = self._unflatten(steps, "rewards")
+        rewards = self._unflatten([f[1:] for f in fields], "rewards")  # came with observations lo + 1 .. stop
         extras = {key: self._unflatten(steps, f"extra{i}") for i, key in enumerate(self._extra_keys or [])}
         length = stop - lo - lookback
         extras_ilb: dict[str, Any] = {k: lookback_buffer(v, lookback) for k, v in extras.items()}
         if n_step is not None:
             extras_ilb["n_step"] = lookback_buffer(np.full(length + lookback, n_step), lookback)
             extras_ilb["weights"] = lookback_buffer(np.ones(length + lookback), lookback)
-        infos = [i or {} for i in store.infos[rows]]
+        infos = [i or {} for i in store.infos_at(rows)]
         reached = stop == int(store.ep_len[slot])
         term = bool(reached and store.ep_terminated[slot])
         return build_episode(
