@@ -12,6 +12,7 @@ import importlib
 from typing import Any
 
 import numpy as np
+from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 
 IMPLEMENTATIONS = ("ours", "rllib")
@@ -21,6 +22,11 @@ _MODULES = {
     ("ours", "PrioritizedEpisodeReplayBuffer"): "ReplayTables.rllib.prioritized_episode_buffer",
     ("rllib", "EpisodeReplayBuffer"): "ray.rllib.utils.replay_buffers.episode_replay_buffer",
     ("rllib", "PrioritizedEpisodeReplayBuffer"): "ray.rllib.utils.replay_buffers.prioritized_episode_buffer",
+    ("ours", "MultiAgentEpisodeReplayBuffer"): "ReplayTables.rllib.multi_agent_episode_buffer",
+    ("ours", "MultiAgentPrioritizedEpisodeReplayBuffer"): "ReplayTables.rllib.multi_agent_episode_buffer",
+    ("rllib", "MultiAgentEpisodeReplayBuffer"): "ray.rllib.utils.replay_buffers.multi_agent_episode_buffer",
+    ("rllib", "MultiAgentPrioritizedEpisodeReplayBuffer"):
+        "ray.rllib.utils.replay_buffers.multi_agent_prioritized_episode_buffer",
 }
 
 
@@ -44,4 +50,20 @@ def episode(episode_len: int | None = None, id_: str | None = None, with_extra_m
                          extra_model_outputs={k: k for k in range(2)} if with_extra_model_outs else None)
     eps.is_terminated = np.random.random() > 0.5
     eps.is_truncated = False if eps.is_terminated else np.random.random() > 0.8
+    return eps
+
+
+def multi_agent_episode(episode_len: int | None = None, id_: str | None = None) -> Any:
+    """A two-agent episode as RLlib's multi-agent tests make it (agents on modules 1 and 2)."""
+    eps = MultiAgentEpisode(id_=id_, observations=[{"agent_1": 0.0, "agent_2": 0.0}],
+                            infos=[{"agent_1": {}, "agent_2": {}}],
+                            agent_module_ids={"agent_1": "module_1", "agent_2": "module_2"})
+    ts = np.random.randint(1, 200) if episode_len is None else episode_len
+    for t in range(ts):
+        eps.add_env_step(observations={"agent_1": float(t + 1), "agent_2": float(t + 1)},
+                         actions={"agent_1": int(t), "agent_2": int(t)},
+                         rewards={"agent_1": 0.1 * (t + 1), "agent_2": 0.1 * (t + 1)},
+                         infos={"agent_1": {}, "agent_2": {}})
+    eps.is_terminated = np.random.random() > 0.5
+    eps.is_truncated = False if eps.is_terminated else (np.random.random() > 0.8 or ts >= 200)
     return eps

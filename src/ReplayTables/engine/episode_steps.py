@@ -77,9 +77,10 @@ class EpisodeSteps:
         capacity: timesteps (actions) stored before the oldest episodes are evicted;
             the store keeps at least one episode however long it is (as RLlib does).
         prioritized: keep a sum tree of per-step priorities.
+        initial_rows: rows allocated up front (default: ``capacity`` and some slack); they grow as needed.
     """
 
-    def __init__(self, capacity: int, prioritized: bool = False) -> None:
+    def __init__(self, capacity: int, prioritized: bool = False, initial_rows: int | None = None) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
             raise ConfigError("capacity", capacity, "a positive integer number of timesteps")
         self.capacity = int(capacity)
@@ -96,7 +97,7 @@ class EpisodeSteps:
         self.next_row = np.zeros(0, np.int32)  # the episode's next row, -1 at its (current) end
         self.infos: np.ndarray | None = None  # per row: a non-empty info dict, made on the first one
         self.tree = SumTree(1)
-        self._allocate_rows(int(self.capacity * ROW_SLACK) + 16)
+        self._allocate_rows(int(self.capacity * ROW_SLACK) + 16 if initial_rows is None else int(initial_rows))
         # episode index (by episode slot; Python containers are per episode, not per step)
         self.slot_of: dict[Any, int] = {}
         self.order: deque[int] = deque()  # live episode slots, oldest first
@@ -330,8 +331,15 @@ class EpisodeSteps:
 
     def evict_oldest(self) -> tuple[Any, int]:
         """Remove the oldest episode whole; returns its id and number of steps."""
-        slot = self.order.popleft()
-        id_ = self.ep_id[slot]
+        return self.evict(self.ep_id[self.order[0]])
+
+    def evict(self, id_: Any) -> tuple[Any, int]:
+        """Remove a stored episode whole; returns its id and number of steps."""
+        slot = self.slot_of[id_]
+        if self.order[0] == slot:
+            self.order.popleft()
+        else:
+            self.order.remove(slot)
         del self.slot_of[id_]
         rows = self.episode_rows(slot)
         self.ep[rows] = -1

@@ -21,7 +21,7 @@ __all__ = [
     "DEFAULT_AGENT_ID",
     "DEFAULT_MODULE_ID",
     "HAVE_RAY",
-    "RLLIB_EPISODE_BUFFER",
+    "RLLIB_EPISODE_BUFFER", "RLLIB_MULTI_AGENT_EPISODE_BUFFER", "RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER",
     "RLLIB_PRIORITIZED_EPISODE_BUFFER",
     "MetricsLogger",
     "RLlibBufferType",
@@ -42,6 +42,8 @@ SingleAgentEpisode: Any
 InfiniteLookbackBuffer: Any
 RLLIB_EPISODE_BUFFER: Any
 RLLIB_PRIORITIZED_EPISODE_BUFFER: Any
+RLLIB_MULTI_AGENT_EPISODE_BUFFER: Any
+RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER: Any
 try:
     DEFAULT_AGENT_ID = _rllib("ray.rllib.core", "DEFAULT_AGENT_ID")
     DEFAULT_MODULE_ID = _rllib("ray.rllib.core", "DEFAULT_MODULE_ID")
@@ -51,12 +53,18 @@ try:
     RLLIB_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.episode_replay_buffer", "EpisodeReplayBuffer")
     RLLIB_PRIORITIZED_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.prioritized_episode_buffer",
                                               "PrioritizedEpisodeReplayBuffer")
+    RLLIB_MULTI_AGENT_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.multi_agent_episode_buffer",
+                                              "MultiAgentEpisodeReplayBuffer")
+    RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER = _rllib(
+        "ray.rllib.utils.replay_buffers.multi_agent_prioritized_episode_buffer",
+        "MultiAgentPrioritizedEpisodeReplayBuffer")
     HAVE_RAY = True
 except ImportError:  # pragma: no cover - exercised only without Ray
     DEFAULT_AGENT_ID = None
     DEFAULT_MODULE_ID = "default_policy"
     MetricsLogger = SingleAgentEpisode = InfiniteLookbackBuffer = None
     RLLIB_EPISODE_BUFFER = RLLIB_PRIORITIZED_EPISODE_BUFFER = object
+    RLLIB_MULTI_AGENT_EPISODE_BUFFER = RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER = object
     HAVE_RAY = False
 
 

@@ -150,17 +150,19 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         infos = eps.get_infos()
         return obs_fields, step_fields, (list(infos) if any(infos) else [])
 
-    def _prepare(self, episodes: list[Any]) -> tuple[list[tuple[Any, Any]], list[Any]]:
+    def _prepare(self, episodes: list[Any], keys: list[Any] | None = None) -> tuple[list[tuple[Any, Any]], list[Any]]:
         """Every chunk converted and checked (fields, continuity) before anything changes.
 
-        Returns the chunks with steps and their columns, and the extra-model-output keys.
+        ``keys``: the ids the chunks are stored under (default: their ``id_``). Returns the
+        chunks with steps and their columns, and the extra-model-output keys.
         """
         store = self.store
         extra_keys = self._extra_keys
         fields = store.fields
         ends: dict[Any, tuple[int, bool]] = {}  # chunks of this call: where each episode ends now
         out = []
-        for eps in episodes:
+        for j, eps in enumerate(episodes):
+            key = eps.id_ if keys is None else keys[j]
             if len(eps) == 0:
                 continue  # a chunk without steps adds nothing (see the module docstring)
             if extra_keys is None:
@@ -171,15 +173,15 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
             else:
                 store.check_fields(fields, cols[0], cols[1])
             t_started = int(eps.t_started)
-            if eps.id_ in ends:
-                end, done = ends[eps.id_]
+            if key in ends:
+                end, done = ends[key]
                 if done or t_started != end:
                     raise EpisodeError("episode.t_started", t_started,
-                                       f"{end} (where the earlier chunk of episode {eps.id_!r} in this add ends)"
+                                       f"{end} (where the earlier chunk of episode {key!r} in this add ends)"
                                        if not done else "no chunk after the episode's end in this add")
             else:
-                store.check_chunk(eps.id_, len(eps), t_started)
-            ends[eps.id_] = (t_started + len(eps), bool(eps.is_terminated or eps.is_truncated))
+                store.check_chunk(key, len(eps), t_started)
+            ends[key] = (t_started + len(eps), bool(eps.is_terminated or eps.is_truncated))
             out.append((eps, cols))
         return out, list(extra_keys or [])
 
@@ -410,7 +412,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         ids = store.ep_id
         metas = store.ep_meta
         ep_list = ep.tolist()
-        return make_episodes(ids=[ids[e] for e in ep_list], metas=[metas[e] for e in ep_list], obs=(obs0, obs1),
+        # an agent's episode inside a multi-agent one is stored under (episode id, agent id); "id_" is its own id
+        return make_episodes(ids=[metas[e].get("id_", ids[e]) for e in ep_list], metas=[metas[e] for e in ep_list],
+                             obs=(obs0, obs1),
                              actions=actions, rewards=returns, infos=infos, terminated=term, truncated=trunc,
                              weights=weights, n_steps=n, extras=extras, t_started=ts, to_numpy=to_numpy)
 
