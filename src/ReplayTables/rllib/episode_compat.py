@@ -182,56 +182,79 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
     return out
 
 
+def _fast_meta(meta: dict[str, Any]) -> tuple[Any, ...]:
+    """What every sampled episode of a stored episode copies from it, looked up once."""
+    cached = meta.get("_fast")
+    if cached is None:
+        obs_space, obs_struct, act_space, act_struct = _spaces(meta)
+        cached = (meta.get("agent_id"), meta.get("module_id"), meta.get("multi_agent_episode_id"), obs_space,
+                  obs_struct, act_space, act_struct)
+        meta["_fast"] = cached
+    return tuple(cached)
+
+
 def _fill(out: list[Any], B: int, metas: list[dict[str, Any]], ids: list[Any], pair: Any, obs: tuple[Any, Any],
           actions: Any, ret: Any, w: Any, n: Any, infos: Any, extras: Any, term: list[bool], trunc: list[bool],
           t0: list[int], to_numpy: bool, rewards_space: Any, rewards_struct: Any, new: Any, lb_new: Any) -> None:
-    """The loop of :func:`make_episodes` (one episode per row)."""
-    for i in range(B):
-        meta = metas[i]
-        obs_space, obs_struct, act_space, act_struct = meta.get("_structs") or _spaces(meta)
-        if pair is not None:
-            o: Any = pair[i] if to_numpy else [pair[i, 0], pair[i, 1]]
-            a: Any = actions[i:i + 1] if to_numpy else [actions[i]]
+    """The loop of :func:`make_episodes` (one episode per row); per-row values are made
+    first by numpy's own iteration, so the loop only assembles objects."""
+    if pair is not None:
+        if to_numpy:
+            o_items: list[Any] = list(pair)
+            a_items: list[Any] = list(actions.reshape((B, 1, *actions.shape[1:])))
         else:
-            o = [_pick(obs[0], i), _pick(obs[1], i)]
-            a = [_pick(actions, i)]
+            o_items = list(map(list, pair))
+            a_items = [[x] for x in actions]
+    else:
+        o_items = [[_pick(obs[0], i), _pick(obs[1], i)] for i in range(B)]
+        a_items = [[_pick(actions, i)] for i in range(B)]
+    if to_numpy:
+        r_items, w_items, n_items = list(ret), list(w), list(n)
+    else:
+        r_items, w_items, n_items = [[x] for x in ret], [[x] for x in w], [[x] for x in n]
+    if infos is None:
+        i_items: list[Any] = [[{}, {}] for _ in range(B)]
+    else:
+        i_items = [[x or {}, y or {}] for x, y in zip(infos[0].tolist(), infos[1].tolist())]
+    finalized = to_numpy and pair is not None
+    ILB, SAE = InfiniteLookbackBuffer, SingleAgentEpisode
+    for i, (id_, meta, o, a, r, inf, wv, nv, te, tr, ts) in enumerate(zip(
+            ids, metas, o_items, a_items, r_items, i_items, w_items, n_items, term, trunc, t0)):
+        agent_id, module_id, ma_id, obs_space, obs_struct, act_space, act_struct = _fast_meta(meta)
         # lookback buffers by their attribute dict in one assignment (what their __init__ sets)
-        ob = lb_new(InfiniteLookbackBuffer)
-        ob.__dict__ = {"data": o, "lookback": 0, "finalized": to_numpy and pair is not None, "_space": obs_space,
+        ob = lb_new(ILB)
+        ob.__dict__ = {"data": o, "lookback": 0, "finalized": finalized, "_space": obs_space,
                        "_space_struct": obs_struct}
-        ab = lb_new(InfiniteLookbackBuffer)
-        ab.__dict__ = {"data": a, "lookback": 0, "finalized": to_numpy and pair is not None, "_space": act_space,
+        ab = lb_new(ILB)
+        ab.__dict__ = {"data": a, "lookback": 0, "finalized": finalized, "_space": act_space,
                        "_space_struct": act_struct}
-        rb = lb_new(InfiniteLookbackBuffer)
-        rb.__dict__ = {"data": ret[i:i + 1] if to_numpy else [ret[i]], "lookback": 0, "finalized": to_numpy,
-                       "_space": rewards_space, "_space_struct": rewards_struct}
-        ib = lb_new(InfiniteLookbackBuffer)
-        ib.__dict__ = {"data": [infos[0][i] or {}, infos[1][i] or {}] if infos is not None else [{}, {}],
-                       "lookback": 0, "finalized": False, "_space": None, "_space_struct": None}
-        wb = lb_new(InfiniteLookbackBuffer)
-        wb.__dict__ = {"data": w[i:i + 1] if to_numpy else [w[i]], "lookback": 0, "finalized": to_numpy,
-                       "_space": None, "_space_struct": None}
-        nb = lb_new(InfiniteLookbackBuffer)
-        nb.__dict__ = {"data": n[i:i + 1] if to_numpy else [n[i]], "lookback": 0, "finalized": to_numpy,
-                       "_space": None, "_space_struct": None}
+        rb = lb_new(ILB)
+        rb.__dict__ = {"data": r, "lookback": 0, "finalized": to_numpy, "_space": rewards_space,
+                       "_space_struct": rewards_struct}
+        ib = lb_new(ILB)
+        ib.__dict__ = {"data": inf, "lookback": 0, "finalized": False, "_space": None, "_space_struct": None}
+        wb = lb_new(ILB)
+        wb.__dict__ = {"data": wv, "lookback": 0, "finalized": to_numpy, "_space": None, "_space_struct": None}
+        nb = lb_new(ILB)
+        nb.__dict__ = {"data": nv, "lookback": 0, "finalized": to_numpy, "_space": None, "_space_struct": None}
         emo = {"weights": wb, "n_step": nb}
         if extras:
             for k, v in extras.items():
                 emo[k] = _ilb([_pick(v, i)])
-        e = new(SingleAgentEpisode)
-        e.id_ = ids[i]
-        e.agent_id = meta.get("agent_id")
-        e.module_id = meta.get("module_id")
-        e.multi_agent_episode_id = meta.get("multi_agent_episode_id")
+        e = new(SAE)
+        e.id_ = id_
+        e.agent_id = agent_id
+        e.module_id = module_id
+        e.multi_agent_episode_id = ma_id
         e.observations = ob
         e.actions = ab
         e.rewards = rb
         e.infos = ib
         e.extra_model_outputs = emo
-        e.is_terminated = term[i]
-        e.is_truncated = trunc[i]
-        e.t_started = t0[i]
-        e.t = t0[i] + 1
+        e.is_terminated = te
+        e.is_truncated = tr
+        e.t_started = ts
+        e.t = ts + 1
         e._observation_space = obs_space
         e._action_space = act_space
         e._custom_data = {}
