@@ -114,6 +114,7 @@ class EpisodeSteps:
         self.free_slots: list[int] = []
         self.next_uid = 0
         self.num_steps = 0
+        self._order_cache: tuple[Any, np.ndarray] | None = None
 
     # ------------------------------------------------------------ allocation
     def _allocate_rows(self, rows: int) -> None:
@@ -434,11 +435,18 @@ class EpisodeSteps:
         ids: np.ndarray = (self.ep_uid[self.ep[rows]] << ID_SHIFT) | self.t[rows].astype(np.int64)
         return ids
 
+    def _order_array(self) -> np.ndarray:
+        """The live episode slots, oldest first, as an array (cached until episodes change)."""
+        key = (self.next_uid, len(self.order), self.order[0] if self.order else -1)
+        if self._order_cache is None or self._order_cache[0] != key:
+            self._order_cache = (key, np.fromiter(self.order, dtype=np.int64, count=len(self.order)))
+        return self._order_cache[1]
+
     def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows of step ids and whether each id names a step still stored."""
         ids = np.asarray(ids, dtype=np.int64)
         uid, t = ids >> ID_SHIFT, ids & ((1 << ID_SHIFT) - 1)
-        order = np.fromiter(self.order, dtype=np.int64, count=len(self.order))
+        order = self._order_array()
         live_uids = self.ep_uid[order]  # increasing: episodes are numbered in arrival order
         pos = np.minimum(np.searchsorted(live_uids, uid), max(order.shape[0] - 1, 0))
         found = (order.shape[0] > 0) & (live_uids[pos] == uid) if order.shape[0] else np.zeros(ids.shape, bool)
