@@ -25,7 +25,7 @@ __all__ = [
     "RLLIB_PRIORITIZED_EPISODE_BUFFER",
     "MetricsLogger",
     "RLlibBufferType",
-    "build_episode",
+    "build_episode", "fast_meta",
     "lookback_buffer",
     "make_episodes",
 ]
@@ -182,7 +182,7 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
     return out
 
 
-def _fast_meta(meta: dict[str, Any]) -> tuple[Any, ...]:
+def fast_meta(meta: dict[str, Any]) -> tuple[Any, ...]:
     """What every sampled episode of a stored episode copies from it, looked up once."""
     cached = meta.get("_fast")
     if cached is None:
@@ -220,7 +220,7 @@ def _fill(out: list[Any], B: int, metas: list[dict[str, Any]], ids: list[Any], p
     ILB, SAE = InfiniteLookbackBuffer, SingleAgentEpisode
     for i, (id_, meta, o, a, r, inf, wv, nv, te, tr, ts) in enumerate(zip(
             ids, metas, o_items, a_items, r_items, i_items, w_items, n_items, term, trunc, t0)):
-        agent_id, module_id, ma_id, obs_space, obs_struct, act_space, act_struct = _fast_meta(meta)
+        agent_id, module_id, ma_id, obs_space, obs_struct, act_space, act_struct = fast_meta(meta)
         # lookback buffers by their attribute dict in one assignment (what their __init__ sets)
         ob = lb_new(ILB)
         ob.__dict__ = {"data": o, "lookback": 0, "finalized": finalized, "_space": obs_space,

@@ -38,6 +38,7 @@ from ReplayTables.rllib.episode_compat import (
     MetricsLogger,
     RLlibBufferType,
     build_episode,
+    fast_meta,
     lookback_buffer,
     make_episodes,
 )
@@ -203,6 +204,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
             meta = {"agent_id": eps.agent_id, "module_id": eps.module_id,
                     "observation_space": eps.observation_space, "action_space": eps.action_space,
                     "multi_agent_episode_id": getattr(eps, "multi_agent_episode_id", None)}
+            if eps.id_ not in store.slot_of:
+                fast_meta(meta)  # what sampled episodes copy, looked up once per episode
             new = store.add_chunk(eps.id_, cols[0], cols[1], cols[2], bool(eps.is_terminated),
                                   bool(eps.is_truncated), int(eps.t_started), meta, priority)
             n = len(eps)

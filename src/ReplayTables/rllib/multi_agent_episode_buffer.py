@@ -37,6 +37,7 @@ from ReplayTables.rllib.episode_compat import (
     RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER,
     MetricsLogger,
     RLlibBufferType,
+    fast_meta,
 )
 from ReplayTables.rllib.episode_replay_buffer import KNOWN_KEYS, EpisodeReplayBuffer, _int
 from ReplayTables.rllib.prioritized_episode_buffer import PrioritizedEpisodeReplayBuffer, _number
@@ -231,6 +232,8 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
                 meta = {"id_": sa.id_, "agent_id": sa.agent_id, "module_id": mid,
                         "observation_space": sa.observation_space, "action_space": sa.action_space,
                         "multi_agent_episode_id": ma.id_}
+                if key not in module.store.slot_of:
+                    fast_meta(meta)  # what sampled episodes copy, looked up once per episode
                 module.store.add_chunk(key, cols[0], cols[1], cols[2], bool(sa.is_terminated),
                                        bool(sa.is_truncated), int(sa.t_started), meta,
                                        module._insert_priority(weight))
