@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from episode_helpers import IMPLEMENTATIONS, episode, make_buffer
+
+from rllib_upstream.episode_helpers import IMPLEMENTATIONS, episode, make_buffer
 
 NAME = "EpisodeReplayBuffer"
 

@@ -11,8 +11,15 @@ import copy
 
 import numpy as np
 import pytest
-from episode_helpers import IMPLEMENTATIONS, make_buffer, multi_agent_episode
-from test_multi_agent_episode_buffer import add_and_evict, check_independent_sample, check_state_round_trip
+
+from rllib_upstream.episode_helpers import (
+    IMPLEMENTATIONS,
+    add_and_evict,
+    check_independent_sample,
+    check_state_round_trip,
+    make_buffer,
+    multi_agent_episode,
+)
 
 NAME = "MultiAgentPrioritizedEpisodeReplayBuffer"
 

@@ -12,7 +12,8 @@ import copy
 
 import numpy as np
 import pytest
-from episode_helpers import IMPLEMENTATIONS, episode, make_buffer
+
+from rllib_upstream.episode_helpers import IMPLEMENTATIONS, episode, make_buffer
 
 NAME = "PrioritizedEpisodeReplayBuffer"
 TOL = 1e-8
