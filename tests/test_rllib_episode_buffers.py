@@ -360,3 +360,63 @@ def test_importing_replaytables_does_not_import_ray() -> None:
     code = "import sys, ReplayTables, ReplayTables.rllib; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ multi-agent
+def ma_episode(id_: str, length: int, module_of: dict[str, str] | None = None) -> object:
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+
+    module_of = module_of or {"a": "m1", "b": "m2"}
+    eps = MultiAgentEpisode(id_=id_, observations=[{"a": 0.0, "b": 100.0}], infos=[{"a": {}, "b": {}}],
+                            agent_module_ids=module_of)
+    for t in range(length):
+        eps.add_env_step(observations={"a": float(t + 1), "b": 100.0 + t + 1}, actions={"a": t, "b": 100 + t},
+                         rewards={"a": 0.1 * (t + 1), "b": 1.0}, infos={"a": {}, "b": {}})
+    eps.is_terminated = True
+    return eps
+
+
+def test_multi_agent_modules_sample_their_agents_and_count_updates() -> None:
+    from ReplayTables.rllib import MultiAgentPrioritizedEpisodeReplayBuffer
+
+    buf = MultiAgentPrioritizedEpisodeReplayBuffer(capacity=100, seed=0)
+    for i in range(5):
+        buf.add(ma_episode(f"x{i}", 30))
+    assert (buf.get_num_episodes(), buf.get_num_timesteps(), buf.get_num_episodes_evicted()) == (3, 90, 2)
+    sample = buf.sample(8, n_step=2, beta=0.4)
+    by_module = {m: [e for e in sample if e.module_id == m] for m in ("m1", "m2")}
+    assert all(len(v) == 8 for v in by_module.values())
+    for e in by_module["m1"]:  # agent a: observation t, action t
+        assert e.get_observations(-1) == e.get_observations(0) + 2 and e.get_actions(0) == e.get_observations(0)
+        assert e.multi_agent_episode_id in {"x2", "x3", "x4"}
+    for e in by_module["m2"]:  # agent b: observation 100 + t, action 100 + t, reward 1 each step
+        assert abs(e.get_rewards(0) - (1 + 0.99)) < 1e-12 and e.get_actions(0) == e.get_observations(0)
+    buf.update_priorities(np.full(8, 2.0), "m1")
+    buf.add(ma_episode("y", 100))  # evicts everything sampled from m2
+    buf.update_priorities(np.full(8, 2.0), "m2")
+    per = buf.stats()["per_module"]
+    assert (per["m1"]["priority_updates"], per["m1"]["stale_updates"]) == (8, 0)
+    assert (per["m2"]["priority_updates"], per["m2"]["stale_updates"]) == (0, 8)
+
+
+def test_multi_agent_two_agents_on_one_module() -> None:
+    from ReplayTables.rllib import MultiAgentEpisodeReplayBuffer
+
+    buf = MultiAgentEpisodeReplayBuffer(capacity=1000, seed=1)
+    buf.add(ma_episode("s", 40, {"a": "shared", "b": "shared"}))
+    assert buf.get_module_ids() == ["shared"] and buf.get_num_timesteps("shared") == 80
+    agents = {e.agent_id for e in buf.sample(64, n_step=1)}
+    assert agents == {"a", "b"}
+
+
+def test_multi_agent_refused_add_changes_nothing() -> None:
+    from ReplayTables.rllib import MultiAgentEpisodeReplayBuffer
+
+    buf = MultiAgentEpisodeReplayBuffer(capacity=1000, seed=1)
+    buf.add(ma_episode("s", 10))
+    before = pickle.dumps(buf.get_state())
+    with pytest.raises(EpisodeError):
+        buf.add([ma_episode("t", 5), ma_episode("s", 3)])  # "s" already terminated
+    assert pickle.dumps(buf.get_state()) == before
+    with pytest.raises(ConfigError, match="replay_mode"):
+        buf.sample(4, replay_mode="synchronized")

@@ -4,29 +4,34 @@ What RLlib's new-stack episode buffers need from a store, without a Python
 object per step:
 
 * **rows**: an episode of ``L`` steps takes ``L + 1`` rows, one per observation;
-  row ``t`` also holds the action, reward and extra model outputs of step ``t``
-  (the last row only the final observation). Every field lives in one engine
+  row ``t`` holds observation ``t``, the reward that came with it (0 at ``t = 0``)
+  and the action and extra model outputs chosen at it (the last row repeats the
+  last action, as RLlib's batches do, until a later chunk brings the real one).
+  Every field lives in one engine
   :class:`~ReplayTables.engine.storage.PackedStorage` (each step stored once).
 * **chunks**: a later chunk of a stored episode continues it: its first step
   goes into the episode's last row (the same observation), its other rows are
-  appended. ``next_row`` / ``prev_row`` link the rows of one episode, so a walk
-  of ``k`` steps is ``k`` vectorised look-ups over the whole batch, however the
-  chunks of interleaved episodes were laid out.
+  appended. ``next_row`` links the rows of one episode, so a walk of ``k`` steps
+  is ``k`` vectorised look-ups over the whole batch, however the chunks of
+  interleaved episodes were laid out.
 * **episode index**: per stored episode its first and last row, length,
   ``t_started`` and terminal flags; episodes leave in FIFO order of their first
   chunk, whole (RLlib's eviction).
-* **valid sample starts**: rows that hold a step (``t < L``); with
-  ``prioritized=True`` a :class:`~ReplayTables.engine.sumtree.SumTree` holds one
-  leaf per row (zero for rows that are not a step), so a prioritized draw is one
-  batched tree descent.
-* **step ids**: every row gets an id from a counter when written; rows stay in id
-  order (appends, and compaction keeps the order), so ``rows_of(ids)`` is one
-  ``searchsorted`` and an id of an evicted step is detected, never mistaken for
-  the step now in its row.
+* **valid sample starts**: rows that hold a step (``t < L`` of a live episode);
+  a uniform draw is a draw over written rows with the others drawn again (exact,
+  and no list of starts to keep); with ``prioritized=True`` a
+  :class:`~ReplayTables.engine.sumtree.SumTree` holds one leaf per row (zero for
+  rows that are not a step), so a prioritized draw is one batched tree descent.
+* **step ids**: ``episode number * 2**32 + t``, where episodes are numbered in
+  order of arrival; an id of an evicted step is detected, never mistaken for the
+  step now in its row.
+
+Per row the store keeps the packed fields and 12 bytes of bookkeeping (episode
+slot, ``t``, next row; int32).
 
 Rows are appended; when the arrays are full, live rows are compacted to the
 front (order kept, links remapped) and the arrays double if still more than
-three quarters full, so the cost per appended row stays constant.
+nine tenths full, so the cost per appended row stays constant.
 """
 from __future__ import annotations
 
@@ -38,12 +43,14 @@ import numpy as np
 from ReplayTables.engine.schema import Field
 from ReplayTables.engine.storage import PackedStorage
 from ReplayTables.engine.sumtree import SumTree
-from ReplayTables.errors import ConfigError, EpisodeError, SchemaError
+from ReplayTables.errors import ConfigError, EmptyBufferError, EpisodeError, SchemaError
 
 __all__ = ["EpisodeSteps", "flatten_fields"]
 
 #: Rows allocated per timestep of capacity (an episode takes one row more than its steps).
-ROW_SLACK = 1.25
+ROW_SLACK = 1.15
+#: Step ids are ``episode number << ID_SHIFT | t``.
+ID_SHIFT = 32
 
 
 def flatten_fields(prefix: str, value: Any, n: int) -> list[tuple[tuple[str, ...], np.ndarray]]:
@@ -70,9 +77,10 @@ class EpisodeSteps:
         capacity: timesteps (actions) stored before the oldest episodes are evicted;
             the store keeps at least one episode however long it is (as RLlib does).
         prioritized: keep a sum tree of per-step priorities.
+        initial_rows: rows allocated up front (default: ``capacity`` and some slack); they grow as needed.
     """
 
-    def __init__(self, capacity: int, prioritized: bool = False) -> None:
+    def __init__(self, capacity: int, prioritized: bool = False, initial_rows: int | None = None) -> None:
         if isinstance(capacity, bool) or not isinstance(capacity, (int, np.integer)) or capacity < 1:
             raise ConfigError("capacity", capacity, "a positive integer number of timesteps")
         self.capacity = int(capacity)
@@ -83,46 +91,48 @@ class EpisodeSteps:
         self.rows = 0  # allocated rows
         self.end = 0  # rows written (live or dead) from the front
         self.live_rows = 0
-        self.next_id = 0
-        self.infos: np.ndarray = np.empty(0, dtype=object)  # per row: the step's info dict, None when empty
+        self.compactions = 0
+        self.ep = np.zeros(0, np.int32)  # episode slot of each row, -1 for a dead row
+        self.t = np.zeros(0, np.int32)  # observation index of the row in its episode
+        self.next_row = np.zeros(0, np.int32)  # the episode's next row, -1 at its (current) end
+        self.infos: np.ndarray | None = None  # per row: a non-empty info dict, made on the first one
         self.tree = SumTree(1)
-        self._allocate_rows(int(self.capacity * ROW_SLACK) + 16)
+        self._allocate_rows(int(self.capacity * ROW_SLACK) + 16 if initial_rows is None else int(initial_rows))
         # episode index (by episode slot; Python containers are per episode, not per step)
         self.slot_of: dict[Any, int] = {}
         self.order: deque[int] = deque()  # live episode slots, oldest first
         self.ep_id: list[Any] = []
+        self.ep_uid = np.zeros(0, np.int64)  # arrival number of the episode (part of its step ids)
         self.ep_first = np.zeros(0, np.int64)
         self.ep_last = np.zeros(0, np.int64)
         self.ep_len = np.zeros(0, np.int64)
         self.ep_t_started = np.zeros(0, np.int64)
         self.ep_terminated = np.zeros(0, bool)
         self.ep_truncated = np.zeros(0, bool)
-        self.ep_ranges: list[list[list[int]]] = []  # row ranges [start, stop) per episode
+        self.ep_ranges: list[list[list[int]]] = []  # row ranges [start, stop) per episode, in step order
         self.ep_meta: list[dict[str, Any]] = []  # spaces, agent and module ids (as given)
         self.free_slots: list[int] = []
+        self.next_uid = 0
         self.num_steps = 0
+        self._order_cache: tuple[Any, np.ndarray] | None = None
 
     # ------------------------------------------------------------ allocation
     def _allocate_rows(self, rows: int) -> None:
         old = self.rows
         self.rows = rows
 
-        def grow(a: np.ndarray | None, fill: Any, dtype: Any) -> np.ndarray:
-            new = np.full(rows, fill, dtype=dtype)
-            if a is not None:
-                new[:old] = a[:old]
+        def grow(a: np.ndarray, fill: Any) -> np.ndarray:
+            new = np.full(rows, fill, dtype=a.dtype)
+            new[:old] = a[:old]
             return new
 
-        self.row_id = grow(getattr(self, "row_id", None), -1, np.int64)
-        self.ep = grow(getattr(self, "ep", None), -1, np.int64)
-        self.t = grow(getattr(self, "t", None), 0, np.int64)
-        self.next_row = grow(getattr(self, "next_row", None), -1, np.int64)
-        self.prev_row = grow(getattr(self, "prev_row", None), -1, np.int64)
-        self.is_step = grow(getattr(self, "is_step", None), False, bool)
-        infos = np.empty(rows, dtype=object)
-        if old:
+        self.ep = grow(self.ep, -1)
+        self.t = grow(self.t, 0)
+        self.next_row = grow(self.next_row, -1)
+        if self.infos is not None:
+            infos = np.empty(rows, dtype=object)
             infos[:old] = self.infos[:old]
-        self.infos = infos
+            self.infos = infos
         if self.storage is not None and self.fields is not None:
             storage = PackedStorage(self.fields, rows)
             storage.rows[:old] = self.storage.rows[:old]
@@ -140,7 +150,8 @@ class EpisodeSteps:
         slot = len(self.ep_id)
         if slot >= self.ep_first.shape[0]:
             n = max(16, 2 * slot)
-            for name in ("ep_first", "ep_last", "ep_len", "ep_t_started", "ep_terminated", "ep_truncated"):
+            for name in ("ep_uid", "ep_first", "ep_last", "ep_len", "ep_t_started", "ep_terminated",
+                         "ep_truncated"):
                 old = getattr(self, name)
                 new = np.zeros(n, dtype=old.dtype)
                 new[:old.shape[0]] = old
@@ -150,37 +161,34 @@ class EpisodeSteps:
         self.ep_meta.append({})
         return slot
 
-    def _reserve(self, n: int) -> None:
-        """Make room for ``n`` appended rows (compact, then grow if still too full)."""
-        if self.end + n <= self.rows:
-            return
-        self._compact()
-        if self.end + n > self.rows or self.live_rows > 0.75 * self.rows:
-            self._allocate_rows(max(2 * self.rows, self.end + n + 16))
+    def _reserve(self, n: int) -> np.ndarray | None:
+        """Make room for ``n`` appended rows (compact, then grow if still too full).
 
-    def _compact(self) -> None:
+        Returns the compaction's map from old to new rows (``None`` if rows did not move).
+        """
+        if self.end + n <= self.rows:
+            return None
+        moved = self._compact()
+        if self.end + n > self.rows or self.live_rows > 0.9 * self.rows:
+            self._allocate_rows(max(int(self.rows * ROW_SLACK) + 16, self.end + n + 16))
+        return moved
+
+    def _compact(self) -> np.ndarray:
         """Move live rows to the front, in order, and remap every row reference."""
         end = self.end
-        live = self.row_id[:end] >= 0
+        live = self.ep[:end] >= 0
         new_index = np.cumsum(live) - 1
         keep = np.flatnonzero(live)
         k = keep.shape[0]
-
-        def remap(refs: np.ndarray) -> np.ndarray:
-            out = np.where(refs >= 0, new_index[np.maximum(refs, 0)], -1)
-            return out
-
-        for name in ("row_id", "ep", "t", "is_step", "infos"):
-            a = getattr(self, name)
-            a[:k] = a[keep]
-        self.next_row[:k] = remap(self.next_row[keep])
-        self.prev_row[:k] = remap(self.prev_row[keep])
-        self.row_id[k:end] = -1
+        nxt = self.next_row[keep]
+        self.next_row[:k] = np.where(nxt >= 0, new_index[np.maximum(nxt, 0)], -1)
+        self.ep[:k] = self.ep[keep]
+        self.t[:k] = self.t[keep]
         self.ep[k:end] = -1
         self.next_row[k:end] = -1
-        self.prev_row[k:end] = -1
-        self.is_step[k:end] = False
-        self.infos[k:end] = None
+        if self.infos is not None:
+            self.infos[:k] = self.infos[keep]
+            self.infos[k:end] = None
         if self.storage is not None:
             self.storage.rows[:k] = self.storage.rows[keep]
         if self.prioritized:
@@ -200,6 +208,9 @@ class EpisodeSteps:
                     merged.append([a, b])
             self.ep_ranges[slot] = merged
         self.end = k
+        self.compactions += 1
+        result: np.ndarray = np.where(live, new_index, -1)
+        return result
 
     @staticmethod
     def describe(obs: list[tuple[tuple[str, ...], np.ndarray]],
@@ -240,7 +251,8 @@ class EpisodeSteps:
     def add_chunk(self, id_: Any, obs: list[tuple[tuple[str, ...], np.ndarray]],
                   steps: list[tuple[tuple[str, ...], np.ndarray]], infos: list[Any], terminated: bool,
                   truncated: bool, t_started: int, meta: dict[str, Any], priority: float = 1.0) -> bool:
-        """Store a chunk of ``L`` steps (``L + 1`` observations, ``L`` of every step field).
+        """Store a chunk of ``L >= 1`` steps (``L + 1`` observations; actions, rewards and
+        the other step fields ``L`` each, in that order: ``steps[1]`` is the reward).
 
         Returns whether it started a new episode. Inputs must have been checked with
         :meth:`check_chunk` (and :meth:`check_fields`, which is repeated here before any change).
@@ -253,8 +265,8 @@ class EpisodeSteps:
         else:
             self.check_fields(self.fields, obs, steps)
         cont = id_ in self.slot_of
-        # rows to write: a new episode writes L + 1 rows; a continuation L (its first step
-        # goes into the stored last row, which already holds that observation)
+        # a new episode writes L + 1 rows; a continuation L (its first step goes into the
+        # stored last row, which already holds that observation)
         new_rows = L if cont else L + 1
         self._reserve(new_rows)
         assert self.storage is not None
@@ -262,14 +274,15 @@ class EpisodeSteps:
         rows = np.arange(start, start + new_rows, dtype=np.int64)
         if cont:
             slot = self.slot_of[id_]
-            last = int(self.ep_last[slot])
-            all_rows = np.concatenate(([last], rows))
+            all_rows = np.concatenate(([self.ep_last[slot]], rows))
             t0 = int(self.ep_len[slot])
         else:
             slot = self._episode_slot()
             self.slot_of[id_] = slot
             self.order.append(slot)
             self.ep_id[slot] = id_
+            self.ep_uid[slot] = self.next_uid
+            self.next_uid += 1
             self.ep_meta[slot] = meta
             self.ep_first[slot] = start
             self.ep_len[slot] = 0
@@ -277,38 +290,36 @@ class EpisodeSteps:
             self.ep_ranges[slot] = []
             all_rows = rows
             t0 = 0
-        # observations 1..L (0 too for a new episode) and the L steps
         cols = self.storage.columns
         nobs = len(obs)
-        for j, (_, a) in enumerate(obs):
-            if cont:
-                cols[j][rows] = a[1:]
-            else:
-                cols[j][rows] = a
-        step_rows = all_rows[:L]
+        for j, (_, a) in enumerate(obs):  # row i holds observation i of the chunk
+            cols[j][rows] = a[1:] if cont else a
+        # actions (and extras) at the observation they were chosen at; the last row repeats the
+        # last action until a later chunk brings the real one
         for j, (_, a) in enumerate(steps):
-            cols[nobs + j][step_rows] = a
+            if j == 1:  # rewards: with the observation they came with
+                cols[nobs + 1][all_rows[1:]] = a
+                if not cont:
+                    cols[nobs + 1][all_rows[0]] = 0
+            else:
+                cols[nobs + j][all_rows[:L]] = a
+                cols[nobs + j][all_rows[L]] = a[L - 1]
         if len(infos) == L + 1:  # only chunks with a non-empty info are given (see the front end)
+            if self.infos is None:
+                self.infos = np.empty(self.rows, dtype=object)
             info_arr = np.empty(L + 1, dtype=object)
             info_arr[:] = [i or None for i in infos]
             self.infos[all_rows] = info_arr  # a continuation's first info replaces the stored last one
-        self.row_id[rows] = np.arange(self.next_id, self.next_id + new_rows)
-        self.next_id += new_rows
         self.ep[rows] = slot
-        self.t[all_rows] = t0 + np.arange(all_rows.shape[0])
-        self.is_step[step_rows] = True
-        # links along the episode
+        self.t[all_rows] = t0 + np.arange(L + 1)
         self.next_row[all_rows[:-1]] = all_rows[1:]
-        self.prev_row[all_rows[1:]] = all_rows[:-1]
-        if not cont:
-            self.prev_row[all_rows[0]] = -1
         self.next_row[all_rows[-1]] = -1
-        if self.prioritized and L:
-            self.tree.set(step_rows, float(priority))
+        if self.prioritized:
+            self.tree.set(all_rows[:L], float(priority))
         ranges = self.ep_ranges[slot]
         if ranges and ranges[-1][1] == start:
             ranges[-1][1] = start + new_rows
-        elif new_rows:
+        else:
             ranges.append([start, start + new_rows])
         self.ep_last[slot] = all_rows[-1]
         self.ep_len[slot] += L
@@ -321,14 +332,21 @@ class EpisodeSteps:
 
     def evict_oldest(self) -> tuple[Any, int]:
         """Remove the oldest episode whole; returns its id and number of steps."""
-        slot = self.order.popleft()
-        id_ = self.ep_id[slot]
+        return self.evict(self.ep_id[self.order[0]])
+
+    def evict(self, id_: Any) -> tuple[Any, int]:
+        """Remove a stored episode whole; returns its id and number of steps."""
+        slot = self.slot_of[id_]
+        if self.order[0] == slot:
+            self.order.popleft()
+        else:
+            self.order.remove(slot)
         del self.slot_of[id_]
-        rows = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in self.ep_ranges[slot]])
-        self.row_id[rows] = -1
+        rows = self.episode_rows(slot)
         self.ep[rows] = -1
-        self.is_step[rows] = False
-        self.infos[rows] = None
+        self.next_row[rows] = -1
+        if self.infos is not None:
+            self.infos[rows] = None
         if self.prioritized:
             self.tree.set(rows, 0.0, live=False)
         steps = int(self.ep_len[slot])
@@ -345,44 +363,51 @@ class EpisodeSteps:
         return len(self.order)
 
     # ------------------------------------------------------------ read
-    def step_rows(self) -> np.ndarray:
-        """Rows that hold a step (valid starts), in id order."""
-        rows: np.ndarray = np.flatnonzero(self.is_step[:self.end])
-        return rows
+    def is_start(self, rows: np.ndarray) -> np.ndarray:
+        """Whether each row holds a step of a live episode (a valid sample start)."""
+        ep = self.ep[rows]
+        ok: np.ndarray = (ep >= 0) & (self.t[rows] < self.ep_len[np.maximum(ep, 0)])
+        return ok
 
     def uniform_rows(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` step rows uniformly with replacement."""
-        rows = self.step_rows()
-        picked: np.ndarray = rows[rng.integers(0, rows.shape[0], size=n)]
-        return picked
+        """``n`` step rows uniformly with replacement: rows drawn over the written ones, and
+        those that are not a step drawn again (most rows are steps, so few rounds)."""
+        if self.num_steps == 0:
+            raise EmptyBufferError("size", 0, "at least one stored timestep to sample from")
+        rows = rng.integers(0, self.end, size=n)
+        bad = np.flatnonzero(~self.is_start(rows))
+        while bad.size:
+            rows[bad] = rng.integers(0, self.end, size=bad.size)
+            bad = bad[~self.is_start(rows[bad])]
+        return rows
 
     def prioritized_rows(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` step rows drawn proportionally to their tree leaves."""
         targets = rng.random(n) * self.tree.total
         rows = self.tree.find(targets)
-        # a target that rounds onto the last boundary can land on a zero leaf: move it to a step
-        bad = ~self.is_step[rows]
-        if bad.any():
-            rows[bad] = self.uniform_rows(rng, int(bad.sum()))
+        # a target that rounds onto the last boundary can land on a zero leaf: draw that one again
+        bad = np.flatnonzero(~self.is_start(rows))
+        while bad.size:
+            rows[bad] = self.tree.find(rng.random(bad.size) * self.tree.total)
+            bad = bad[~self.is_start(rows[bad])]
         return rows
 
     def walk(self, rows: np.ndarray, k: int) -> np.ndarray:
         """Rows ``k`` steps later in the same episode (``k`` vectorised look-ups); -1 past the end."""
-        out: np.ndarray = rows.copy()
+        out: np.ndarray = rows.astype(np.int64, copy=True)
         for _ in range(k):
             ok = out >= 0
             out[ok] = self.next_row[out[ok]]
         return out
 
-    def walk_matrix(self, rows: np.ndarray, k: int, backwards: bool = False) -> np.ndarray:
-        """``(len(rows), k + 1)`` rows: each start and the ``k`` following (or preceding) ones; -1 past the ends."""
-        links = self.prev_row if backwards else self.next_row
+    def walk_matrix(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """``(len(rows), k + 1)`` rows: each start and the ``k`` following ones; -1 past the end."""
         out = np.full((rows.shape[0], k + 1), -1, dtype=np.int64)
         out[:, 0] = rows
-        cur = rows.copy()
+        cur = rows.astype(np.int64, copy=True)
         for j in range(1, k + 1):
             ok = cur >= 0
-            cur[ok] = links[cur[ok]]
+            cur[ok] = self.next_row[cur[ok]]
             out[:, j] = cur
         return out
 
@@ -392,21 +417,48 @@ class EpisodeSteps:
         flat = rows.reshape(-1)
         return [a.reshape(rows.shape + a.shape[1:]) for a in self.storage.gather(flat)]
 
+    def infos_at(self, rows: np.ndarray) -> np.ndarray:
+        """The info dicts at ``rows`` (``None`` where empty)."""
+        if self.infos is None:
+            return np.full(rows.shape, None, dtype=object)
+        out: np.ndarray = self.infos[rows]
+        return out
+
     def episode_rows(self, slot: int) -> np.ndarray:
-        rows: np.ndarray = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in self.ep_ranges[slot]]) \
-            if self.ep_ranges[slot] else np.zeros(0, np.int64)
-        # ranges are in append order, which is the episode's step order
-        return rows
+        """Rows of a stored episode in step order."""
+        if not self.ep_ranges[slot]:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in self.ep_ranges[slot]])
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """Step ids of (live) rows."""
+        ids: np.ndarray = (self.ep_uid[self.ep[rows]] << ID_SHIFT) | self.t[rows].astype(np.int64)
+        return ids
+
+    def _order_array(self) -> np.ndarray:
+        """The live episode slots, oldest first, as an array (cached until episodes change)."""
+        key = (self.next_uid, len(self.order), self.order[0] if self.order else -1)
+        if self._order_cache is None or self._order_cache[0] != key:
+            self._order_cache = (key, np.fromiter(self.order, dtype=np.int64, count=len(self.order)))
+        return self._order_cache[1]
 
     def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows of step ids and whether each id is still stored."""
-        live_ids = self.row_id[:self.end]
-        pos = np.searchsorted(live_ids, ids)
-        pos = np.minimum(pos, max(self.end - 1, 0))
-        if not self.end:
-            return pos, np.zeros(ids.shape, dtype=bool)
-        valid: np.ndarray = live_ids[pos] == ids
-        return pos, valid
+        """Rows of step ids and whether each id names a step still stored."""
+        ids = np.asarray(ids, dtype=np.int64)
+        uid, t = ids >> ID_SHIFT, ids & ((1 << ID_SHIFT) - 1)
+        order = self._order_array()
+        live_uids = self.ep_uid[order]  # increasing: episodes are numbered in arrival order
+        pos = np.minimum(np.searchsorted(live_uids, uid), max(order.shape[0] - 1, 0))
+        found = (order.shape[0] > 0) & (live_uids[pos] == uid) if order.shape[0] else np.zeros(ids.shape, bool)
+        slots = order[pos] if order.shape[0] else np.zeros(ids.shape, np.int64)
+        valid = found & (t < self.ep_len[slots])
+        rows = np.where(valid, self.ep_first[slots] + t, 0)
+        rows = np.minimum(rows, max(self.end - 1, 0))
+        # episodes laid out in one run of rows: ep_first + t; others: through their ranges
+        direct = valid & (self.ep[rows] == slots) & (self.t[rows] == t)
+        for i in np.flatnonzero(valid & ~direct).tolist():
+            rows[i] = self.episode_rows(int(slots[i]))[int(t[i])]
+        return rows, valid
 
     # ------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -414,25 +466,25 @@ class EpisodeSteps:
         end = self.end
         return {
             "capacity": self.capacity, "prioritized": self.prioritized, "end": end, "rows": self.rows,
-            "live_rows": self.live_rows, "next_id": self.next_id, "num_steps": self.num_steps,
+            "live_rows": self.live_rows, "next_uid": self.next_uid, "num_steps": self.num_steps,
             "fields": None if self.fields is None else [(list(f.path), list(f.shape), f.dtype.str)
                                                         for f in self.fields],
-            "row_id": self.row_id[:end].copy(), "ep": self.ep[:end].copy(), "t": self.t[:end].copy(),
-            "next_row": self.next_row[:end].copy(), "prev_row": self.prev_row[:end].copy(),
-            "is_step": self.is_step[:end].copy(), "infos": list(self.infos[:end]),
+            "ep": self.ep[:end].copy(), "t": self.t[:end].copy(), "next_row": self.next_row[:end].copy(),
+            "infos": None if self.infos is None else list(self.infos[:end]),
             "storage": None if self.storage is None else self.storage.rows[:end].copy(),
             "leaves": self.tree.leaves[:end].copy() if self.prioritized else None,
             "episodes": [
-                {"slot": s, "id": self.ep_id[s], "first": int(self.ep_first[s]), "last": int(self.ep_last[s]),
-                 "len": int(self.ep_len[s]), "t_started": int(self.ep_t_started[s]),
+                {"slot": s, "id": self.ep_id[s], "uid": int(self.ep_uid[s]), "first": int(self.ep_first[s]),
+                 "last": int(self.ep_last[s]), "len": int(self.ep_len[s]), "t_started": int(self.ep_t_started[s]),
                  "terminated": bool(self.ep_terminated[s]), "truncated": bool(self.ep_truncated[s]),
-                 "ranges": [list(r) for r in self.ep_ranges[s]], "meta": dict(self.ep_meta[s])}
+                 "ranges": [list(r) for r in self.ep_ranges[s]],
+                 "meta": {k: v for k, v in self.ep_meta[s].items() if not k.startswith("_")}}
                 for s in self.order],
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EpisodeSteps:
-        """A store rebuilt from :meth:`state_dict` (compacted: dead rows are dropped)."""
+        """A store rebuilt from :meth:`state_dict`."""
         out = cls(int(state["capacity"]), bool(state["prioritized"]))
         end = int(state["end"])
         out._allocate_rows(max(int(state["rows"]), end + 16))
@@ -441,17 +493,19 @@ class EpisodeSteps:
             out.field_names = [f.path for f in out.fields]
             out.storage = PackedStorage(out.fields, out.rows)
             out.storage.rows[:end] = state["storage"]
-        for name in ("row_id", "ep", "t", "next_row", "prev_row", "is_step"):
+        for name in ("ep", "t", "next_row"):
             getattr(out, name)[:end] = state[name]
-        infos = np.empty(end, dtype=object)
-        infos[:] = list(state["infos"])
-        out.infos[:end] = infos
+        if state["infos"] is not None:
+            out.infos = np.empty(out.rows, dtype=object)
+            infos = np.empty(end, dtype=object)
+            infos[:] = list(state["infos"])
+            out.infos[:end] = infos
         if out.prioritized:
             out.tree.leaves[:end] = state["leaves"]
             out.tree.rebuild()
         out.end = end
         out.live_rows = int(state["live_rows"])
-        out.next_id = int(state["next_id"])
+        out.next_uid = int(state["next_uid"])
         out.num_steps = int(state["num_steps"])
         slots = [e["slot"] for e in state["episodes"]]
         n = max(slots, default=-1) + 1
@@ -463,6 +517,7 @@ class EpisodeSteps:
             out.slot_of[e["id"]] = s
             out.order.append(s)
             out.ep_id[s] = e["id"]
+            out.ep_uid[s] = e["uid"]
             out.ep_first[s], out.ep_last[s], out.ep_len[s] = e["first"], e["last"], e["len"]
             out.ep_t_started[s] = e["t_started"]
             out.ep_terminated[s], out.ep_truncated[s] = e["terminated"], e["truncated"]
@@ -471,13 +526,14 @@ class EpisodeSteps:
         return out
 
     def nbytes(self) -> int:
-        """Bytes of every array the store holds (rows, links, ids, tree, episode index)."""
-        total = sum(getattr(self, n).nbytes for n in ("row_id", "ep", "t", "next_row", "prev_row", "is_step",
-                                                       "infos"))
+        """Bytes of every array the store holds (rows, bookkeeping, tree, episode index)."""
+        total = self.ep.nbytes + self.t.nbytes + self.next_row.nbytes
+        if self.infos is not None:
+            total += self.infos.nbytes
         if self.storage is not None:
             total += self.storage.nbytes
         if self.prioritized:
             total += SumTree.nbytes_for(self.rows)
-        total += sum(getattr(self, n).nbytes for n in ("ep_first", "ep_last", "ep_len", "ep_t_started",
+        total += sum(getattr(self, n).nbytes for n in ("ep_uid", "ep_first", "ep_last", "ep_len", "ep_t_started",
                                                         "ep_terminated", "ep_truncated"))
         return int(total)

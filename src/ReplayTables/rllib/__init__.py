@@ -28,6 +28,8 @@ from ReplayTables.rllib.storage_unit import StorageUnit
 EPISODE_BUFFER_MODULES = {
     "EpisodeReplayBuffer": "ReplayTables.rllib.episode_replay_buffer",
     "PrioritizedEpisodeReplayBuffer": "ReplayTables.rllib.prioritized_episode_buffer",
+    "MultiAgentEpisodeReplayBuffer": "ReplayTables.rllib.multi_agent_episode_buffer",
+    "MultiAgentPrioritizedEpisodeReplayBuffer": "ReplayTables.rllib.multi_agent_episode_buffer",
 }
 
 
@@ -51,7 +53,9 @@ __all__ = [
     "EpisodeReplayBuffer",
     "FifoReplayBuffer",
     "MultiAgentBatch",
+    "MultiAgentEpisodeReplayBuffer",
     "MultiAgentMixInReplayBuffer",
+    "MultiAgentPrioritizedEpisodeReplayBuffer",
     "MultiAgentPrioritizedReplayBuffer",
     "MultiAgentReplayBuffer",
     "PrioritizedEpisodeReplayBuffer",

@@ -9,6 +9,7 @@ bases are plain ``object`` and sampling needs Ray to build episodes (a
 """
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Any
 
@@ -16,8 +17,18 @@ import numpy as np
 
 from ReplayTables.errors import ConfigError
 
-__all__ = ["DEFAULT_AGENT_ID", "DEFAULT_MODULE_ID", "HAVE_RAY", "RLLIB_EPISODE_BUFFER",
-           "RLLIB_PRIORITIZED_EPISODE_BUFFER", "MetricsLogger", "build_episode", "lookback_buffer", "make_episodes"]
+__all__ = [
+    "DEFAULT_AGENT_ID",
+    "DEFAULT_MODULE_ID",
+    "HAVE_RAY",
+    "RLLIB_EPISODE_BUFFER", "RLLIB_MULTI_AGENT_EPISODE_BUFFER", "RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER",
+    "RLLIB_PRIORITIZED_EPISODE_BUFFER",
+    "MetricsLogger",
+    "RLlibBufferType",
+    "build_episode", "fast_meta",
+    "lookback_buffer",
+    "make_episodes",
+]
 
 def _rllib(module: str, name: str) -> Any:
     """``name`` from an RLlib module, typed ``Any`` (RLlib's own types stay out of our API)."""
@@ -31,6 +42,8 @@ SingleAgentEpisode: Any
 InfiniteLookbackBuffer: Any
 RLLIB_EPISODE_BUFFER: Any
 RLLIB_PRIORITIZED_EPISODE_BUFFER: Any
+RLLIB_MULTI_AGENT_EPISODE_BUFFER: Any
+RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER: Any
 try:
     DEFAULT_AGENT_ID = _rllib("ray.rllib.core", "DEFAULT_AGENT_ID")
     DEFAULT_MODULE_ID = _rllib("ray.rllib.core", "DEFAULT_MODULE_ID")
@@ -40,13 +53,34 @@ try:
     RLLIB_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.episode_replay_buffer", "EpisodeReplayBuffer")
     RLLIB_PRIORITIZED_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.prioritized_episode_buffer",
                                               "PrioritizedEpisodeReplayBuffer")
+    RLLIB_MULTI_AGENT_EPISODE_BUFFER = _rllib("ray.rllib.utils.replay_buffers.multi_agent_episode_buffer",
+                                              "MultiAgentEpisodeReplayBuffer")
+    RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER = _rllib(
+        "ray.rllib.utils.replay_buffers.multi_agent_prioritized_episode_buffer",
+        "MultiAgentPrioritizedEpisodeReplayBuffer")
     HAVE_RAY = True
 except ImportError:  # pragma: no cover - exercised only without Ray
     DEFAULT_AGENT_ID = None
     DEFAULT_MODULE_ID = "default_policy"
     MetricsLogger = SingleAgentEpisode = InfiniteLookbackBuffer = None
     RLLIB_EPISODE_BUFFER = RLLIB_PRIORITIZED_EPISODE_BUFFER = object
+    RLLIB_MULTI_AGENT_EPISODE_BUFFER = RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER = object
     HAVE_RAY = False
+
+
+class RLlibBufferType(type(RLLIB_EPISODE_BUFFER)):  # type: ignore[misc]
+    """Metaclass of our episode buffers: ``"EpisodeReplayBuffer" in cls`` answers for the class's
+    dotted name.
+
+    Ray 2.60's ``Algorithm._create_local_replay_buffer_if_necessary`` tests
+    ``"EpisodeReplayBuffer" in config["replay_buffer_config"]["type"]``, which raises
+    ``TypeError`` when ``type`` is a class (Ray issue #60491), for RLlib's own classes too.
+    Answering the substring test on ``module.qualname`` lets a class ``type`` build, and
+    RLlib then passes ``metrics_num_episodes_for_smoothing`` as it does for a name.
+    """
+
+    def __contains__(cls, text: object) -> bool:
+        return isinstance(text, str) and text in f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _require_ray() -> None:
@@ -132,35 +166,95 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
     term, trunc = terminated.tolist(), truncated.tolist()
     t0 = t_started.tolist()
     new = SingleAgentEpisode.__new__
-    out = []
-    for i in range(B):
-        meta = metas[i]
+    lb_new = InfiniteLookbackBuffer.__new__
+    out: list[Any] = []
+    # ~10 objects per episode trigger the cyclic collector every ~70 episodes, and with a large
+    # heap (a training process) its passes cost several times the building itself. These objects
+    # form no cycles, so the collector is paused while they are made and runs once afterwards.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        _fill(out, B, metas, ids, pair, obs, actions, ret, w, n, infos, extras, term, trunc, t0, to_numpy,
+              rewards_space, rewards_struct, new, lb_new)
+    finally:
+        if collecting:
+            gc.enable()
+    return out
+
+
+def fast_meta(meta: dict[str, Any]) -> tuple[Any, ...]:
+    """What every sampled episode of a stored episode copies from it, looked up once."""
+    cached = meta.get("_fast")
+    if cached is None:
         obs_space, obs_struct, act_space, act_struct = _spaces(meta)
-        e = new(SingleAgentEpisode)
-        e.id_ = ids[i]
-        e.agent_id = meta.get("agent_id")
-        e.module_id = meta.get("module_id")
-        e.multi_agent_episode_id = meta.get("multi_agent_episode_id")
-        if pair is not None:
-            o: Any = pair[i] if to_numpy else [pair[i, 0], pair[i, 1]]
-            a: Any = actions[i:i + 1] if to_numpy else [actions[i]]
+        cached = (meta.get("agent_id"), meta.get("module_id"), meta.get("multi_agent_episode_id"), obs_space,
+                  obs_struct, act_space, act_struct)
+        meta["_fast"] = cached
+    return tuple(cached)
+
+
+def _fill(out: list[Any], B: int, metas: list[dict[str, Any]], ids: list[Any], pair: Any, obs: tuple[Any, Any],
+          actions: Any, ret: Any, w: Any, n: Any, infos: Any, extras: Any, term: list[bool], trunc: list[bool],
+          t0: list[int], to_numpy: bool, rewards_space: Any, rewards_struct: Any, new: Any, lb_new: Any) -> None:
+    """The loop of :func:`make_episodes` (one episode per row); per-row values are made
+    first by numpy's own iteration, so the loop only assembles objects."""
+    if pair is not None:
+        if to_numpy:
+            o_items: list[Any] = list(pair)
+            a_items: list[Any] = list(actions.reshape((B, 1, *actions.shape[1:])))
         else:
-            o = [_pick(obs[0], i), _pick(obs[1], i)]
-            a = [_pick(actions, i)]
-        e.observations = _ilb(o, obs_space, obs_struct)
-        e.actions = _ilb(a, act_space, act_struct)
-        e.rewards = _ilb(ret[i:i + 1] if to_numpy else [ret[i]], rewards_space, rewards_struct)
-        e.infos = _ilb([infos[0][i] or {}, infos[1][i] or {}] if infos is not None else [{}, {}])
-        emo = {"weights": _ilb(w[i:i + 1] if to_numpy else [w[i]]),
-               "n_step": _ilb(n[i:i + 1] if to_numpy else [n[i]])}
+            o_items = list(map(list, pair))
+            a_items = [[x] for x in actions]
+    else:
+        o_items = [[_pick(obs[0], i), _pick(obs[1], i)] for i in range(B)]
+        a_items = [[_pick(actions, i)] for i in range(B)]
+    if to_numpy:
+        r_items, w_items, n_items = list(ret), list(w), list(n)
+    else:
+        r_items, w_items, n_items = [[x] for x in ret], [[x] for x in w], [[x] for x in n]
+    if infos is None:
+        i_items: list[Any] = [[{}, {}] for _ in range(B)]
+    else:
+        i_items = [[x or {}, y or {}] for x, y in zip(infos[0].tolist(), infos[1].tolist())]
+    finalized = to_numpy and pair is not None
+    ILB, SAE = InfiniteLookbackBuffer, SingleAgentEpisode
+    for i, (id_, meta, o, a, r, inf, wv, nv, te, tr, ts) in enumerate(zip(
+            ids, metas, o_items, a_items, r_items, i_items, w_items, n_items, term, trunc, t0)):
+        agent_id, module_id, ma_id, obs_space, obs_struct, act_space, act_struct = fast_meta(meta)
+        # lookback buffers by their attribute dict in one assignment (what their __init__ sets)
+        ob = lb_new(ILB)
+        ob.__dict__ = {"data": o, "lookback": 0, "finalized": finalized, "_space": obs_space,
+                       "_space_struct": obs_struct}
+        ab = lb_new(ILB)
+        ab.__dict__ = {"data": a, "lookback": 0, "finalized": finalized, "_space": act_space,
+                       "_space_struct": act_struct}
+        rb = lb_new(ILB)
+        rb.__dict__ = {"data": r, "lookback": 0, "finalized": to_numpy, "_space": rewards_space,
+                       "_space_struct": rewards_struct}
+        ib = lb_new(ILB)
+        ib.__dict__ = {"data": inf, "lookback": 0, "finalized": False, "_space": None, "_space_struct": None}
+        wb = lb_new(ILB)
+        wb.__dict__ = {"data": wv, "lookback": 0, "finalized": to_numpy, "_space": None, "_space_struct": None}
+        nb = lb_new(ILB)
+        nb.__dict__ = {"data": nv, "lookback": 0, "finalized": to_numpy, "_space": None, "_space_struct": None}
+        emo = {"weights": wb, "n_step": nb}
         if extras:
             for k, v in extras.items():
                 emo[k] = _ilb([_pick(v, i)])
+        e = new(SAE)
+        e.id_ = id_
+        e.agent_id = agent_id
+        e.module_id = module_id
+        e.multi_agent_episode_id = ma_id
+        e.observations = ob
+        e.actions = ab
+        e.rewards = rb
+        e.infos = ib
         e.extra_model_outputs = emo
-        e.is_terminated = term[i]
-        e.is_truncated = trunc[i]
-        e.t_started = t0[i]
-        e.t = t0[i] + 1
+        e.is_terminated = te
+        e.is_truncated = tr
+        e.t_started = ts
+        e.t = ts + 1
         e._observation_space = obs_space
         e._action_space = act_space
         e._custom_data = {}
@@ -169,7 +263,6 @@ def make_episodes(*, ids: list[Any], metas: list[dict[str, Any]], obs: tuple[Any
         e._last_added_observation = None
         e._last_added_infos = None
         out.append(e)
-    return out
 
 
 def _pick(value: Any, i: int) -> Any:

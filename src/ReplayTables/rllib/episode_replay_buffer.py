@@ -37,7 +37,9 @@ from ReplayTables.rllib.episode_compat import (
     DEFAULT_MODULE_ID,
     RLLIB_EPISODE_BUFFER,
     MetricsLogger,
+    RLlibBufferType,
     build_episode,
+    fast_meta,
     lookback_buffer,
     make_episodes,
 )
@@ -62,7 +64,7 @@ def _int(name: str, value: Any, lo: int = 0) -> int:
     return int(value)
 
 
-class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
+class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # type: ignore[misc]
     """Episodes of steps, FIFO by whole episodes, uniform over stored steps.
 
     Args:
@@ -162,17 +164,19 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         infos = eps.get_infos()
         return obs_fields, step_fields, (list(infos) if any(infos) else [])
 
-    def _prepare(self, episodes: list[Any]) -> tuple[list[tuple[Any, Any]], list[Any]]:
+    def _prepare(self, episodes: list[Any], keys: list[Any] | None = None) -> tuple[list[tuple[Any, Any]], list[Any]]:
         """Every chunk converted and checked (fields, continuity) before anything changes.
 
-        Returns the chunks with steps and their columns, and the extra-model-output keys.
+        ``keys``: the ids the chunks are stored under (default: their ``id_``). Returns the
+        chunks with steps and their columns, and the extra-model-output keys.
         """
         store = self.store
         extra_keys = self._extra_keys
         fields = store.fields
         ends: dict[Any, tuple[int, bool]] = {}  # chunks of this call: where each episode ends now
         out = []
-        for eps in episodes:
+        for j, eps in enumerate(episodes):
+            key = eps.id_ if keys is None else keys[j]
             if len(eps) == 0:
                 continue  # a chunk without steps adds nothing (see the module docstring)
             if extra_keys is None:
@@ -183,15 +187,15 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             else:
                 store.check_fields(fields, cols[0], cols[1])
             t_started = int(eps.t_started)
-            if eps.id_ in ends:
-                end, done = ends[eps.id_]
+            if key in ends:
+                end, done = ends[key]
                 if done or t_started != end:
                     raise EpisodeError("episode.t_started", t_started,
-                                       f"{end} (where the earlier chunk of episode {eps.id_!r} in this add ends)"
+                                       f"{end} (where the earlier chunk of episode {key!r} in this add ends)"
                                        if not done else "no chunk after the episode's end in this add")
             else:
-                store.check_chunk(eps.id_, len(eps), t_started)
-            ends[eps.id_] = (t_started + len(eps), bool(eps.is_terminated or eps.is_truncated))
+                store.check_chunk(key, len(eps), t_started)
+            ends[key] = (t_started + len(eps), bool(eps.is_terminated or eps.is_truncated))
             out.append((eps, cols))
         return out, list(extra_keys or [])
 
@@ -214,6 +218,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             meta = {"agent_id": eps.agent_id, "module_id": eps.module_id,
                     "observation_space": eps.observation_space, "action_space": eps.action_space,
                     "multi_agent_episode_id": getattr(eps, "multi_agent_episode_id", None)}
+            if eps.id_ not in store.slot_of:
+                fast_meta(meta)  # what sampled episodes copy, looked up once per episode
             new = store.add_chunk(eps.id_, cols[0], cols[1], cols[2], bool(eps.is_terminated),
                                   bool(eps.is_truncated), int(eps.t_started), meta, priority)
             n = len(eps)
@@ -299,8 +305,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         first = True
         episodes_seen: set[int] = set()
         distinct_steps = 0
-        reward_col = store.field_names.index(("rewards",))
-        action_cols = [i for i, p in enumerate(store.field_names) if p[0] == "actions"]
+        assert store.storage is not None
+        rcol = store.storage.columns[store.field_names.index(("rewards",))]
         while True:
             todo = np.flatnonzero(fill < T)
             if todo.size == 0:
@@ -326,12 +332,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             dest_row = todo[r_idx]
             dest_col = fill[todo][r_idx] + c_idx
             rows_out[dest_row, dest_col] = seg[r_idx, c_idx]
-            # reward at position j is the reward that led to observation ts + j: none at an episode start
-            prev = np.where(c_idx == 0, store.prev_row[seg[r_idx, 0]], seg[r_idx, np.maximum(c_idx - 1, 0)])
-            rcol = store.storage.columns[reward_col] if store.storage is not None else None
-            assert rcol is not None
-            rv = np.where(prev >= 0, rcol[np.maximum(prev, 0)], 0.0)
-            reward[dest_row, dest_col] = np.where((c_idx == 0) & (ts[r_idx] == 0), 0.0, rv)
+            # each row holds the reward that came with its observation (0 at an episode's start)
+            reward[dest_row, dest_col] = rcol[seg[r_idx, c_idx]]
             start_col = fill[todo]
             is_first[todo, start_col] = True
             end_col = start_col + take - 1
@@ -341,17 +343,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
             trunc = reached & ~store.ep_terminated[ep]
             is_trunc[todo[trunc], end_col[trunc]] = store.ep_truncated[ep[trunc]]
             fill[todo] += take
-        fields = store.gather(rows_out)
+        fields = store.gather(rows_out)  # a last observation's row repeats the last action, as RLlib does
         obs = self._unflatten(fields, "obs")
         actions = self._unflatten(fields, "actions")
-        # the last observation of an episode has no action: RLlib repeats the previous one
-        last_obs_row = ~store.is_step[rows_out]
-        if last_obs_row.any():
-            prev_rows = store.prev_row[rows_out[last_obs_row]]
-            prev_fields = store.gather(np.maximum(prev_rows, 0))
-            for i in action_cols:
-                fields[i][last_obs_row] = prev_fields[i]
-            actions = self._unflatten(fields, "actions")
         self.sampled_timesteps += B * T
         self._log_sample(B * T, len(episodes_seen), distinct_steps, None, 0)
         return {"obs": obs, "actions": actions, "rewards": reward, "is_first": is_first, "is_last": is_last,
@@ -418,8 +412,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         nxt = walk[np.arange(rows.shape[0]), m]
         assert store.storage is not None
         rcol = store.storage.columns[store.field_names.index(("rewards",))]
+        # the reward of step t + j came with observation t + j + 1
         rmask = k[:, :width] < m[:, None]
-        rv = np.where(rmask, rcol[np.maximum(walk[:, :width], 0)], 0.0)
+        rv = np.where(rmask, rcol[np.maximum(walk[:, 1:], 0)], 0.0)
         returns = (rv * (gamma ** k[:, :width])).sum(axis=1) if width else np.zeros(rows.shape[0])
         here = store.gather(rows)
         there = store.gather(nxt)
@@ -431,11 +426,13 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         reached_end = ts + m == store.ep_len[ep]
         term = reached_end & store.ep_terminated[ep]
         trunc = reached_end & store.ep_truncated[ep] & ~term
-        infos = (store.infos[rows], store.infos[nxt]) if include_infos else None
+        infos = (store.infos_at(rows), store.infos_at(nxt)) if include_infos else None
         ids = store.ep_id
         metas = store.ep_meta
         ep_list = ep.tolist()
-        return make_episodes(ids=[ids[e] for e in ep_list], metas=[metas[e] for e in ep_list], obs=(obs0, obs1),
+        # an agent's episode inside a multi-agent one is stored under (episode id, agent id); "id_" is its own id
+        return make_episodes(ids=[metas[e].get("id_", ids[e]) for e in ep_list], metas=[metas[e] for e in ep_list],
+                             obs=(obs0, obs1),
                              actions=actions, rewards=returns, infos=infos, terminated=term, truncated=trunc,
                              weights=weights, n_steps=n, extras=extras, t_started=ts, to_numpy=to_numpy)
 
@@ -478,16 +475,16 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER):  # type: ignore[misc]
         rows = store.walk_matrix(obs_rows, stop - lo)[0]
         fields = store.gather(rows)
         obs = self._unflatten(fields, "obs")
-        steps = [f[:-1] for f in fields]
+        steps = [f[:-1] for f in fields]  # actions and extras at observations lo .. stop - 1
         actions = self._unflatten(steps, "actions")
-        rewards = self._unflatten(steps, "rewards")
+        rewards = self._unflatten([f[1:] for f in fields], "rewards")  # came with observations lo + 1 .. stop
         extras = {key: self._unflatten(steps, f"extra{i}") for i, key in enumerate(self._extra_keys or [])}
         length = stop - lo - lookback
         extras_ilb: dict[str, Any] = {k: lookback_buffer(v, lookback) for k, v in extras.items()}
         if n_step is not None:
             extras_ilb["n_step"] = lookback_buffer(np.full(length + lookback, n_step), lookback)
             extras_ilb["weights"] = lookback_buffer(np.ones(length + lookback), lookback)
-        infos = [i or {} for i in store.infos[rows]]
+        infos = [i or {} for i in store.infos_at(rows)]
         reached = stop == int(store.ep_len[slot])
         term = bool(reached and store.ep_terminated[slot])
         return build_episode(

@@ -123,7 +123,7 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
         ts = store.t[rows]
         out: list[Any] = self._transitions(rows, ep, ts, n, n, gamma, weights, include_infos=include_infos,
                                 include_extra_model_outputs=include_extra_model_outputs, to_numpy=to_numpy)
-        self._last_sampled_indices = store.row_id[rows].tolist()
+        self._last_sampled_indices = store.ids_of(rows).tolist()
         self.sampled_timesteps += B
         self._num_resamples_total += resamples
         self._log_sample(B, int(np.unique(ep).size), int(np.unique(rows).size), float(n.mean()), resamples)
