@@ -511,7 +511,7 @@ def check_rllib_single(buffer: Any, totals: Totals) -> None:
     assert stats["added_count"] - stats["not_stored_count"] - stats["evicted_count"] - stats["deleted_count"] \
         == live.size
     assert np.isin(live, totals.ids).all() and not np.isin(live, totals.deleted).any(), "a live id deleted or unknown"
-    capacity = buffer._table.index.directory.capacity
+    capacity = buffer._table.layout.directory.capacity
     assert np.isin(live, expected_live(totals, capacity)).all(), "a live id whose slot was written again"
     if totals.handed_out.size:
         assert np.unique(totals.handed_out).size == totals.handed_out.size, "a queue handed an item out twice"
@@ -519,7 +519,7 @@ def check_rllib_single(buffer: Any, totals: Totals) -> None:
     if live.size:
         batch = buffer.get(live, with_indexes=True)
         assert np.array_equal(row_keys(batch), totals.key_of(batch["batch_indexes"])), "a live id's row is not its own"
-    check_tree(buffer, buffer._table.index.directory.live_slots())
+    check_tree(buffer, buffer._table.layout.directory.live_slots())
 
 
 def check_rllib(buffer: Any, logs: list[Log]) -> Totals:
