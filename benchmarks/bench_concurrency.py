@@ -1,7 +1,7 @@
 """A learner and two writers on one prioritized buffer in one process (threads, SPEC 6.1).
 
     PYTHONPATH=src python benchmarks/bench_concurrency.py [--capacity 1000000] [--seconds 3] [--rounds 3]
-                                                          [--writer-rate ROWS_PER_S]
+                                                          [--writer-rate ROWS_PER_S] [--floor]
 
 The learner thread does what a DQN learner does with PER: ``sample(256)`` then
 ``update_priorities`` of those ids. Two writer threads call ``add_batch`` of 64
@@ -11,7 +11,13 @@ round runs, for ``--seconds`` each and one right after the other:
 1. **solo**: the learner alone on the full buffer;
 2. **shared**: the learner while both writers add as fast as they can, or, with
    ``--writer-rate R``, paced to ``R`` rows/s in all (each writer sleeps between
-   batches to hold ``R / 2``).
+   batches to hold ``R / 2``);
+3. with ``--floor``, **floor**: the learner while both writers do, at the same pace,
+   only what numpy-ref does for those rows (one slice write per field into plain
+   preallocated arrays, no buffer, no lock). That is the least Python a writer
+   thread can run to move the rows, so its ratio is the most any buffer can reach
+   on this machine and interpreter: the GIL hand-offs between three threads on two
+   cores, not the buffer, set it.
 
 Printed: the learner's steps/s solo and shared, their ratio (shared / solo, one
 ratio per round, median and range), and the writers' rows/s. Both modes run in
@@ -79,7 +85,7 @@ def learner(buffer: PrioritizedReplay, stop: threading.Event, out: dict[str, Any
     out["learner_steps_per_s"] = steps / (time.perf_counter() - start)
 
 
-def writer(buffer: PrioritizedReplay, batches: list[dict[str, np.ndarray]], stop: threading.Event,
+def writer(buffer: Any, batches: list[dict[str, np.ndarray]], stop: threading.Event,
            rate: float | None, out: dict[str, Any], name: str) -> None:
     rows = 0
     start = time.perf_counter()
@@ -98,15 +104,34 @@ def writer(buffer: PrioritizedReplay, batches: list[dict[str, np.ndarray]], stop
     out[name] = rows / (time.perf_counter() - start)
 
 
+class NumpyRef:
+    """numpy-ref's writes for the floor phase: plain arrays, one slice write per field, a ring cursor."""
+
+    def __init__(self, capacity: int, pool: dict[str, np.ndarray]) -> None:
+        self.capacity = capacity
+        self.columns = {k: np.ones((capacity, *v.shape[1:]), v.dtype) for k, v in pool.items()}
+        self.cursor = 0
+
+    def add_batch(self, items: dict[str, np.ndarray]) -> None:
+        s = self.cursor
+        m = len(items["obs"])
+        if s + m > self.capacity:
+            s = 0
+        for k, v in items.items():
+            self.columns[k][s:s + m] = v
+        self.cursor = s + m
+
+
 def run(buffer: PrioritizedReplay, batches: list[dict[str, np.ndarray]], seconds: float, writers: int,
-        rate: float | None) -> dict[str, Any]:
+        rate: float | None, sink: Any = None) -> dict[str, Any]:
+    """One phase: the learner on ``buffer``; ``writers`` threads adding to ``sink`` (default: the buffer)."""
     stop = threading.Event()
     out: dict[str, Any] = {}
     threads = [threading.Thread(target=learner, args=(buffer, stop, out))]
     for w in range(writers):
         per_writer = None if rate is None else rate / writers
-        threads.append(threading.Thread(target=writer, args=(buffer, batches[w::writers], stop, per_writer, out,
-                                                             f"writer{w}")))
+        threads.append(threading.Thread(target=writer, args=(buffer if sink is None else sink, batches[w::writers],
+                                                             stop, per_writer, out, f"writer{w}")))
     for t in threads:
         t.start()
     time.sleep(seconds)
@@ -126,6 +151,8 @@ def main() -> None:
     parser.add_argument("--switch-interval", type=float, default=None,
                         help="sys.setswitchinterval(seconds) for the run (CPython's default is 0.005)")
     parser.add_argument("--json", action="store_true", help="print the per-round figures as JSON too")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run the learner beside numpy-ref writers at the same pace (the machine's floor)")
     args = parser.parse_args()
     if args.switch_interval is not None:
         sys.setswitchinterval(args.switch_interval)
@@ -134,6 +161,7 @@ def main() -> None:
     buffer = full_buffer(args.capacity, pool)
     batches = [{k: v[s:s + WRITE_BATCH] for k, v in pool.items()} for s in range(0, POOL - WRITE_BATCH + 1,
                                                                                  WRITE_BATCH)]
+    floor_sink = NumpyRef(args.capacity, pool) if args.floor else None
     run(buffer, batches, min(0.5, args.seconds), 2, args.writer_rate)  # warm-up (kernels compiled, pages touched)
     rounds = []
     for r in range(args.rounds):
@@ -142,9 +170,16 @@ def main() -> None:
         rounds.append({"solo": solo["learner_steps_per_s"], "shared": shared["learner_steps_per_s"],
                        "ratio": shared["learner_steps_per_s"] / solo["learner_steps_per_s"],
                        "writer_rows_per_s": shared["writer_rows_per_s"], "load": os.getloadavg()[0]})
-        print(f"round {r + 1}/{args.rounds}: learner solo {solo['learner_steps_per_s']:.0f} steps/s, shared "
-              f"{shared['learner_steps_per_s']:.0f} steps/s (ratio {rounds[-1]['ratio']:.2f}); writers "
-              f"{shared['writer_rows_per_s'] / 1e6:.2f} M rows/s; load {rounds[-1]['load']:.1f}", flush=True)
+        line = (f"round {r + 1}/{args.rounds}: learner solo {solo['learner_steps_per_s']:.0f} steps/s, shared "
+                f"{shared['learner_steps_per_s']:.0f} steps/s (ratio {rounds[-1]['ratio']:.2f}); writers "
+                f"{shared['writer_rows_per_s'] / 1e6:.2f} M rows/s")
+        if args.floor:
+            floor = run(buffer, batches, args.seconds, 2, args.writer_rate, sink=floor_sink)
+            rounds[-1].update(floor_ratio=floor["learner_steps_per_s"] / solo["learner_steps_per_s"],
+                              floor_writer_rows_per_s=floor["writer_rows_per_s"])
+            line += (f"; floor (numpy-ref writers) ratio {rounds[-1]['floor_ratio']:.2f} at "
+                     f"{floor['writer_rows_per_s'] / 1e6:.2f} M rows/s")
+        print(f"{line}; load {rounds[-1]['load']:.1f}", flush=True)
     ratios = [r["ratio"] for r in rounds]
     mode = "as fast as they can" if args.writer_rate is None else f"paced to {args.writer_rate:,.0f} rows/s"
     mode += f"; switch interval {sys.getswitchinterval() * 1e3:g} ms"
@@ -154,6 +189,11 @@ def main() -> None:
     solo, shared = statistics.median(r["solo"] for r in rounds), statistics.median(r["shared"] for r in rounds)
     print(f"| {solo:,.0f} | {shared:,.0f} | {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) "
           f"| {statistics.median(r['writer_rows_per_s'] for r in rounds):,.0f} |")
+    if args.floor:
+        floors = [r["floor_ratio"] for r in rounds]
+        print(f"\nfloor: the same learner beside numpy-ref writers at the same pace: shared / solo "
+              f"{statistics.median(floors):.2f} ({min(floors):.2f}-{max(floors):.2f}), writers "
+              f"{statistics.median(r['floor_writer_rows_per_s'] for r in rounds):,.0f} rows/s")
     if args.json:
         print(json.dumps(rounds))
 

@@ -162,6 +162,10 @@ class PrioritizedReplay(ReplayBuffer):
         ``timeout``: as for :meth:`ReplayBuffer.add <ReplayTables.ReplayBuffer.ReplayBuffer.add>`.
         """
         if self._plain and timeout is None:  # the table's add holds the lock itself
+            fast = self._table._add_fast  # the generated lane, called straight (see ReplayBuffer.add)
+            if fast is not None and priority is None:
+                new_id: int = fast(item)
+                return new_id
             return self._table.add(item, priority)
         return self._add_admitted(item, priority, timeout)
 
