@@ -164,3 +164,33 @@ def test_a_prefetcher_cannot_be_pickled() -> None:
     with filled_per().prefetch(2) as batches, pytest.raises(TypeError):
         pickle.dumps(batches)
     assert isinstance(batches, Prefetcher)
+
+
+def test_the_thread_refills_the_queue_after_every_batch_taken() -> None:
+    """A learner faster than the thread (the queue empty) and one slower (the thread asleep on a full
+    queue) both get every batch: no wake-up of either side is lost (20,000 hand-overs)."""
+    buffer = filled_per()
+    with buffer.prefetch(4, depth=1) as batches:
+        for i in range(20_000):
+            assert len(next(batches).ids) == 4
+            if i % 1000 == 0:
+                time.sleep(0.002)  # the thread fills the queue and goes to sleep on it
+        assert buffer.stats()["sampled"] >= 4 * 20_000
+
+
+def test_several_consumer_threads_share_one_prefetcher() -> None:
+    """Two threads calling next() on one prefetcher each get whole batches and none waits forever."""
+    buffer = filled_per()
+    got: list[int] = []
+    with buffer.prefetch(4, depth=2) as batches:
+        def consume() -> None:
+            for _ in range(2_000):
+                got.append(len(next(batches).ids))
+
+        threads = [threading.Thread(target=consume) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+    assert got == [4] * 4_000
