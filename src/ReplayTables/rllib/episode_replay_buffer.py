@@ -498,10 +498,6 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         rewards = self._unflatten([f[1:] for f in fields], "rewards")  # came with observations lo + 1 .. stop
         extras = {key: self._unflatten(steps, f"extra{i}") for i, key in enumerate(self._extra_keys or [])}
         length = stop - lo - lookback
-        extras_ilb: dict[str, Any] = {k: lookback_buffer(v, lookback) for k, v in extras.items()}
-        if n_step is not None:
-            extras_ilb["n_step"] = lookback_buffer(np.full(length + lookback, n_step), lookback)
-            extras_ilb["weights"] = lookback_buffer(np.ones(length + lookback), lookback)
         infos = [i or {} for i in store.infos_at(rows)]
         reached = stop == int(store.ep_len[slot])
         term = bool(reached and store.ep_terminated[slot])
@@ -511,6 +507,10 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
                                lookback=lookback, n_step=n_step, terminated=term,
                                truncated=bool(reached and not term and store.ep_truncated[slot]),
                                t_started=int(store.ep_t_started[slot]) + lo + lookback)
+        extras_ilb: dict[str, Any] = {k: lookback_buffer(v, lookback) for k, v in extras.items()}
+        if n_step is not None:
+            extras_ilb["n_step"] = lookback_buffer(np.full(length + lookback, n_step), lookback)
+            extras_ilb["weights"] = lookback_buffer(np.ones(length + lookback), lookback)
         return build_episode(
             id_=store.ep_id[slot], meta=store.ep_meta[slot], observations=lookback_buffer(obs, lookback),
             actions=lookback_buffer(actions, lookback), rewards=lookback_buffer(rewards, lookback),
