@@ -209,7 +209,7 @@ def test_other_refusals_change_nothing() -> None:
         buffer.add(chunk(0, 2, 5, 5))  # does not continue where the stored chunk ends
     with pytest.raises(SchemaError, match="shape"):
         buffer.add({**chunk(1, 0, 2, 2), "obs": np.zeros((3, 2))})  # another observation shape
-    with pytest.raises(SchemaError, match="kind of chunk"):
+    with pytest.raises(SchemaError, match="dict chunks"):
         buffer.add([object()])  # not a dict chunk in a buffer of dict chunks (with or without Ray)
     assert pickle.dumps(buffer.get_state()) == before
     ma = MultiAgentEpisodeReplayBuffer(100)

@@ -589,5 +589,5 @@ def chunk_format(episodes: list[Any], stored: str | None, where: str = "episodes
     fmt = stored if not kinds else kinds.pop()
     if kinds or (stored is not None and fmt != stored):
         raise SchemaError(where, "dict chunks and RLlib episodes" if kinds else f"{fmt} chunks",
-                          f"{stored or 'one'} kind of chunk (what this buffer holds and returns)")
+                          f"{stored or 'one kind of'} chunks only (a buffer holds and returns one kind)")
     return fmt or "rllib"
