@@ -14,6 +14,10 @@ the batch. When Ray is importable the class subclasses RLlib's
 ``EpisodeReplayBuffer`` (so RLlib's type and ``isinstance`` checks accept it);
 this module is imported only when the class is first used.
 
+Without Ray (and with it, if that is what is added) the buffer takes our dict
+chunks (:mod:`~ReplayTables.rllib.episode_chunks`) and returns dict batches
+(:mod:`~ReplayTables.rllib.episode_batches`): a buffer returns the kind it holds.
+
 Differences from RLlib 2.60 (deliberate, see docs/rllib-inside.md): an item
 of an n-step sample counts one towards ``num_items`` even when its n-step is
 cut short by the episode's end (RLlib's count can go down and return more
