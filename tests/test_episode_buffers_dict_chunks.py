@@ -265,3 +265,32 @@ def test_docs_without_ray_snippet_runs() -> None:
     block = page.split("### Without Ray", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     assert not [line for line in block.splitlines() if line.startswith(("import ray", "from ray"))]
     exec(compile(block, "docs/rllib-inside.md Without Ray", "exec"), {})
+
+
+def test_nested_observations_and_the_batch_of_sequences() -> None:
+    """Dict observations come back as dicts; ``sample()`` without ``sample_episodes`` is RLlib's [B, T] batch."""
+    buffer = EpisodeReplayBuffer(100, seed=10)
+    t = np.arange(5)
+    buffer.add({"id": 0, "obs": {"pos": np.stack([t, -t], axis=1).astype(np.float32), "step": t},
+                "actions": t[:-1], "rewards": 0.1 * (t[:-1] + 1), "terminated": True})
+    batch = buffer.sample(6, n_step=1, gamma=GAMMA, sample_episodes=True)
+    assert set(batch["obs"]) == {"pos", "step"} and batch["obs"]["pos"].shape == (6, 2)
+    np.testing.assert_array_equal(batch["next_obs"]["step"], batch["t"] + 1)
+    assert "infos" not in batch
+    bt = buffer.sample(3, batch_length_T=4)
+    assert bt["obs"]["step"].shape == (3, 4) and bt["rewards"].shape == (3, 4)
+    assert bt["is_first"][:, 0].all()
+
+
+def test_multi_agent_flags_are_checked() -> None:
+    ma = MultiAgentEpisodeReplayBuffer(100)
+    agent = {"obs": np.zeros(3), "actions": [0, 1], "rewards": [0.0, 1.0]}
+    with pytest.raises(SchemaError, match="terminated"):
+        ma.add({"id": 0, "agents": {"a": agent}, "terminated": "no"})
+    with pytest.raises(SchemaError, match="env_steps"):
+        ma.add({"id": 0, "agents": {"a": agent}, "env_steps": 1})
+    assert ma.get_num_timesteps() == 0
+    ma.add({"id": 0, "agents": {"a": {**agent, "terminated": True}}})
+    with pytest.raises(EpisodeError):
+        ma.add({"id": 0, "agents": {"a": agent}})  # the episode ended with its only agent
+    assert ma.get_num_timesteps() == 2

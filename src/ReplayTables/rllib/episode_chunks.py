@@ -177,9 +177,11 @@ class DictMultiAgentEpisode:
             raise SchemaError(f"{where}['env_steps']", steps, f"an integer >= {longest} (the longest agent chunk)")
         self._env_steps = int(steps)
         every = self.agent_episodes.values()
-        self.is_terminated = bool(chunk.get("terminated", all(sa.is_terminated for sa in every)))
-        self.is_truncated = bool(chunk.get("truncated", not self.is_terminated and all(
-            sa.is_terminated or sa.is_truncated for sa in every)))
+        # by default the episode ends when every agent's chunk has ended
+        self.is_terminated = _flag(where, chunk, "terminated") if "terminated" in chunk \
+            else all(sa.is_terminated for sa in every)
+        self.is_truncated = _flag(where, chunk, "truncated") if "truncated" in chunk \
+            else not self.is_terminated and all(sa.is_terminated or sa.is_truncated for sa in every)
 
     def module_for(self, agent_id: Any) -> Any:
         return self._modules[agent_id]

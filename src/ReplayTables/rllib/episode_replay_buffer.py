@@ -401,7 +401,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         ep = store.ep[rows]
         ts = store.t[rows]
         m = np.minimum(n, store.ep_len[ep] - ts)  # steps actually available (RLlib slices to the end)
-        out = self._transitions(rows, ep, ts, n, m, gamma, np.ones(B), include_infos=True,
+        # RLlib's sampled episodes always carry infos; a dict batch has them when asked for
+        out = self._transitions(rows, ep, ts, n, m, gamma, np.ones(B),
+                                include_infos=include_infos or self._format != "dict",
                                 include_extra_model_outputs=include_extra_model_outputs, to_numpy=to_numpy)
         self.sampled_timesteps += B
         self._log_sample(B, int(np.unique(ep).size), int(np.unique(rows).size), float(n.mean()), 0)
