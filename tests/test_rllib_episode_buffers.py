@@ -443,3 +443,18 @@ def test_dict_chunks_with_ray_match_rllib_episodes() -> None:
         with pytest.raises(SchemaError, match="rllib chunks only"):
             theirs.add(dicts)  # one kind per buffer: it returns what it holds
         assert pickle.dumps(theirs.get_state()) == before
+
+
+def test_multi_agent_state_round_trip_with_rllib_episodes() -> None:
+    """A module's store starts smaller than a single-agent one; restoring it used to fail
+    (``from_state`` shrank the default allocation to the saved size)."""
+    from ReplayTables.rllib import MultiAgentPrioritizedEpisodeReplayBuffer
+
+    buf = MultiAgentPrioritizedEpisodeReplayBuffer(capacity=1000, seed=2)
+    buf.add(ma_episode("s", 10))
+    restored = MultiAgentPrioritizedEpisodeReplayBuffer(capacity=1000)
+    restored.set_state(pickle.loads(pickle.dumps(buf.get_state())))
+    a, b = buf.sample(8, n_step=1), restored.sample(8, n_step=1)
+    assert [e.get_observations(0) for e in a] == [e.get_observations(0) for e in b]
+    restored.add(ma_episode("t", 5))
+    assert restored.get_num_timesteps() == 15
