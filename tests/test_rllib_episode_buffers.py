@@ -420,3 +420,41 @@ def test_multi_agent_refused_add_changes_nothing() -> None:
     assert pickle.dumps(buf.get_state()) == before
     with pytest.raises(ConfigError, match="replay_mode"):
         buf.sample(4, replay_mode="synchronized")
+
+
+def test_dict_chunks_with_ray_match_rllib_episodes() -> None:
+    """With Ray installed a buffer also takes dict chunks, and returns what it was given:
+    the same stored steps sample the same transitions either way."""
+    eps = [chunk(0, 0, 6, 6), chunk(1, 0, 4, 4)]
+    dicts = [{"id": e.id_, "obs": np.asarray(e.get_observations()), "actions": np.asarray(e.get_actions()),
+              "rewards": np.asarray(e.get_rewards()), "terminated": e.is_terminated, "truncated": e.is_truncated}
+             for e in eps]
+    for cls in (EpisodeReplayBuffer, PrioritizedEpisodeReplayBuffer):
+        ours, theirs = cls(100, seed=3), cls(100, seed=3)
+        ours.add(dicts)
+        theirs.add(eps)
+        batch = ours.sample(16, n_step=2, gamma=GAMMA, sample_episodes=True)
+        episodes = theirs.sample(16, n_step=2, gamma=GAMMA, sample_episodes=True)
+        assert isinstance(batch, dict) and all(isinstance(e, SingleAgentEpisode) for e in episodes)
+        np.testing.assert_allclose(batch["rewards"], [e.get_rewards()[0] for e in episodes])
+        np.testing.assert_array_equal(batch["next_obs"], [e.get_observations()[-1] for e in episodes])
+        np.testing.assert_array_equal(batch["terminateds"], [e.is_terminated for e in episodes])
+        before = pickle.dumps(theirs.get_state())
+        with pytest.raises(SchemaError, match="rllib chunks only"):
+            theirs.add(dicts)  # one kind per buffer: it returns what it holds
+        assert pickle.dumps(theirs.get_state()) == before
+
+
+def test_multi_agent_state_round_trip_with_rllib_episodes() -> None:
+    """A module's store starts smaller than a single-agent one; restoring it used to fail
+    (``from_state`` shrank the default allocation to the saved size)."""
+    from ReplayTables.rllib import MultiAgentPrioritizedEpisodeReplayBuffer
+
+    buf = MultiAgentPrioritizedEpisodeReplayBuffer(capacity=1000, seed=2)
+    buf.add(ma_episode("s", 10))
+    restored = MultiAgentPrioritizedEpisodeReplayBuffer(capacity=1000)
+    restored.set_state(pickle.loads(pickle.dumps(buf.get_state())))
+    a, b = buf.sample(8, n_step=1), restored.sample(8, n_step=1)
+    assert [e.get_observations(0) for e in a] == [e.get_observations(0) for e in b]
+    restored.add(ma_episode("t", 5))
+    assert restored.get_num_timesteps() == 15

@@ -485,9 +485,10 @@ class EpisodeSteps:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> EpisodeSteps:
         """A store rebuilt from :meth:`state_dict`."""
-        out = cls(int(state["capacity"]), bool(state["prioritized"]))
         end = int(state["end"])
-        out._allocate_rows(max(int(state["rows"]), end + 16))
+        # allocated at the saved size: a store made smaller than the default (a multi-agent
+        # module's) would otherwise be "grown" from the default down to it
+        out = cls(int(state["capacity"]), bool(state["prioritized"]), initial_rows=max(int(state["rows"]), end + 16))
         if state["fields"] is not None:
             out.fields = [Field(tuple(p), tuple(s), np.dtype(d)) for p, s, d in state["fields"]]
             out.field_names = [f.path for f in out.fields]

@@ -24,7 +24,8 @@ from ReplayTables.rllib.replay_buffer import ReplayBuffer
 from ReplayTables.rllib.reservoir_replay_buffer import ReservoirReplayBuffer
 from ReplayTables.rllib.storage_unit import StorageUnit
 
-#: New-stack episode buffers: their modules import Ray (RLlib's base classes), so they load on first use.
+#: New-stack episode buffers, loaded on first use: with Ray installed their modules import RLlib's base
+#: classes (a cost ``import ReplayTables.rllib`` does not pay); without it they work on dict chunks.
 EPISODE_BUFFER_MODULES = {
     "EpisodeReplayBuffer": "ReplayTables.rllib.episode_replay_buffer",
     "PrioritizedEpisodeReplayBuffer": "ReplayTables.rllib.prioritized_episode_buffer",

@@ -4,8 +4,10 @@ Imported only by the episode-buffer modules (never by ``import ReplayTables``):
 when Ray is importable it provides RLlib's base classes (so our buffers pass
 RLlib's ``issubclass``/``isinstance`` checks), its ``MetricsLogger`` and fast
 builders of ``SingleAgentEpisode`` objects for sampled items. Without Ray the
-bases are plain ``object`` and sampling needs Ray to build episodes (a
-:class:`~ReplayTables.errors.ConfigError` says how to install it).
+bases are plain ``object``, there are no metrics, and the buffers take and
+return dict chunks only (:mod:`ReplayTables.rllib.episode_chunks`); building an
+RLlib episode is then a :class:`~ReplayTables.errors.ConfigError` that says how
+to install Ray.
 """
 from __future__ import annotations
 

@@ -14,6 +14,10 @@ the batch. When Ray is importable the class subclasses RLlib's
 ``EpisodeReplayBuffer`` (so RLlib's type and ``isinstance`` checks accept it);
 this module is imported only when the class is first used.
 
+Without Ray (and with it, if that is what is added) the buffer takes our dict
+chunks (:mod:`~ReplayTables.rllib.episode_chunks`) and returns dict batches
+(:mod:`~ReplayTables.rllib.episode_batches`): a buffer returns the kind it holds.
+
 Differences from RLlib 2.60 (deliberate, see docs/rllib-inside.md): an item
 of an n-step sample counts one towards ``num_items`` even when its n-step is
 cut short by the episode's end (RLlib's count can go down and return more
@@ -32,9 +36,12 @@ import numpy as np
 from ReplayTables.atomic import atomic, new_lock
 from ReplayTables.engine.episode_steps import EpisodeSteps, flatten_fields
 from ReplayTables.errors import ConfigError, EmptyBufferError, EpisodeError, SchemaError
+from ReplayTables.rllib.episode_batches import slice_chunk, transition_batch
+from ReplayTables.rllib.episode_chunks import as_episode, is_dict_chunk
 from ReplayTables.rllib.episode_compat import (
     DEFAULT_AGENT_ID,
     DEFAULT_MODULE_ID,
+    HAVE_RAY,
     RLLIB_EPISODE_BUFFER,
     MetricsLogger,
     RLlibBufferType,
@@ -102,6 +109,8 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
                                                         metrics_num_episodes_for_smoothing, 1)
         self._extra_keys: list[Any] | None = None
         self._last_sampled_indices: list[int] = []
+        #: what was added, so what sampling returns: "dict" (our dict chunks) or "rllib" (RLlib episodes)
+        self._format: str | None = None
 
     # ------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -179,6 +188,10 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
             key = eps.id_ if keys is None else keys[j]
             if len(eps) == 0:
                 continue  # a chunk without steps adds nothing (see the module docstring)
+            if eps.t_started is None:  # a dict chunk without t_started continues its episode (or starts at 0)
+                slot = store.slot_of.get(key)
+                eps.t_started = ends[key][0] if key in ends else (
+                    0 if slot is None else int(store.ep_t_started[slot] + store.ep_len[slot]))
             if extra_keys is None:
                 extra_keys = list(eps.extra_model_outputs.keys())
             cols = self._columns(eps, extra_keys)
@@ -208,10 +221,13 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         Every chunk is checked first: a refused add changes nothing.
         """
         episodes = list(episodes) if isinstance(episodes, (list, tuple)) else [episodes]
+        fmt = chunk_format(episodes, self._format)
+        episodes = [as_episode(e, f"episodes[{i}]") for i, e in enumerate(episodes)]
         priority = self._insert_priority(weight)
         prepared, extra_keys = self._prepare(episodes)
         if prepared:
             self._extra_keys = extra_keys
+            self._format = fmt
         store = self.store
         steps_added = episodes_added = episodes_evicted = steps_evicted = 0
         for eps, cols in prepared:
@@ -371,7 +387,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
 
     def _sample_episodes(self, B: int, *, batch_length_T: int, n_step: Any, gamma: float, include_infos: bool,
                          include_extra_model_outputs: bool, to_numpy: bool, lookback: int,
-                         min_batch_length_T: int) -> list[Any]:
+                         min_batch_length_T: int) -> Any:
         store = self.store
         if batch_length_T:
             if isinstance(n_step, (tuple, list)) or n_step != 1:
@@ -385,7 +401,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         ep = store.ep[rows]
         ts = store.t[rows]
         m = np.minimum(n, store.ep_len[ep] - ts)  # steps actually available (RLlib slices to the end)
-        out = self._transitions(rows, ep, ts, n, m, gamma, np.ones(B), include_infos=True,
+        # RLlib's sampled episodes always carry infos; a dict batch has them when asked for
+        out = self._transitions(rows, ep, ts, n, m, gamma, np.ones(B),
+                                include_infos=include_infos or self._format != "dict",
                                 include_extra_model_outputs=include_extra_model_outputs, to_numpy=to_numpy)
         self.sampled_timesteps += B
         self._log_sample(B, int(np.unique(ep).size), int(np.unique(rows).size), float(n.mean()), 0)
@@ -403,8 +421,9 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
 
     def _transitions(self, rows: np.ndarray, ep: np.ndarray, ts: np.ndarray, n: np.ndarray, m: np.ndarray,
                      gamma: float, weights: np.ndarray, *, include_infos: bool, include_extra_model_outputs: bool,
-                     to_numpy: bool) -> list[Any]:
-        """One-transition episodes ``(o_t, a_t, sum_k gamma^k r_(t+k), o_(t+m))`` for each start row."""
+                     to_numpy: bool) -> Any:
+        """One-transition episodes ``(o_t, a_t, sum_k gamma^k r_(t+k), o_(t+m))`` for each start row
+        (one dict batch of them for dict chunks)."""
         store = self.store
         width = int(m.max())
         walk = store.walk_matrix(rows, width)  # rows t .. t + width
@@ -430,6 +449,11 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         ids = store.ep_id
         metas = store.ep_meta
         ep_list = ep.tolist()
+        if self._format == "dict":
+            return transition_batch(ids=[metas[e].get("id_", ids[e]) for e in ep_list], obs=(obs0, obs1),
+                                    actions=actions, rewards=returns, terminated=term, truncated=trunc,
+                                    weights=weights, n_steps=n, step_ids=store.ids_of(rows), t=ts, extras=extras,
+                                    infos=infos)
         # an agent's episode inside a multi-agent one is stored under (episode id, agent id); "id_" is its own id
         return make_episodes(ids=[metas[e].get("id_", ids[e]) for e in ep_list], metas=[metas[e] for e in ep_list],
                              obs=(obs0, obs1),
@@ -480,13 +504,19 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         rewards = self._unflatten([f[1:] for f in fields], "rewards")  # came with observations lo + 1 .. stop
         extras = {key: self._unflatten(steps, f"extra{i}") for i, key in enumerate(self._extra_keys or [])}
         length = stop - lo - lookback
+        infos = [i or {} for i in store.infos_at(rows)]
+        reached = stop == int(store.ep_len[slot])
+        term = bool(reached and store.ep_terminated[slot])
+        if self._format == "dict":
+            return slice_chunk(id_=store.ep_meta[slot].get("id_", store.ep_id[slot]), meta=store.ep_meta[slot],
+                               obs=obs, actions=actions, rewards=rewards, extras=extras, infos=infos,
+                               lookback=lookback, n_step=n_step, terminated=term,
+                               truncated=bool(reached and not term and store.ep_truncated[slot]),
+                               t_started=int(store.ep_t_started[slot]) + lo + lookback)
         extras_ilb: dict[str, Any] = {k: lookback_buffer(v, lookback) for k, v in extras.items()}
         if n_step is not None:
             extras_ilb["n_step"] = lookback_buffer(np.full(length + lookback, n_step), lookback)
             extras_ilb["weights"] = lookback_buffer(np.ones(length + lookback), lookback)
-        infos = [i or {} for i in store.infos_at(rows)]
-        reached = stop == int(store.ep_len[slot])
-        term = bool(reached and store.ep_terminated[slot])
         return build_episode(
             id_=store.ep_id[slot], meta=store.ep_meta[slot], observations=lookback_buffer(obs, lookback),
             actions=lookback_buffer(actions, lookback), rewards=lookback_buffer(rewards, lookback),
@@ -520,7 +550,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
                 "_num_episodes_evicted": self._num_episodes_evicted,
                 "_num_timesteps_added": self._num_timesteps_added, "sampled_timesteps": self.sampled_timesteps,
                 "_extra_keys": self._extra_keys, "rng": self.rng.bit_generator.state,
-                "_last_sampled_indices": list(self._last_sampled_indices)}
+                "_last_sampled_indices": list(self._last_sampled_indices), "format": self._format}
 
     @atomic
     def set_state(self, state: dict[str, Any]) -> None:
@@ -539,6 +569,7 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         self._extra_keys = state["_extra_keys"]
         self.rng.bit_generator.state = state["rng"]
         self._last_sampled_indices = list(state["_last_sampled_indices"])
+        self._format = state.get("format", "rllib" if store.num_episodes else None)
 
     def _set_rllib_state(self, state: dict[str, Any]) -> None:
         from ray.rllib.env.single_agent_episode import SingleAgentEpisode
@@ -551,4 +582,18 @@ class EpisodeReplayBuffer(RLLIB_EPISODE_BUFFER, metaclass=RLlibBufferType):  # t
         self._num_timesteps_added = int(state.get("_num_timesteps_added", fresh._num_timesteps_added))
         self._num_timesteps = self.store.num_steps
         self.sampled_timesteps = int(state.get("sampled_timesteps", 0))
+        self._format = fresh._format
 
+
+def chunk_format(episodes: list[Any], stored: str | None, where: str = "episodes") -> str:
+    """``"dict"`` or ``"rllib"``: the one kind of chunk in ``episodes``, which must be the kind
+    already stored (a buffer returns what it was given, so it holds one kind)."""
+    kinds = {"dict" if is_dict_chunk(e) else "rllib" for e in episodes}
+    if not HAVE_RAY and "rllib" in kinds:
+        bad = next(e for e in episodes if not is_dict_chunk(e))
+        raise SchemaError(where, type(bad).__name__, "dict chunks (Ray is not installed: see docs/rllib-inside.md)")
+    fmt = stored if not kinds else kinds.pop()
+    if kinds or (stored is not None and fmt != stored):
+        raise SchemaError(where, "dict chunks and RLlib episodes" if kinds else f"{fmt} chunks",
+                          f"{stored or 'one kind of'} chunks only (a buffer holds and returns one kind)")
+    return fmt or "rllib"

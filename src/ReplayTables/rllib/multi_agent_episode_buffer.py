@@ -32,6 +32,7 @@ import numpy as np
 
 from ReplayTables.engine.episode_steps import ROW_SLACK, EpisodeSteps
 from ReplayTables.errors import ConfigError, EmptyBufferError, PriorityError
+from ReplayTables.rllib.episode_chunks import as_multi_agent_episode
 from ReplayTables.rllib.episode_compat import (
     RLLIB_MULTI_AGENT_EPISODE_BUFFER,
     RLLIB_MULTI_AGENT_PRIORITIZED_EPISODE_BUFFER,
@@ -39,7 +40,7 @@ from ReplayTables.rllib.episode_compat import (
     RLlibBufferType,
     fast_meta,
 )
-from ReplayTables.rllib.episode_replay_buffer import KNOWN_KEYS, EpisodeReplayBuffer, _int
+from ReplayTables.rllib.episode_replay_buffer import KNOWN_KEYS, EpisodeReplayBuffer, _int, chunk_format
 from ReplayTables.rllib.prioritized_episode_buffer import PrioritizedEpisodeReplayBuffer, _number
 
 __all__ = ["MultiAgentEpisodeReplayBuffer", "MultiAgentPrioritizedEpisodeReplayBuffer"]
@@ -102,6 +103,8 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
         self._module_added: dict[Any, int] = {}
         self._module_evicted: dict[Any, int] = {}
         self._module_sampled: dict[Any, int] = {}
+        #: what was added, so what sampling returns: "dict" (our dict chunks) or "rllib" (RLlib episodes)
+        self._format: str | None = None
 
     # ------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -180,6 +183,8 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
         than one episode is stored.
         """
         episodes = list(episodes) if isinstance(episodes, (list, tuple)) else [episodes]
+        fmt = chunk_format(episodes, self._format)
+        episodes = [as_multi_agent_episode(e, f"episodes[{i}]") for i, e in enumerate(episodes)]
         # group agent chunks by module and check them all first
         per_module: dict[Any, tuple[list[Any], list[Any]]] = {}
         for ma in episodes:
@@ -205,8 +210,11 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
                 self._module_sampled.pop(mid, None)
             raise
         by_episode: dict[Any, list[tuple[Any, Any, Any]]] = {}
+        if episodes:
+            self._format = fmt
         for mid, (items, extra_keys) in prepared.items():
             module = self._modules[mid]
+            module._format = fmt
             if items:
                 module._extra_keys = extra_keys
             for sa, cols in items:
@@ -275,8 +283,9 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
                batch_length_T: int | None = None, n_step: int | tuple[int, int] | None = 1, gamma: float = 0.99,
                include_infos: bool = False, include_extra_model_outputs: bool = False,
                replay_mode: str = "independent", modules_to_sample: Any = None, beta: float | None = None,
-               to_numpy: bool = False, **kwargs: Any) -> list[Any]:
-        """``num_items`` transitions for every module (or every module in ``modules_to_sample``)."""
+               to_numpy: bool = False, **kwargs: Any) -> Any:
+        """``num_items`` transitions for every module (or every module in ``modules_to_sample``):
+        RLlib's flat list of episodes, or for dict chunks ``{module_id: dict batch}``."""
         if replay_mode != "independent":
             raise ConfigError("replay_mode", replay_mode, "'independent' (synchronized replay is not offered)")
         if num_items is not None and batch_size_B is not None:
@@ -287,13 +296,18 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
             if mid not in self._modules or self._modules[mid].store.num_steps == 0:
                 raise EmptyBufferError(f"module {mid!r}", 0, "stored timesteps of every module to sample")
         out: list[Any] = []
+        batches: dict[Any, Any] = {}
         n_means: dict[Any, float] = {}
         resamples: dict[Any, int] = {}
         for mid in mids:
             module = self._modules[mid]
             episodes, mean_n, redrawn = self._sample_module(module, B, n_step or 1, gamma, beta, include_infos,
                                                             include_extra_model_outputs, to_numpy)
-            out.extend(episodes)
+            if self._format == "dict":
+                batches[mid] = episodes
+                out.extend(episodes["episode_ids"])
+            else:
+                out.extend(episodes)
             self._module_sampled[mid] += B
             n_means[mid] = mean_n
             resamples[mid] = redrawn
@@ -301,7 +315,8 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
         if self.metrics is not None:
             total = B * len(mids)
             self._update_sample_metrics(
-                num_env_steps_sampled=total, num_episodes_per_sample=len({e.multi_agent_episode_id for e in out}),
+                num_env_steps_sampled=total, num_episodes_per_sample=len(
+                    {i[0] for i in out} if self._format == "dict" else {e.multi_agent_episode_id for e in out}),
                 num_env_steps_per_sample=total, sampled_n_step=float(np.mean(list(n_means.values()))),
                 num_resamples=sum(resamples.values()), agent_to_num_steps_sampled={},
                 agent_to_num_episodes_per_sample={}, agent_to_num_steps_per_sample={},
@@ -310,7 +325,7 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
                 module_to_num_episodes_per_sample=dict.fromkeys(mids, 0),
                 module_to_num_steps_per_sample=dict.fromkeys(mids, B), module_to_sampled_n_step=n_means,
                 module_to_num_resamples=resamples)
-        return out
+        return batches if self._format == "dict" else out
 
     def _draw(self, module: Any, B: int) -> np.ndarray:
         rows: np.ndarray = module.store.uniform_rows(self.rng, B)
@@ -320,7 +335,7 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
         return np.ones(rows.shape[0])
 
     def _sample_module(self, module: Any, B: int, n_step: Any, gamma: float, beta: float | None,
-                       include_infos: bool, include_extra: bool, to_numpy: bool) -> tuple[list[Any], float, int]:
+                       include_infos: bool, include_extra: bool, to_numpy: bool) -> tuple[Any, float, int]:
         """``B`` transitions of one module, each fitting its agent episode (RLlib's rejection)."""
         store = module.store
         n = module._n_steps(n_step, B)
@@ -352,7 +367,8 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
                     "_num_agent_timesteps_added": self._num_agent_timesteps_added,
                     "_num_episodes_evicted": self._num_episodes_evicted, "sampled_timesteps": self.sampled_timesteps},
                 "module_added": dict(self._module_added), "module_evicted": dict(self._module_evicted),
-                "module_sampled": dict(self._module_sampled), "rng": self.rng.bit_generator.state}
+                "module_sampled": dict(self._module_sampled), "rng": self.rng.bit_generator.state,
+                "format": self._format}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Restore :meth:`get_state` (a state of RLlib's own buffer is not taken: a ``ConfigError``)."""
@@ -376,6 +392,7 @@ class MultiAgentEpisodeReplayBuffer(RLLIB_MULTI_AGENT_EPISODE_BUFFER, metaclass=
         self._module_evicted = dict(state["module_evicted"])
         self._module_sampled = dict(state["module_sampled"])
         self.rng.bit_generator.state = state["rng"]
+        self._format = state.get("format", "rllib" if self._order else None)
         for m in self._modules.values():
             m.rng = self.rng
 
@@ -424,9 +441,10 @@ class MultiAgentPrioritizedEpisodeReplayBuffer(MultiAgentEpisodeReplayBuffer,
         w: np.ndarray = np.power(tree.leaves[rows] / tree.min_positive, -b)
         return w
 
-    def update_priorities(self, priorities: Any, module_id: Any = None) -> None:
+    def update_priorities(self, priorities: Any, module_id: Any = None, *, ids: Any = None) -> None:
         """New priorities for the last sample of ``module_id`` (a dict of module id to
-        priorities updates several); steps evicted since are skipped and counted."""
+        priorities updates several), or for step ``ids`` of that module (a dict batch's
+        ``"ids"``); steps evicted since are skipped and counted."""
         if isinstance(priorities, dict):
             for mid in priorities:
                 if mid not in self._modules:
@@ -436,7 +454,7 @@ class MultiAgentPrioritizedEpisodeReplayBuffer(MultiAgentEpisodeReplayBuffer,
             return
         if module_id not in self._modules:
             raise PriorityError("module_id", module_id, f"one of the modules {sorted(map(str, self._modules))}")
-        self._modules[module_id].update_priorities(priorities)
+        self._modules[module_id].update_priorities(priorities, ids=ids)
         if self.metrics is not None:
             self.metrics.log_value(("num_priority_updates", module_id), len(np.asarray(priorities).reshape(-1)),
                                    reduce="sum")

@@ -95,10 +95,11 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
     def sample(self, num_items: int | None = None, *, batch_size_B: int | None = None,
                batch_length_T: int | None = None, n_step: int | tuple[int, int] | None = None,
                beta: float | None = None, gamma: float = 0.99, include_infos: bool = False,
-               include_extra_model_outputs: bool = False, to_numpy: bool = False, **kwargs: Any) -> list[Any]:
+               include_extra_model_outputs: bool = False, to_numpy: bool = False, **kwargs: Any) -> Any:
         """``num_items`` one-transition episodes drawn by priority, with importance
         ``weights`` for ``beta`` in ``extra_model_outputs`` (RLlib's sample; sequence
-        arguments are ignored as by RLlib's prioritized buffer)."""
+        arguments are ignored as by RLlib's prioritized buffer). For dict chunks, one dict
+        batch with ``weights`` and ``ids`` (:mod:`ReplayTables.rllib.episode_batches`)."""
         from ReplayTables.errors import EmptyBufferError
 
         B = self._batch_size(num_items, batch_size_B)
@@ -121,7 +122,7 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
         weights = np.power(leaves / store.tree.min_positive, -b) if b else np.ones(B)
         ep = store.ep[rows]
         ts = store.t[rows]
-        out: list[Any] = self._transitions(rows, ep, ts, n, n, gamma, weights, include_infos=include_infos,
+        out: Any = self._transitions(rows, ep, ts, n, n, gamma, weights, include_infos=include_infos,
                                 include_extra_model_outputs=include_extra_model_outputs, to_numpy=to_numpy)
         self._last_sampled_indices = store.ids_of(rows).tolist()
         self.sampled_timesteps += B
@@ -131,12 +132,17 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------ priorities
     @atomic
-    def update_priorities(self, priorities: Any, module_id: Any = None) -> None:
-        """New priorities (e.g. ``|TD error|``) for the steps of the last sample, in its order.
+    def update_priorities(self, priorities: Any, module_id: Any = None, *, ids: Any = None) -> None:
+        """New priorities (e.g. ``|TD error|``) for the steps of the last sample, in its order,
+        or for the step ``ids`` of any sample (a dict batch's ``"ids"``).
 
         Steps evicted since that sample are skipped and counted (``stats()["stale_updates"]``).
         """
-        ids = np.asarray(self._last_sampled_indices, dtype=np.int64)
+        last = ids is None
+        try:
+            ids = np.asarray(self._last_sampled_indices if last else ids, dtype=np.int64).reshape(-1)
+        except (TypeError, ValueError):
+            raise PriorityError("ids", ids, "integer step ids (a sampled batch's 'ids')") from None
         try:
             p = check_priorities(np.asarray(priorities, dtype=np.float64).reshape(-1), ids.shape[0])
         except (TypeError, ValueError) as e:
@@ -155,7 +161,8 @@ class PrioritizedEpisodeReplayBuffer(*_BASES):  # type: ignore[misc]
         if self.metrics is not None:
             self.metrics.log_value("num_priority_updates", int(rows.size), reduce="sum")
             self.metrics.log_value("num_priority_updates_lifetime", int(rows.size), reduce="lifetime_sum")
-        self._last_sampled_indices = []
+        if last:
+            self._last_sampled_indices = []
 
     @atomic
     def stats(self) -> dict[str, Any]:
