@@ -73,7 +73,13 @@ class MultiAgentReplayBuffer(Checkpointable):
             added batches along their ``seq_lens``; ``False`` ignores ``seq_lens`` and
             cuts each episode into chunks of ``replay_sequence_length - replay_burn_in``.
         rllib_config: the other keys of RLlib's ``replay_buffer_config``
-            (see :mod:`ReplayTables.rllib.rllib_keys`), e.g. ``num_shards=1``.
+            (see :mod:`ReplayTables.rllib.rllib_keys`). ``num_shards=N > 1`` keeps the
+            class and puts each policy's rows on ``N`` Ray shard actors (a
+            :class:`~ReplayTables.distributed.rllib_buffers.ShardedTimestepBuffer`),
+            started at the policy's first ``add`` (RLlib's own loop passes the key
+            here; its config check builds a buffer it drops, which starts nothing).
+            Timesteps in independent mode with the default underlying class only;
+            ``get_state`` / ``set_state`` / ``save`` are then refused.
 
     As in RLlib, ``replay_sequence_length > 1`` with a storage unit other than
     ``"sequences"`` is ignored with a warning; in lockstep mode ``capacity``
