@@ -242,7 +242,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         the whole buffer unchanged.
         """
         routed = self._route(batch)
-        buffers: dict[Any, ReplayBuffer] = {}
+        buffers: dict[Any, Any] = {}  # ReplayBuffer, or ShardedTimestepBuffer with num_shards > 1
         for key, pb in routed.items():
             buf = self.replay_buffers.get(key)
             if buf is None:
