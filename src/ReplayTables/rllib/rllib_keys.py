@@ -12,9 +12,10 @@ and still refuses any other unknown key by name (RLlib would swallow a typo).
   ``MultiAgentPrioritizedReplayBuffer`` of timesteps (independent mode, the default
   underlying class) take more: each policy's rows then live on that many Ray shard
   actors, started at the policy's first ``add``
-  (:mod:`ReplayTables.distributed.rllib_buffers`). Every other class takes 1 only;
-  ``from_config`` with more builds ``ReplayBuffer`` / ``PrioritizedReplayBuffer`` of
-  timesteps as a :class:`~ReplayTables.distributed.rllib_buffers.ShardedTimestepBuffer`.
+  (:mod:`ReplayTables.distributed.rllib_buffers`); ``from_config`` builds them the
+  same way. Every other class built directly takes 1 only; ``from_config`` with more
+  builds ``ReplayBuffer`` / ``PrioritizedReplayBuffer`` of timesteps as a
+  :class:`~ReplayTables.distributed.rllib_buffers.ShardedTimestepBuffer`.
 * ``capacity_ts``: older RLlib spelling of ``capacity``.
 * ``learning_starts``, ``num_steps_sampled_before_learning_starts``,
   ``replay_buffer_shards_colocated_with_driver``, ``no_local_replay_buffer``:
