@@ -20,7 +20,7 @@ from ray.rllib.utils.replay_buffers.utils import validate_buffer_config
 
 import ReplayTables.rllib as ours
 from ReplayTables.distributed.rllib_buffers import ShardedTimestepBuffer
-from ReplayTables.errors import CheckpointError, ConfigError
+from ReplayTables.errors import CheckpointError, ConfigError, PriorityError, SchemaError
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,7 +126,17 @@ def test_bad_num_shards_refused_by_name_and_nothing_started(kwargs: dict[str, ob
 def test_an_existing_buffer_is_unchanged_by_a_refused_sharded_add() -> None:
     buffer = ours.MultiAgentPrioritizedReplayBuffer(capacity=20, num_shards=2, seed=0)
     buffer.add(steps(0, 4))
-    with pytest.raises(ConfigError, match="add"):
-        buffer.add(steps(4, 2), unknown=1)
-    assert len(buffer) == 4 and buffer.stats()["policies"]["default_policy"]["added_count"] == 4
+    good = RLlibSampleBatch(steps(4, 2))
+    for bad, error, field in (
+            (steps(4, 2), ConfigError, "add"),                                        # with unknown=1 below
+            ({"obs": np.zeros(3, np.float32), "actions": np.arange(2)}, SchemaError, "same leading length"),
+            ({"obs": np.zeros(2, np.float32)}, SchemaError, "first batch"),
+            ({**steps(4, 2), "weights": np.array([1.0, np.nan])}, PriorityError, "weights"),
+            # a multi-agent batch: every policy's part is checked before any is stored
+            (RLlibMultiAgentBatch({"default_policy": good, "other": RLlibSampleBatch(
+                {"obs": np.zeros(2, np.float32), "actions": np.arange(3)})}, 2), SchemaError, "same leading")):
+        with pytest.raises(error, match=field):
+            buffer.add(bad, **({"unknown": 1} if error is ConfigError else {}))
+        assert len(buffer) == 4 and list(buffer.replay_buffers) == ["default_policy"]
+        assert buffer.stats()["policies"]["default_policy"]["added_count"] == 4
     buffer.close()

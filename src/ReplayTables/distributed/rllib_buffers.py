@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.distributed.sharded import ShardedReplay
-from ReplayTables.errors import ConfigError
+from ReplayTables.errors import ConfigError, PriorityError, SchemaError
 from ReplayTables.PER import PERConfig
 
 __all__ = ["ShardedTimestepBuffer", "sharded_from_config"]
@@ -67,6 +67,7 @@ class ShardedTimestepBuffer:
         self._options = options
         self._config = None if alpha is None else PERConfig(priority_exponent=alpha, uniform_probability=0.0)
         self._buffer: ShardedReplay | None = None
+        self._fields: set[str] | None = None   # the columns of the first batch stored
         self.added_count = 0
         self.sampled_count = 0
         self.priority_updates = 0
@@ -94,7 +95,9 @@ class ShardedTimestepBuffer:
         return self.alpha is not None
 
     def check(self, batch: Any, **kwargs: Any) -> None:
-        """Refuse what :meth:`add` would refuse on the driver, storing nothing (the shards check the rest)."""
+        """Refuse on the driver, storing nothing, what :meth:`add` would refuse for its shape: extra
+        arguments, columns of unequal length, other columns than this buffer's first batch had, bad
+        initial priorities (a multi-agent buffer checks every policy's part before it adds any)."""
         self._columns(batch, kwargs)
 
     def _columns(self, batch: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray | None]:
@@ -104,14 +107,30 @@ class ShardedTimestepBuffer:
             raise ConfigError("add()", sorted(kwargs), "no extra arguments")
         columns = dict(as_columns(batch))
         priorities = columns.pop("weights", None) if self.prioritized else None
+        lengths = {k: _rows(v) for k, v in columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise SchemaError("batch", lengths, "the same leading length for every column")
+        if self._fields is not None and set(columns) != self._fields:
+            raise SchemaError("batch", sorted(columns), f"the columns of this buffer's first batch "
+                                                        f"{sorted(self._fields)}")
         if priorities is not None:
-            priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+            try:
+                priorities = np.asarray(priorities, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise PriorityError("weights", priorities, "numbers (the rows' initial priorities)") from None
+            n = next(iter(lengths.values()), 0)
+            if priorities.shape[0] != n:
+                raise PriorityError("weights", priorities.shape[0], f"one initial priority per row ({n})")
+            if not (np.isfinite(priorities) & (priorities >= 0)).all():
+                raise PriorityError("weights", priorities[~(np.isfinite(priorities) & (priorities >= 0))][:4].tolist(),
+                                    "finite priorities >= 0")
         return columns, priorities
 
     def add(self, batch: Any, **kwargs: Any) -> np.ndarray:
         """Store every row of ``batch`` (a SampleBatch or dict of columns) on one shard; returns their ids."""
         columns, priorities = self._columns(batch, kwargs)
         ids = self.buffer.add_batch(columns, priorities)
+        self._fields = set(columns)
         self.added_count += len(ids)
         return ids
 
@@ -159,6 +178,13 @@ class ShardedTimestepBuffer:
         """Stop the shard actors, if they were started."""
         if self._buffer is not None:
             self._buffer.close()
+
+
+def _rows(value: Any) -> int:
+    """A column's leading length (a nested column: its first field's)."""
+    if isinstance(value, Mapping):
+        return _rows(next(iter(value.values()))) if value else 0
+    return int(np.shape(value)[0]) if np.ndim(value) else 1
 
 
 #: keys of a ``replay_buffer_config`` a sharded buffer takes (besides ``type`` and ``num_shards``)
