@@ -7,6 +7,9 @@ policy's first ``add``. Ray is started once for the module
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -139,4 +142,27 @@ def test_an_existing_buffer_is_unchanged_by_a_refused_sharded_add() -> None:
             buffer.add(bad, **({"unknown": 1} if error is ConfigError else {}))
         assert len(buffer) == 4 and list(buffer.replay_buffers) == ["default_policy"]
         assert buffer.stats()["policies"]["default_policy"]["added_count"] == 4
+    buffer.close()
+
+
+def test_a_killed_shard_is_restarted_by_ray_and_the_rllib_buffer_carries_on() -> None:
+    buffer = ours.MultiAgentPrioritizedReplayBuffer(capacity=40, num_shards=2, seed=0)
+    for k in range(4):
+        buffer.add(steps(5 * k, 5))
+    sharded = buffer.replay_buffers["default_policy"]
+    victim = sharded.buffer.actors[0]
+    os.kill(ray.get(victim.pid.remote()), signal.SIGKILL)           # the process dies; Ray restarts it
+    start = time.monotonic()
+    while True:                   # RLlib's calls go on meanwhile: sample, update, add
+        batch = buffer.sample(4).policy_batches["default_policy"]
+        assert batch.count == 4
+        buffer.update_priorities({"default_policy": (batch["batch_indexes"], np.ones(4))})
+        shard = buffer.stats()["policies"]["default_policy"]["shards"][0]
+        if shard["alive"] and shard["restarts"] == 1:
+            break
+        assert time.monotonic() - start < 20, "Ray did not restart the killed shard"
+    assert shard["size"] == 0                                        # restarted empty
+    kept = buffer.stats()["policies"]["default_policy"]["shards"][1]["size"]
+    buffer.add(steps(100, 5))                                       # the emptiest shard takes them: the new one
+    assert len(buffer) == kept + 5 and buffer.stats()["policies"]["default_policy"]["shards"][0]["size"] == 5
     buffer.close()
