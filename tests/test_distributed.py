@@ -398,7 +398,8 @@ def test_rllib_num_shards_builds_the_rllib_buffer_on_shards():
     prob = p / p.sum()
     np.testing.assert_allclose(batch["weights"], (prob[batch["actions"]] / prob.min()) ** -0.5, rtol=1e-9)
     assert sharded.update_priorities(batch["batch_indexes"], np.ones(64)) == 64
-    for bad in ({"type": "MultiAgentPrioritizedReplayBuffer", "num_shards": 2},
+    for bad in ({"type": "MultiAgentMixInReplayBuffer", "num_shards": 2},
+                {"type": "MultiAgentPrioritizedReplayBuffer", "num_shards": 2, "storage_unit": "episodes"},
                 {"type": "PrioritizedReplayBuffer", "num_shards": 2, "storage_unit": "episodes"},
                 {"type": "ReplayBuffer", "num_shards": 2, "alpha": 0.5},
                 {"type": "ReplayBuffer", "num_shards": 0}):

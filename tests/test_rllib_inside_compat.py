@@ -118,8 +118,17 @@ def test_rllib_keys_keep_their_meaning() -> None:
                        ({"capacty": 5}, "capacty")):
         with pytest.raises(ConfigError, match=field):
             ours.ReplayBuffer(**bad)
-    with pytest.raises(ConfigError, match="num_shards"):
-        from_config({"type": "MultiAgentPrioritizedReplayBuffer", "num_shards": 4})
+    # num_shards > 1: the multi-agent classes put their policies' rows on Ray shards, started at the
+    # first add, so building one (here, with no Ray running) starts nothing; the other classes refuse it
+    sharded = from_config({"type": "MultiAgentPrioritizedReplayBuffer", "num_shards": 4})
+    assert type(sharded) is ours.MultiAgentPrioritizedReplayBuffer and sharded.num_shards == 4
+    assert sharded.replay_buffers == {} and len(sharded) == 0
+    with pytest.raises(ConfigError, match=r"ray.*not initialized.*ray\.init"):
+        sharded.add(steps(0, 2))
+    assert sharded.replay_buffers == {} and len(sharded) == 0            # the refused add stored nothing
+    for name in ("ReplayBuffer", "PrioritizedReplayBuffer", "MultiAgentMixInReplayBuffer"):
+        with pytest.raises(ConfigError, match=f"num_shards.*4.*1 for {name}"):
+            getattr(ours, name)(num_shards=4)
     with pytest.raises(ConfigError, match="alpha"):
         ours.MultiAgentPrioritizedReplayBuffer(prioritized_replay_alpha=0.3, alpha=0.5)
 

@@ -97,3 +97,35 @@ def test_issue_60491_is_worked_around_for_our_classes() -> None:
         algo.stop()
     with pytest.raises(TypeError, match="not iterable"):
         old_stack_dqn(RLlibMultiAgentPrioritizedReplayBuffer).build_algo()
+
+
+def test_dqn_trains_with_num_shards_2_rows_on_two_shard_actors() -> None:
+    """RLlib's ``num_shards`` key inside RLlib's own loop: our class, its policies' rows on 2 Ray actors."""
+    algo = old_stack_dqn("ReplayTables.rllib.MultiAgentPrioritizedReplayBuffer", num_shards=2).build_algo()
+    try:
+        buffer = algo.local_replay_buffer
+        assert type(buffer) is ours.MultiAgentPrioritizedReplayBuffer and buffer.num_shards == 2
+        assert isinstance(buffer, RLlibMultiAgentPrioritizedReplayBuffer)   # what gates RLlib's update call
+        assert buffer.replay_buffers == {}                                   # no policy, no actor yet
+        for _ in range(2):
+            result = algo.train()
+        stats = buffer.stats()
+        policy = stats["policies"]["default_policy"]
+        # the rows live on 2 shard actors, both holding some
+        sharded = buffer.replay_buffers["default_policy"]
+        assert sharded.started and len(sharded.buffer.actors) == 2
+        assert policy["num_shards"] == 2 and policy["shards_up"] == 2
+        added = [s["added"] for s in policy["shards"]]
+        assert all(a > 0 for a in added) and sum(added) == policy["added_count"]
+        # training ran: every sampled env step stored, every trained row sampled from the shards
+        assert result["num_env_steps_sampled_lifetime"] >= 200
+        assert policy["added_count"] == result["num_env_steps_sampled_lifetime"]
+        trained = result["num_env_steps_trained"]
+        assert trained > 0 and policy["sampled_count"] == trained
+        assert "mean_q" in result["info"]["learner"]["default_policy"]["learner_stats"]
+        # RLlib's loop updated the shards' priorities through update_priorities: one per trained row
+        assert policy["priority_updates"] == trained and stats["priority_updates"] == trained
+        assert sum(s["priority_total"] for s in policy["shards"]) != pytest.approx(policy["added_count"])
+    finally:
+        algo.stop()
+        buffer.close()

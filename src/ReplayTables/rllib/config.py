@@ -170,9 +170,14 @@ def from_config(config: Mapping[str, Any]) -> Any:
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
         raise ConfigError("num_shards", num_shards, "an integer >= 1")
     if num_shards > 1:  # RLlib's key: the buffer's rows on that many Ray actors (ReplayTables.distributed)
-        from ReplayTables.distributed.rllib_buffers import sharded_from_config
+        from ReplayTables.rllib.multi_agent_replay_buffer import MultiAgentReplayBuffer
 
-        return sharded_from_config(cls, num_shards, cfg)
+        if isinstance(cls, type) and issubclass(cls, MultiAgentReplayBuffer):
+            cfg["num_shards"] = num_shards   # the class itself puts its policies' rows on shards, as in RLlib's loop
+        else:
+            from ReplayTables.distributed.rllib_buffers import sharded_from_config
+
+            return sharded_from_config(cls, num_shards, cfg)
     allowed = constructor_params(cls)
     if _takes_rllib_keys(cls):
         from ReplayTables.rllib.rllib_keys import RLLIB_KEYS

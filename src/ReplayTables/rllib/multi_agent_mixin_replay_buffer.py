@@ -36,8 +36,11 @@ class MultiAgentMixInReplayBuffer(MultiAgentPrioritizedReplayBuffer):
     ``replay_ratio=0`` returns only new items, ``1`` only replayed ones. New
     items evicted before they were returned are dropped (counted in ``stats()``).
     Sampling a buffer with nothing stored returns an empty batch; a policy with nothing ready
-    is left out of the sample, as in RLlib.
+    is left out of the sample, as in RLlib. ``num_shards`` must be 1: the mix-in
+    keeps its new items beside the underlying buffers, which a shard does not.
     """
+
+    _shardable = False
 
     def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps",
                  replay_mode: str = "independent", replay_sequence_length: int = 1, replay_burn_in: int = 0,

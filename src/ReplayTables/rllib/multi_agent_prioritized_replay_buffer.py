@@ -115,8 +115,8 @@ class MultiAgentPrioritizedReplayBuffer(MultiAgentReplayBuffer):
             plan.append((key, idx, np.abs(td) + self.prioritized_replay_eps))
         applied = 0
         for key, idx, prio in plan:
-            buf = self.replay_buffers[key]
-            assert isinstance(buf, PrioritizedReplayBuffer)
+            buf = self.replay_buffers[key]   # a PrioritizedReplayBuffer, or its rows on shards (num_shards > 1)
+            assert isinstance(buf, PrioritizedReplayBuffer) or self.sharded
             applied += buf.update_priorities(idx, prio)
         return applied
 

@@ -73,7 +73,13 @@ class MultiAgentReplayBuffer(Checkpointable):
             added batches along their ``seq_lens``; ``False`` ignores ``seq_lens`` and
             cuts each episode into chunks of ``replay_sequence_length - replay_burn_in``.
         rllib_config: the other keys of RLlib's ``replay_buffer_config``
-            (see :mod:`ReplayTables.rllib.rllib_keys`), e.g. ``num_shards=1``.
+            (see :mod:`ReplayTables.rllib.rllib_keys`). ``num_shards=N > 1`` keeps the
+            class and puts each policy's rows on ``N`` Ray shard actors (a
+            :class:`~ReplayTables.distributed.rllib_buffers.ShardedTimestepBuffer`),
+            started at the policy's first ``add`` (RLlib's own loop passes the key
+            here; its config check builds a buffer it drops, which starts nothing).
+            Timesteps in independent mode with the default underlying class only;
+            ``get_state`` / ``set_state`` / ``save`` are then refused.
 
     As in RLlib, ``replay_sequence_length > 1`` with a storage unit other than
     ``"sequences"`` is ignored with a warning; in lockstep mode ``capacity``
@@ -97,7 +103,9 @@ class MultiAgentReplayBuffer(Checkpointable):
                 raise ConfigError("underlying_replay_buffer_config", rllib_config["underlying_replay_buffer_config"],
                                   "only one of it and its alias 'underlying_buffer_config'")
             underlying_buffer_config = rllib_config.pop("underlying_replay_buffer_config")
-        capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
+        capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized,
+                                    shardable=self._shardable)
+        num_shards = int(rllib_config.get("num_shards", 1))
         self.capacity = 10000 if capacity is None else capacity
         capacity = self.capacity
         self.storage_unit = StorageUnit.of(storage_unit)
@@ -141,25 +149,73 @@ class MultiAgentReplayBuffer(Checkpointable):
         ctor.update({k: v for k, v in cfg.items() if k in ctor_names})
         self.underlying_ctor_args = ctor
         self._underlying_config = {"type": self._underlying_type, **cfg}
-        self.replay_buffers: dict[Any, ReplayBuffer] = {}
+        if num_shards > 1:
+            self._check_sharded(num_shards, int(capacity), ctor)
+        #: how many Ray shard actors hold each policy's rows (1: a local buffer per policy)
+        self.num_shards = num_shards
+        self.replay_buffers: dict[Any, Any] = {}
         self._make_underlying(ALL_POLICIES)  # constructor errors surface now, not at first add
         self._num_added = 0
         register_with_rllib()
 
     _prioritized = False
+    #: whether ``num_shards > 1`` puts the policies' rows on Ray shards (a subclass that
+    #: changes how items are stored or sampled sets False)
+    _shardable = True
 
     # ------------------------------------------------------------ underlying buffers
     def _check_underlying_type(self, cls: type) -> None:
         if not (isinstance(cls, type) and issubclass(cls, ReplayBuffer)):
             raise ConfigError("underlying_buffer_config.type", cls, "a ReplayTables.rllib.ReplayBuffer subclass")
 
-    def _make_underlying(self, policy_id: Any, pending: int = 0, agents: int = 1) -> ReplayBuffer:
+    def _check_sharded(self, num_shards: int, capacity: int, ctor: dict[str, Any]) -> None:
+        """Refuse, before anything is built, what the sharded storage cannot hold."""
+        if self.storage_unit is not StorageUnit.TIMESTEPS:
+            raise ConfigError("storage_unit", self.storage_unit.value,
+                              f"'timesteps' with num_shards={num_shards} (an item of another unit spans rows that "
+                              "must stay on one shard)")
+        if self.replay_mode != "independent":
+            raise ConfigError("replay_mode", self.replay_mode,
+                              f"'independent' with num_shards={num_shards} (a lockstep item is a whole multi-agent "
+                              "step)")
+        if self._underlying_type is not self._default_type:
+            raise ConfigError("underlying_buffer_config.type", self._underlying_type.__name__,
+                              f"{self._default_type.__name__} with num_shards={num_shards} (the shards hold plain "
+                              "timesteps; a subclass's own storage or sampling would not run there)")
+        extra = sorted(set(ctor) - {"capacity", "storage_unit", "alpha", "beta", "seed"})
+        if extra:
+            raise ConfigError("underlying_buffer_config", extra,
+                              f"only capacity, alpha, seed and beta with num_shards={num_shards}")
+        if num_shards > capacity:
+            raise ConfigError("num_shards", num_shards, f"at most capacity={capacity} (one row per shard at least)")
+        from ReplayTables.distributed.ray_api import ray
+
+        ray()  # Ray must be importable now (the actors start on first add, when it must be running)
+
+    def _make_underlying(self, policy_id: Any, pending: int = 0, agents: int = 1) -> Any:
         ctor = dict(self.underlying_ctor_args)
         if "seed" not in ctor and self.seed is not None:
             ctor["seed"] = int(self.seed) + len(self.replay_buffers) + pending
         if agents > 1:  # lockstep: capacity counts env steps of `agents` agent steps each
             ctor["capacity"] = int(ctor["capacity"]) * agents
+        if self.num_shards > 1:  # the policy's rows on Ray shards, started at its first add
+            from ReplayTables.distributed.rllib_buffers import ShardedTimestepBuffer
+
+            return ShardedTimestepBuffer(self.num_shards, int(ctor["capacity"]), ctor.get("alpha"),
+                                         ctor.get("seed"), beta=ctor.get("beta", 0.4), lazy=True)
         return self._underlying_type(**ctor)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the policies' rows live on Ray shard actors (``num_shards > 1``)."""
+        return self.num_shards > 1
+
+    def close(self) -> None:
+        """Stop the shard actors of every policy (``num_shards > 1``); nothing to do for local buffers."""
+        for buf in self.replay_buffers.values():
+            close = getattr(buf, "close", None)
+            if callable(close):
+                close()
 
     def _key(self, policy_id: Any) -> Any:
         return ALL_POLICIES if self.replay_mode == "lockstep" else policy_id
@@ -186,7 +242,7 @@ class MultiAgentReplayBuffer(Checkpointable):
         the whole buffer unchanged.
         """
         routed = self._route(batch)
-        buffers: dict[Any, ReplayBuffer] = {}
+        buffers: dict[Any, Any] = {}  # ReplayBuffer, or ShardedTimestepBuffer with num_shards > 1
         for key, pb in routed.items():
             buf = self.replay_buffers.get(key)
             if buf is None:
@@ -197,8 +253,16 @@ class MultiAgentReplayBuffer(Checkpointable):
             buffers[key] = buf
         out = {}
         for key, pb in routed.items():
-            self.replay_buffers.setdefault(key, buffers[key])
-            out[key] = self.replay_buffers[key].add(pb, **kwargs)
+            buf = buffers[key]
+            try:
+                out[key] = buf.add(pb, **kwargs)
+            except BaseException:
+                # a new policy's buffer whose add failed is not kept: with num_shards > 1 its shards
+                # start in that add (and need a running Ray), so a refused start leaves no trace
+                if key not in self.replay_buffers and callable(getattr(buf, "close", None)):
+                    buf.close()
+                raise
+            self.replay_buffers.setdefault(key, buf)
         self._num_added += _count(batch)
         return out
 
@@ -254,9 +318,21 @@ class MultiAgentReplayBuffer(Checkpointable):
         return {"capacity": self.capacity, "storage_unit": self.storage_unit.value, "replay_mode": self.replay_mode,
                 "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
                 "replay_zero_init_states": self.replay_zero_init_states, "underlying_buffer_config": cfg,
-                "seed": self.seed}
+                "seed": self.seed, **({"num_shards": self.num_shards} if self.sharded else {})}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """As :meth:`Checkpointable.set_state`; refused (nothing changes) when ``num_shards > 1``."""
+        self._refuse_if_sharded("set its state")
+        super().set_state(state)
+
+    def _refuse_if_sharded(self, what: str) -> None:
+        if self.sharded:
+            raise CheckpointError("num_shards", self.num_shards,
+                                  f"1 to {what} (this buffer's rows live in Ray shard actors: save each policy's "
+                                  "ShardedReplay, replay_buffers[policy_id].buffer.save(path), instead)")
 
     def _state_dict(self) -> dict[str, Any]:
+        self._refuse_if_sharded("get or save its state")
         policies = []
         for key, buf in self.replay_buffers.items():
             with buf._lock:
@@ -266,6 +342,7 @@ class MultiAgentReplayBuffer(Checkpointable):
     def _check_state_dict(self, state: Any, where: str = "state") -> tuple[dict[Any, ReplayBuffer], int, Any]:
         """Every policy's saved buffer checked and built into a new buffer (this one is not touched),
         then the extra state against the new policy ids."""
+        self._refuse_if_sharded("set its state")
         m = mapping(where, state, ("policies",), ("num_added", *self._extra_state()))
         num_added = integer(f"{where}.num_added", m.get("num_added", 0), 0, MAX_INT)
         entries = m["policies"]

@@ -8,8 +8,14 @@ So every buffer of this package accepts the keys below with RLlib's meaning,
 and still refuses any other unknown key by name (RLlib would swallow a typo).
 
 * ``type``: must name this class (or one it derives from).
-* ``num_shards``: 1 here; ``from_config`` with more builds the buffer on Ray shards
-  (:mod:`ReplayTables.distributed.rllib_buffers`).
+* ``num_shards``: an integer >= 1. ``MultiAgentReplayBuffer`` and
+  ``MultiAgentPrioritizedReplayBuffer`` of timesteps (independent mode, the default
+  underlying class) take more: each policy's rows then live on that many Ray shard
+  actors, started at the policy's first ``add``
+  (:mod:`ReplayTables.distributed.rllib_buffers`); ``from_config`` builds them the
+  same way. Every other class built directly takes 1 only; ``from_config`` with more
+  builds ``ReplayBuffer`` / ``PrioritizedReplayBuffer`` of timesteps as a
+  :class:`~ReplayTables.distributed.rllib_buffers.ShardedTimestepBuffer`.
 * ``capacity_ts``: older RLlib spelling of ``capacity``.
 * ``learning_starts``, ``num_steps_sampled_before_learning_starts``,
   ``replay_buffer_shards_colocated_with_driver``, ``no_local_replay_buffer``:
@@ -56,10 +62,12 @@ def _check_int(name: str, value: Any, lo: int) -> None:
         raise ConfigError(name, value, f"an integer >= {lo}")
 
 
-def check_rllib_keys(cls: type, options: Mapping[str, Any], capacity: Any, *, prioritized: bool) -> Any:
+def check_rllib_keys(cls: type, options: Mapping[str, Any], capacity: Any, *, prioritized: bool,
+                     shardable: bool = False) -> Any:
     """Check the RLlib keys given to ``cls``'s constructor; returns the capacity to use.
 
-    An unknown key raises :class:`~ReplayTables.ConfigError` naming it.
+    An unknown key raises :class:`~ReplayTables.ConfigError` naming it. ``shardable``:
+    ``cls`` builds its storage on Ray shards for ``num_shards > 1`` (it checks the rest).
     """
     unknown = sorted(k for k in options if k not in RLLIB_KEYS)
     if unknown:
@@ -74,11 +82,12 @@ def check_rllib_keys(cls: type, options: Mapping[str, Any], capacity: Any, *, pr
             raise ConfigError("type", options["type"], f"{cls.__name__} (the class being built) or a base of it")
     if "num_shards" in options:
         _check_int("num_shards", options["num_shards"], 1)
-        if options["num_shards"] != 1:
+        if options["num_shards"] != 1 and not shardable:
             raise ConfigError("num_shards", options["num_shards"],
-                              "1: this class is one local buffer; ReplayTables.rllib.from_config with num_shards > 1 "
-                              "builds ReplayBuffer / PrioritizedReplayBuffer of timesteps on Ray shards "
-                              "(ReplayTables.distributed)")
+                              f"1 for {cls.__name__} (one local buffer); MultiAgentReplayBuffer and "
+                              "MultiAgentPrioritizedReplayBuffer take more (their policies' rows on Ray shards), "
+                              "and ReplayTables.rllib.from_config with num_shards > 1 builds ReplayBuffer / "
+                              "PrioritizedReplayBuffer of timesteps on Ray shards (ReplayTables.distributed)")
     for key in ALGORITHM_KEYS - {"replay_buffer_shards_colocated_with_driver", "no_local_replay_buffer"}:
         if key in options:
             _check_int(key, options[key], 1 if key == "metrics_num_episodes_for_smoothing" else 0)
