@@ -9,8 +9,8 @@ return starts near a random policy's (~22) and must reach ``RETURN_GOAL`` within
 these settings on a shared 2-core machine (10k steps took 49 s at load ~1.7): the best
 iteration's mean return was 192, 169 and 147 for seeds 0, 1, 2 (over 10k, 10k and 7k steps)
 and it first reached 60 after 3,000, 3,000 and 2,500 steps;
-with ``lr=0`` (the same loop, learning nothing; seed 0) the best was the first iteration's 23.3
-and the mean fell to ~9.5 as epsilon decayed, so the check fails without learning.
+with ``lr=0`` (the same loop, learning nothing; seed 0; 8k steps) the best was the first
+iteration's 23.3 and the mean fell to ~9.5 as epsilon decayed: the check fails without learning.
 """
 from __future__ import annotations
 
