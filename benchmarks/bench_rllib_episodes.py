@@ -10,7 +10,15 @@ send them):
 * ``PrioritizedEpisodeReplayBuffer.sample(256, n_step=3, beta=0.4)`` followed by
   ``update_priorities`` of those 256 with random values;
 * bytes per stored step: Python heap growth while the buffer is filled
-  (``tracemalloc``, which sees numpy's allocations too), divided by the steps.
+  (``tracemalloc``, which sees numpy's allocations too), divided by the steps;
+* the floor: what building the 256 returned ``SingleAgentEpisode`` objects costs alone.
+  The inputs of one of our ``sample(256, n_step=3)`` calls (the gathered observations,
+  actions, n-step returns, ids, ...) are captured, then two builders are timed on them:
+  ours (``episode_compat.make_episodes``, field by field, what our sample runs) and RLlib's
+  public ``SingleAgentEpisode(...)`` constructor called 256 times as RLlib's buffer calls it.
+  Any buffer that returns RLlib's episodes pays at least one of these per sample, so
+  ``RLlib / floor`` caps the speed-up over RLlib and ``ours / floor`` says how much of our
+  sample is anything but the building.
 
 Times are medians of blocks of calls, RLlib and ours alternating so that load
 from other processes hits both alike; ratios are RLlib / ours from the same run.
@@ -33,7 +41,9 @@ from ray.rllib.utils.replay_buffers.prioritized_episode_buffer import (
     PrioritizedEpisodeReplayBuffer as RLlibPrioritizedEpisodeReplayBuffer,
 )
 
+import ReplayTables.rllib.episode_replay_buffer as episode_module
 from ReplayTables.rllib import EpisodeReplayBuffer, PrioritizedEpisodeReplayBuffer
+from ReplayTables.rllib.episode_compat import make_episodes as build_fields
 
 
 def make_episodes(steps: int, seed: int = 0) -> list[Any]:
@@ -77,19 +87,63 @@ def filled(cls: type, episodes: list[Any], capacity: int) -> tuple[Any, int]:
     return buf, used
 
 
-def paired_ms(fa: Callable[[], object], fb: Callable[[], object], iters: int, blocks: int = 5) -> tuple[float, float]:
-    """Median ms per call of ``fa`` and ``fb`` over alternating blocks."""
-    fa()
-    fb()
-    ta, tb = [], []
+def interleaved_ms(fns: list[Callable[[], object]], iters: int, blocks: int = 5) -> list[float]:
+    """Median ms per call of each of ``fns`` over blocks that take turns."""
+    for fn in fns:
+        fn()
+    acc: list[list[float]] = [[] for _ in fns]
     per = max(1, iters // blocks)
     for _ in range(blocks):
-        for fn, acc in ((fa, ta), (fb, tb)):
+        for fn, times in zip(fns, acc):
             t0 = time.perf_counter()
             for _ in range(per):
                 fn()
-            acc.append((time.perf_counter() - t0) / per * 1e3)
-    return statistics.median(ta), statistics.median(tb)
+            times.append((time.perf_counter() - t0) / per * 1e3)
+    return [statistics.median(times) for times in acc]
+
+
+def captured_build(buf: Any, **sample_kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments one ``buf.sample(**sample_kwargs)`` passes to the episode builder."""
+    seen: list[dict[str, Any]] = []
+
+    def spy(**kwargs: Any) -> list[Any]:
+        seen.append(kwargs)
+        return build_fields(**kwargs)
+
+    episode_module.make_episodes = spy  # type: ignore[attr-defined]
+    try:
+        buf.sample(**sample_kwargs)
+    finally:
+        episode_module.make_episodes = build_fields  # type: ignore[attr-defined]
+    assert len(seen) == 1
+    return seen[0]
+
+
+def floor_builders(kw: dict[str, Any]) -> tuple[Callable[[], object], Callable[[], object]]:
+    """Build the captured 256 episodes field by field (ours) and with RLlib's constructor."""
+    B = len(kw["ids"])
+    obs0, obs1 = kw["obs"]
+    rows = [dict(id_=kw["ids"][i], agent_id=kw["metas"][i].get("agent_id"),
+                 module_id=kw["metas"][i].get("module_id"),
+                 observation_space=kw["metas"][i].get("observation_space"),
+                 action_space=kw["metas"][i].get("action_space"),
+                 o=(obs0[i], obs1[i]), a=kw["actions"][i], r=float(kw["rewards"][i]),
+                 infos=[{}, {}] if kw["infos"] is None else [kw["infos"][0][i] or {}, kw["infos"][1][i] or {}],
+                 terminated=bool(kw["terminated"][i]), truncated=bool(kw["truncated"][i]),
+                 w=float(kw["weights"][i]), n=int(kw["n_steps"][i]), t=int(kw["t_started"][i]))
+            for i in range(B)]
+
+    def constructor() -> list[Any]:
+        # what RLlib's _sample_episodes does per sampled transition (n_step and weights are
+        # then added to extra_model_outputs, which this leaves out: the floor is lower still)
+        return [SingleAgentEpisode(id_=r["id_"], agent_id=r["agent_id"], module_id=r["module_id"],
+                                   observation_space=r["observation_space"], action_space=r["action_space"],
+                                   observations=list(r["o"]), actions=[r["a"]], rewards=[r["r"]],
+                                   infos=r["infos"], terminated=r["terminated"], truncated=r["truncated"],
+                                   extra_model_outputs={}, t_started=r["t"], len_lookback_buffer=0)
+                for r in rows]
+
+    return (lambda: build_fields(**kw)), constructor
 
 
 def main() -> None:
@@ -98,7 +152,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     args = ap.parse_args()
     rng = np.random.default_rng(1)
-    print(f"{'steps':>9} {'what':<38} {'RLlib':>10} {'ours':>10} {'ratio':>7}")
+    print(f"{'steps':>9} {'what':<38} {'RLlib':>10} {'ours':>10} {'ratio':>7}  (ratio: RLlib / ours; "
+          "bytes: ours / RLlib)")
     for steps in args.steps:
         episodes = make_episodes(steps)
         for name, theirs_cls, ours_cls in (("EpisodeReplayBuffer", RLlibEpisodeReplayBuffer, EpisodeReplayBuffer),
@@ -111,6 +166,7 @@ def main() -> None:
                 def sample(b: Any) -> Callable[[], object]:
                     return lambda: b.sample(256, n_step=3, sample_episodes=True)
                 what = "sample(256, n_step=3) ms"
+                kw = captured_build(ours, num_items=256, n_step=3, sample_episodes=True)
             else:
                 def sample(b: Any) -> Callable[[], object]:
                     def run() -> None:
@@ -118,8 +174,15 @@ def main() -> None:
                         b.update_priorities(rng.random(256))
                     return run
                 what = "PER sample(256, n_step=3) + update ms"
-            t_theirs, t_ours = paired_ms(sample(theirs), sample(ours), args.iters)
+                kw = captured_build(ours, num_items=256, n_step=3, beta=0.4)
+                ours.update_priorities(rng.random(256))
+            fields, constructor = floor_builders(kw)
+            t_theirs, t_ours, t_fields, t_ctor = interleaved_ms(
+                [sample(theirs), sample(ours), fields, constructor], args.iters)
             print(f"{steps:>9} {what:<38} {t_theirs:>10.2f} {t_ours:>10.2f} {t_theirs / t_ours:>6.1f}x")
+            for label, t_floor in (("field by field", t_fields), ("RLlib's constructor", t_ctor)):
+                print(f"{steps:>9}   floor: 256 episodes, {label:<19} {t_floor:>8.2f} ms   "
+                      f"RLlib / floor {t_theirs / t_floor:>5.1f}x   ours / floor {t_ours / t_floor:>5.2f}x")
             b_theirs, b_ours = theirs_bytes / steps, ours_bytes / steps
             print(f"{steps:>9} {name + ' bytes/step':<38} {b_theirs:>10.0f} {b_ours:>10.0f} "
                   f"{b_ours / b_theirs:>6.2f}x")
