@@ -317,8 +317,13 @@ def test_a_writer_killed_inside_a_fast_lane_has_its_add_rolled_back(kind: str, l
     buf.close()
 
 
-def test_an_add_checks_and_converts_before_it_takes_the_lock() -> None:
-    buf = make("per", 64)
+@pytest.mark.parametrize("limited", [False, True])
+def test_an_add_checks_and_converts_before_it_takes_the_lock(limited: bool) -> None:
+    from ReplayTables.rate_limiters import MinSize
+
+    config = PERConfig(priority_exponent=1.0)
+    buf = PrioritizedReplay(64, FIELDS, rng=0, config=config, rate_limiter=MinSize(1) if limited else None,
+                            shared=True)
     table, lock = buf._table, buf._shared.lock
     held: list[bool] = []
     for name in ("_check_one", "_check_batch"):

@@ -227,8 +227,9 @@ class SharedTable:
         table._add_fast = table._add_batch_fast = None  # compiled again, with the journal, on the first add
         capacity = int(table.capacity)
 
-        def add_general(item: Any, priority: Any = None) -> int:
-            checked = table._check_one(item, priority)  # before the lock: a refusal raises here, nothing changed
+        def add_general(item: Any, priority: Any = None, checked: Any = None) -> int:
+            if checked is None:  # before the lock: a refusal raises here, having changed nothing
+                checked = table._check_one(item, priority)
             lock.acquire()
             try:
                 if checked[0] is not table.schema:  # a load replaced the schema meanwhile: check again
@@ -240,8 +241,9 @@ class SharedTable:
             finally:
                 lock.release()  # inside an unfinished add this leaves it marked for the next holder
 
-        def add_batch_general(items: Any, priorities: Any = None) -> np.ndarray:
-            checked = table._check_batch(items, priorities)  # before the lock, as for add_general
+        def add_batch_general(items: Any, priorities: Any = None, checked: Any = None) -> np.ndarray:
+            if checked is None:  # before the lock, as for add_general
+                checked = table._check_batch(items, priorities)
             lock.acquire()
             try:
                 if checked[0] is not table.schema:

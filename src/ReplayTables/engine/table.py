@@ -402,10 +402,13 @@ class Table:
         with self.lock:
             return self._add_checked(*self._check_one(item, priority))
 
-    def _add_general(self, item: Any) -> int:
-        """The checked single add, without the generated fast path."""
+    def _add_general(self, item: Any, priority: Any = None, checked: Any = None) -> int:
+        """The checked single add, without the generated fast path (``checked``: from :meth:`_check_one`
+        on this item, if the caller checked it already)."""
         with self.lock:
-            return self._add_checked(*self._check_one(item, None))
+            if checked is None or checked[0] is not self.schema:
+                checked = self._check_one(item, priority)
+            return self._add_checked(*checked)
 
     def _check_one(self, item: Any, priority: Any) -> tuple[Schema, list[np.ndarray], np.ndarray | None]:
         """Check and convert one item and its priority, changing nothing: ``(schema, arrays, priority)``.
@@ -458,9 +461,12 @@ class Table:
             return ids
         return self._add_batch_general(items, priorities)
 
-    def _add_batch_general(self, items: Any, priorities: Any = None) -> np.ndarray:
+    def _add_batch_general(self, items: Any, priorities: Any = None, checked: Any = None) -> np.ndarray:
+        """The checked batch add (``checked``: as for :meth:`_add_general`, from :meth:`_check_batch`)."""
         with self.lock:
-            return tag_ids(self._add_batch_checked(*self._check_batch(items, priorities)), self.shard_tag)
+            if checked is None or checked[0] is not self.schema:
+                checked = self._check_batch(items, priorities)
+            return tag_ids(self._add_batch_checked(*checked), self.shard_tag)
 
     def _check_batch(self, items: Any, priorities: Any) -> tuple[Schema, int, list[np.ndarray], np.ndarray | None]:
         """Check and convert a batch and its priorities, changing nothing: ``(schema, m, arrays, priorities)``.
