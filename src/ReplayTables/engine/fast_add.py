@@ -259,7 +259,8 @@ def compile_add_batch(table: Table) -> Any:
     write += [f"C{i}[start:stop] = v{i}" for i in range(nf)]
     if table.sampler.prioritized:
         write.append("sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
-    body += ["    " + line for line in _journalled(write, "m", table, env)]
+    # the journal's count of live slots: all m (the dense prefix covers them) or none (never written)
+    body += ["    " + line for line in _journalled(write, "m, m if stop <= count else 0", table, env)]
     lines += ["    ACQUIRE()", "    try:", *("        " + line for line in body), "    finally:", "        RELEASE()",
               "    if ids is None: return slow(items)",
               "    return ids | TAG" if table._tag else "    return ids"]
@@ -268,8 +269,9 @@ def compile_add_batch(table: Table) -> Any:
 
 def _journalled(body: list[str], n: str, table: Table, env: dict[str, Any]) -> list[str]:
     """``body`` (lines run under the lock) bracketed by the table's add journal, if it has one (a shared
-    table): ``open_add(n)`` before its first write and ``close_add()`` before every return and at its end,
-    so a process stopped inside the writes has them rolled back by the next holder of the lock."""
+    table): ``open_add(n)`` (``n``: the source of its arguments) before its first write and ``close_add()``
+    before every return and at its end, so a process stopped inside the writes has them rolled back by
+    the next holder of the lock."""
     journal = table.journal
     if journal is None:
         return body

@@ -124,6 +124,8 @@ class SharedTable:
         self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
         self._scalars = arrays["arena"]  # every arena scalar, in one block
         self._snapshot = arrays["journal.arena"]  # their values before the add under way
+        # the same two blocks as memoryviews: the journal's copy is one slice assignment (cheaper than numpy's)
+        self._scalars_mv, self._snapshot_mv = self._scalars.data, self._snapshot.data
         #: the front end's own arrays in the segment (``extra=`` of :meth:`create`), by name
         self.extra = {name[len("extra."):]: a for name, a in arrays.items() if name.startswith("extra.")}
         self._streams = arrays.get("journal.streams")  # per-stream rings: which streams an add touches
@@ -277,10 +279,13 @@ class SharedTable:
         table._add_general = add_general
         table._add_batch_general = add_batch_general
 
-    def open_add(self, n: int) -> None:
-        """Journal an add of at most ``n`` items, before its first write (the lock held by this thread)."""
+    def open_add(self, n: int, live_before: int = -1) -> None:
+        """Journal an add of at most ``n`` items, before its first write (the lock held by this thread).
+
+        ``live_before``: how many of the ``n`` ring slots from the writer's cursor hold
+        items, if the caller knows (a generated lane does); else it is counted here."""
         self.lock.begin(OP_ADD, n)
-        self._begin_add(n)
+        self._begin_add(n, live_before)
 
     def close_add(self) -> None:
         """The add :meth:`open_add` journalled is complete: commit it."""
@@ -312,12 +317,14 @@ class SharedTable:
         finally:
             lock.release()
 
-    def _begin_add(self, n: int) -> None:
+    def _begin_add(self, n: int, live_before: int = -1) -> None:
         table = self.table
         cap = table.capacity
         first = table.writer.cursor
         slot_id = table.directory.slot_id
-        if n == 1:
+        if live_before >= 0:
+            pass
+        elif n == 1:
             live_before = 1 if slot_id.item(first) >= 0 else 0
         elif first + n <= cap:
             live_before = int(np.count_nonzero(slot_id[first:first + n] >= 0))
@@ -325,7 +332,7 @@ class SharedTable:
             live_before = int(np.count_nonzero(slot_id[first:] >= 0) + np.count_nonzero(slot_id[:first + n - cap] >= 0))
         else:
             live_before = table.directory.count
-        self._snapshot[...] = self._scalars
+        self._snapshot_mv[:] = self._scalars_mv
         j = self._journal
         j[_FIRST] = first
         j[_COUNT] = n
