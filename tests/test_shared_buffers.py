@@ -647,3 +647,27 @@ def test_a_shared_step_stream_buffer_needs_frames_in_memory_and_no_sequences() -
         TrajectoryReplay(100, (2,), np.float32, storage="zstd", shared=True)
     with pytest.raises(ConfigError):
         TrajectoryReplay(100, (2,), np.float32, sequence=SequenceConfig(4), shared=True)
+
+
+def test_a_step_checks_and_converts_before_it_takes_the_lock() -> None:
+    buf = step_buffer()
+    lock = buf._shared.lock
+    held: list[bool] = []
+    real = buf._obs
+
+    def spy(*args: Any) -> Any:
+        held.append(lock.held)
+        return real(*args)
+
+    buf._obs = spy
+    buf.begin_episode(frame(0, 0), stream=0)
+    buf.begin_episode(frame(1, 0), stream=1)
+    held.clear()  # (starting an episode checks under the lock: not an add)
+    buf.add_steps(np.array([0, 0]), np.array([0.0, 1000.0]), np.stack([frame(0, 1), frame(1, 1)]),
+                  np.array([False, False]), np.array([False, False]))
+    buf.add_step(1, 1.0, frame(0, 2).astype(np.float64), False, False, stream=0)  # float64: checked by _obs
+    assert held == [False, False]  # every step's observation check ran with the lock free
+    with pytest.raises(SchemaError):
+        buf.add_step(2, float("nan"), frame(0, 3), False, False, stream=0)
+    assert len(buf) == 3 and buf._shared.lock.recoveries == 0 and whole_steps(buf.sample(16))
+    buf.close()
