@@ -1,6 +1,6 @@
 """Shared-memory buffers under load: 2 writer processes + 1 learner process on one machine.
 
-    PYTHONPATH=src python benchmarks/bench_shared_memory.py [--seconds 3] [--rounds 2]
+    PYTHONPATH=src python benchmarks/bench_shared_memory.py [--seconds 3] [--rounds 3]
         [--capacity 1000000] [--peer-python /work/peer-venvs/cpprb/bin/python]
 
 Three phases, each with two writer processes (fork) adding for ``--seconds`` while
@@ -18,7 +18,11 @@ The learner's latency is the median of its calls while the writers run (per
 call wall time, so waiting for the lock counts). The transition is the harness's
 W1 (obs f32[17], action f32[6], reward f32, next_obs f32[17], done bool); the
 buffer holds ``--capacity`` items and is pre-filled with 100,000 before each
-phase so the learner has something to sample from the start.
+phase so the learner has something to sample from the start. Before forking, the
+parent samples (and, for PER, updates priorities) three times, so the kernels are
+compiled once and inherited by the children rather than compiled inside the
+learner's first call while it holds the buffer's lock. Each round prints its
+figures and the load average at its start to stderr.
 
 With ``--peer-python`` (a Python that has ``cpprb``; by default the venv
 ``/work/peer-venvs/cpprb`` when it exists) the same phases run against cpprb's
@@ -181,6 +185,14 @@ def phase(impl_name: str, kind: str, capacity: int, seconds: float) -> dict[str,
     fill = transitions(PRE_FILL, seed=123)
     for start in range(0, PRE_FILL, 10_000):
         impl.add_batch(buffer, {k: v[start:start + 10_000] for k, v in fill.items()})
+    # warm up before forking: a first sample (and PER update) compiles its kernels, which the children
+    # inherit; otherwise the learner compiles them inside its first call, holding the lock for seconds
+    warm_priorities = np.random.default_rng(8).random(N_SAMPLE) + 0.1
+    for _ in range(3):
+        if per:
+            impl.sample_update(buffer, warm_priorities)
+        else:
+            impl.sample(buffer)
     shared = impl.share(buffer)
     ctx = mp.get_context("fork")
     out, go = ctx.Queue(), ctx.Event()
@@ -208,7 +220,7 @@ def run_impl(impl_name: str, capacity: int, seconds: float) -> dict[str, dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--capacity", type=int, default=1_000_000)
     parser.add_argument("--peer-python", default=DEFAULT_PEER if os.path.exists(DEFAULT_PEER) else None)
     parser.add_argument("--impl", choices=sorted(IMPLS), help=argparse.SUPPRESS)  # one run, JSON out (for the peer)
@@ -217,7 +229,9 @@ def main() -> None:
         print(json.dumps(run_impl(args.impl, args.capacity, args.seconds)))
         return
     runs: dict[str, list[dict[str, dict[str, float]]]] = {"ours": [], "cpprb": []}
-    for _ in range(args.rounds):
+    loads = []
+    for r in range(args.rounds):
+        loads.append(os.getloadavg()[0])
         runs["ours"].append(run_impl("ours", args.capacity, args.seconds))
         if args.peer_python:
             done = subprocess.run([args.peer_python, str(Path(__file__).resolve()), "--impl", "cpprb",
@@ -227,6 +241,9 @@ def main() -> None:
                 runs["cpprb"].append(json.loads(done.stdout.strip().splitlines()[-1]))
             else:
                 print(f"cpprb run failed: {done.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        line = ", ".join(f"{impl} {kind} {v['writer_rate']:,.0f}/s {v['learner_us']:,.1f} us"
+                         for impl in runs if len(runs[impl]) > r for kind, v in runs[impl][r].items())
+        print(f"round {r + 1}: load {loads[-1]:.1f} at its start; {line}", file=sys.stderr)
 
     def med(impl: str, kind: str, key: str) -> float | None:
         values = [r[kind][key] for r in runs[impl]]
@@ -239,7 +256,8 @@ def main() -> None:
             ("learner PER sample(256)+update, us, during batch adds", "per", "learner_us", False),
             ("rows/s in batches of 64 while the PER learner runs", "per", "writer_rate", True)]
     print(f"2 writer processes + 1 learner, capacity {args.capacity:,}, {args.seconds:g} s per phase, "
-          f"median of {args.rounds} rounds (cpu count {os.cpu_count()}, load {os.getloadavg()[0]:.1f})")
+          f"median of {args.rounds} rounds (cpu count {os.cpu_count()}, 1-min load at the rounds' starts "
+          f"{', '.join(f'{x:.1f}' for x in loads)}, now {os.getloadavg()[0]:.1f})")
     print(f"{'':58s} {'ReplayTables':>14s} {'cpprb':>14s} {'ratio':>8s}")
     for label, kind, key, higher in rows:
         ours, peer = med("ours", kind, key), med("cpprb", kind, key)

@@ -277,6 +277,73 @@ def test_a_writer_killed_half_way_through_its_rows_leaves_nothing_visible(kind: 
     buf.close()
 
 
+def _dies_inside_a_fast_lane(handle: Any, lane: str, ks: np.ndarray) -> None:
+    from ReplayTables.engine.fast_add import compile_add_batch, compile_add_one
+
+    buf = ReplayTables.attach(handle, rng=3)
+    table, shared = buf._table, buf._shared
+    buf.add_batch(batch_of(ks[:1]))  # the general path: it compiles the lanes
+    buf.add(item_of(int(ks[1])))
+
+    def die() -> None:  # fault injection: every row written, the add not yet committed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    shared.close_add = die  # the lanes bind the journal's commit when they are compiled
+    if lane == "add":
+        table._add_fast = compile_add_one(table)
+        buf.add(item_of(int(ks[2])))
+    else:
+        table._add_batch_fast = compile_add_batch(table)
+        buf.add_batch(batch_of(ks[2:]))
+    os._exit(3)  # not reached: a lane that does not journal its writes never calls close_add
+
+
+@pytest.mark.parametrize("lane", ["add", "add_batch"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_writer_killed_inside_a_fast_lane_has_its_add_rolled_back(kind: str, lane: str) -> None:
+    buf = make(kind, 100)
+    buf.add_batch(batch_of(np.arange(10)))
+    p = mp.get_context("fork").Process(target=_dies_inside_a_fast_lane,
+                                       args=(buf.handle(), lane, np.arange(20) + WRITER_KEYS))
+    p.start()
+    p.join(60)
+    assert p.exitcode == -signal.SIGKILL  # it died inside the lane's journalled add
+    # the two committed adds stay, the lane's add is rolled back: nothing of it visible
+    assert len(buf) == 12 and buf.stats()["added"] == 12
+    assert buf._shared.lock.recoveries == 1
+    keys = np.sort(np.asarray(buf.get(live_ids(buf)).a))
+    np.testing.assert_array_equal(keys, [*range(10), WRITER_KEYS, WRITER_KEYS + 1])
+    assert whole(buf.sample(200)) and tree_is_rebuilt(buf)
+    buf.close()
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_an_add_checks_and_converts_before_it_takes_the_lock(limited: bool) -> None:
+    from ReplayTables.rate_limiters import MinSize
+
+    config = PERConfig(priority_exponent=1.0)
+    buf = PrioritizedReplay(64, FIELDS, rng=0, config=config, rate_limiter=MinSize(1) if limited else None,
+                            shared=True)
+    table, lock = buf._table, buf._shared.lock
+    held: list[bool] = []
+    for name in ("_check_one", "_check_batch"):
+        real = getattr(table, name)
+
+        def spy(*args: Any, real: Any = real) -> Any:
+            held.append(lock.held)
+            return real(*args)
+
+        setattr(table, name, spy)
+    lists = {"x": [[1.0, 1.5, -1.0], [2.0, 2.5, -2.0]], "a": [1, 2], "r": [0.5, 1.0]}  # lists: the general path
+    buf.add_batch(lists)
+    buf.add_batch(batch_of([3, 4]), priorities=np.array([1.0, 2.0]))
+    buf.add({"x": [5.0, 5.5, -5.0], "a": 5, "r": 2.5})
+    buf.add(item_of(6), priority=3.0)
+    assert held == [False, False, False, False]
+    assert len(buf) == 6 and whole(buf.get(live_ids(buf)))
+    buf.close()
+
+
 VICTIM_BATCH, VICTIM_BATCHES = 8192, 16
 
 
@@ -580,3 +647,27 @@ def test_a_shared_step_stream_buffer_needs_frames_in_memory_and_no_sequences() -
         TrajectoryReplay(100, (2,), np.float32, storage="zstd", shared=True)
     with pytest.raises(ConfigError):
         TrajectoryReplay(100, (2,), np.float32, sequence=SequenceConfig(4), shared=True)
+
+
+def test_a_step_checks_and_converts_before_it_takes_the_lock() -> None:
+    buf = step_buffer()
+    lock = buf._shared.lock
+    held: list[bool] = []
+    real = buf._obs
+
+    def spy(*args: Any) -> Any:
+        held.append(lock.held)
+        return real(*args)
+
+    buf._obs = spy
+    buf.begin_episode(frame(0, 0), stream=0)
+    buf.begin_episode(frame(1, 0), stream=1)
+    held.clear()  # (starting an episode checks under the lock: not an add)
+    buf.add_steps(np.array([0, 0]), np.array([0.0, 1000.0]), np.stack([frame(0, 1), frame(1, 1)]),
+                  np.array([False, False]), np.array([False, False]))
+    buf.add_step(1, 1.0, frame(0, 2).astype(np.float64), False, False, stream=0)  # float64: checked by _obs
+    assert held == [False, False]  # every step's observation check ran with the lock free
+    with pytest.raises(SchemaError):
+        buf.add_step(2, float("nan"), frame(0, 3), False, False, stream=0)
+    assert len(buf) == 3 and buf._shared.lock.recoveries == 0 and whole_steps(buf.sample(16))
+    buf.close()

@@ -101,14 +101,22 @@ class ReplayBuffer(TableBuffer):
                 ids: np.ndarray = fast(items)
                 return ids
             return self._table.add_batch(items, priorities)  # holds the table's lock itself
+        table = self._table
+        # a shared, rate-limited buffer checks the batch before it takes the lock (as its plain adds do)
+        checked = table._check_batch(items, priorities) if self._shared is not None \
+            and self._admission.limiter is not None else None
         with self._lock:
             admission = self._admission
             if admission.limiter is None:
                 admission.insert(0, timeout)
-                return self._table.add_batch(items, priorities)
-            # the batch's length, without storing it: the table's own checks of the items come after
-            admission.insert(self._batch_length(items), timeout)
-            ids = self._table.add_batch(items, priorities)
+                return table.add_batch(items, priorities)
+            if checked is not None:
+                admission.insert(checked[1], timeout)
+                ids = table._add_batch_general(items, priorities, checked)
+            else:
+                # the batch's length, without storing it: the table's own checks of the items come after
+                admission.insert(self._batch_length(items), timeout)
+                ids = table.add_batch(items, priorities)
             admission.inserted(int(ids.shape[0]))
             return ids
 

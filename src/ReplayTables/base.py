@@ -104,10 +104,16 @@ class TableBuffer:
         self._plain = rate_limiter is None
 
     def _add_admitted(self, item: Any, priority: Any, timeout: float | None) -> int:
-        """One add that waits for the limiter first and counts itself after (or refuses: closed)."""
+        """One add that waits for the limiter first and counts itself after (or refuses: closed).
+
+        A shared, rate-limited buffer checks the item before it takes the lock (its
+        schema is fixed), so other processes do not wait for the conversion."""
+        table = self._table
+        checked = table._check_one(item, priority) if self._shared is not None \
+            and self._admission.limiter is not None else None
         with self._lock:
             self._admission.insert(1, timeout)
-            new_id = self._table.add(item, priority)
+            new_id = table.add(item, priority) if checked is None else table._add_general(item, priority, checked)
             self._admission.inserted(1)
             return new_id
 

@@ -359,7 +359,6 @@ class TrajectoryReplay(TableBuffer):
         """Start a new episode on one stream with its first observation (after ``env.reset()``)."""
         self.begin_episodes(np.asarray(obs)[None], np.array([stream]))
 
-    @atomic
     def add_steps(self, action: Any, reward: Any, next_obs: Any, terminated: Any, truncated: Any, *,
                   streams: Any = None, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step on each selected stream (all by default).
@@ -387,16 +386,18 @@ class TrajectoryReplay(TableBuffer):
         if np.asarray(reward).dtype.kind == "f" and not np.isfinite(arrays[1]).all():
             raise SchemaError("reward", reward, "finite rewards (no NaN or inf)")
         obs = self._obs("next_obs", next_obs, m)
-        self._ring.check_open(idx, want_open=True)
-        self._admission.insert(m, timeout)
-        if m == 0:
-            return np.empty(0, dtype=np.int64)
-        self._mark_dirty()
-        ids: np.ndarray = self._stream_add(idx, self._ring.step, idx, arrays, obs, term, trunc)
-        self._admission.inserted(m)
-        return ids
+        # the checks above read only the input and settings fixed at construction, so they run before the
+        # lock (writer processes of a shared buffer do them side by side); the rest reads and writes state
+        with self._lock:
+            self._ring.check_open(idx, want_open=True)
+            self._admission.insert(m, timeout)
+            if m == 0:
+                return np.empty(0, dtype=np.int64)
+            self._mark_dirty()
+            ids: np.ndarray = self._stream_add(idx, self._ring.step, idx, arrays, obs, term, trunc)
+            self._admission.inserted(m)
+            return ids
 
-    @atomic
     def add_step(self, action: Any, reward: Any, next_obs: Any, terminated: bool, truncated: bool, *,
                  stream: int = 0, timeout: float | None = None, **extras: Any) -> np.ndarray:
         """One environment step: what ``env.step(action)`` returned, plus the action.
@@ -421,16 +422,18 @@ class TrajectoryReplay(TableBuffer):
         if type(obs) is not np.ndarray or obs.dtype != self.obs_dtype or obs.shape != self.obs_shape:
             obs = self._obs("next_obs", np.asarray(next_obs)[None], 1)[0]
         stream = int(stream)
-        if not self._ring.open[stream]:
-            self._ring.check_open(np.array([stream]), want_open=True)
-        self._admission.insert(1, timeout)
-        self._mark_dirty()
-        if self._shared is None:
-            ids = self._ring.step_one(stream, arrays, obs, term, trunc)
-        else:
-            ids = self._shared.stream_add(np.array([stream]), self._ring.step_one, stream, arrays, obs, term, trunc)
-        self._admission.inserted(1)
-        return ids
+        with self._lock:  # the checks above read only the input (as in add_steps); this part reads state
+            if not self._ring.open[stream]:
+                self._ring.check_open(np.array([stream]), want_open=True)
+            self._admission.insert(1, timeout)
+            self._mark_dirty()
+            if self._shared is None:
+                ids = self._ring.step_one(stream, arrays, obs, term, trunc)
+            else:
+                ids = self._shared.stream_add(np.array([stream]), self._ring.step_one, stream, arrays, obs, term,
+                                              trunc)
+            self._admission.inserted(1)
+            return ids
 
     @staticmethod
     def _flag(name: str, value: Any) -> bool:

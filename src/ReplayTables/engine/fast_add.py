@@ -14,7 +14,10 @@ Each lane checks its input without the table's lock (the checks read only the
 input) and then holds the lock, through its bound ``acquire``/``release`` in a
 ``try``/``finally`` (cheaper than a ``with`` block), for every read and write of
 the table. The id of a new item follows the one id rule of ``ids.py``
-(``NEXT_ID_SOURCE``), and carries the table's shard tag.
+(``NEXT_ID_SOURCE``), and carries the table's shard tag. On a shared table
+(``table.journal`` set) the writes are bracketed by its add journal, as the
+general path's are, so a process killed inside a lane's writes leaves nothing
+half-written visible.
 
 Every check runs before the first write, and a value that passes cannot make a
 write fail or lose information: a safe cast never overflows (float32 into a
@@ -198,7 +201,7 @@ def compile_add_one(table: Table) -> Any:
         env["np"] = np
         body.append("on_insert(np.array([slot], dtype=np.int64), None, directory)")
     body.append("return new_id | TAG" if table._tag else "return new_id")
-    lines += ["        " + line for line in body]
+    lines += ["        " + line for line in _journalled(body, "1", table, env)]
     lines += ["    finally:", "        RELEASE()"]
     return _build("add_fast", lines, env, schema)
 
@@ -236,27 +239,52 @@ def compile_add_batch(table: Table) -> Any:
     lines.append("    if type(v0) is not ndarray or not v0.ndim: return slow(items)")
     lines.append("    m = v0.shape[0]")
     lines.append("    if not (" + " and ".join(checks) + "): return slow(items)")
+    # a batch the lane does not take (empty, wrapping, or after deletions) goes to the general path once
+    # the lock is released: ids stays None until every check passed, and nothing is written before that
     body = ["start = W[0]",
             "stop = start + m",
-            "if m == 0 or stop > CAP or not D[1]: return slow(items)",  # slow re-enters the lock
             "count = D[0]",
-            "if stop <= count:",  # every slot live: the id rule's first case
-            "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
-            "    N[EVICTED] += m",
-            "elif start == count:",  # never-written slots: the rule gives the slots themselves
-            "    if stop >= directory.filled: directory.reach(stop)",  # a lazy directory
-            "    ids = np.arange(start, stop, dtype=np.int64)",
-            "    D[0] = stop",
-            "else: return slow(items)",
-            "directory.slot_id[start:stop] = ids",
-            "W[0] = stop if stop < CAP else 0",
-            "N[ADDED] += m"]
-    body += [f"C{i}[start:stop] = v{i}" for i in range(nf)]
+            "if m == 0 or stop > CAP or not D[1] or (stop > count and start != count): ids = None",
+            "else:"]
+    write = ["if stop <= count:",  # every slot live: the id rule's first case
+             "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
+             "    N[EVICTED] += m",
+             "else:",  # never-written slots (start == count): the rule gives the slots themselves
+             "    if stop >= directory.filled: directory.reach(stop)",  # a lazy directory
+             "    ids = np.arange(start, stop, dtype=np.int64)",
+             "    D[0] = stop",
+             "directory.slot_id[start:stop] = ids",
+             "W[0] = stop if stop < CAP else 0",
+             "N[ADDED] += m"]
+    write += [f"C{i}[start:stop] = v{i}" for i in range(nf)]
     if table.sampler.prioritized:
-        body.append("sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
-    body.append("return ids | TAG" if table._tag else "return ids")
-    lines += ["    ACQUIRE()", "    try:", *("        " + line for line in body), "    finally:", "        RELEASE()"]
+        write.append("sampler.on_insert(np.arange(start, stop, dtype=np.int64), None, directory)")
+    # the journal's count of live slots: all m (the dense prefix covers them) or none (never written)
+    body += ["    " + line for line in _journalled(write, "m, m if stop <= count else 0", table, env)]
+    lines += ["    ACQUIRE()", "    try:", *("        " + line for line in body), "    finally:", "        RELEASE()",
+              "    if ids is None: return slow(items)",
+              "    return ids | TAG" if table._tag else "    return ids"]
     return _build("add_batch_fast", lines, env, schema)
+
+
+def _journalled(body: list[str], n: str, table: Table, env: dict[str, Any]) -> list[str]:
+    """``body`` (lines run under the lock) bracketed by the table's add journal, if it has one (a shared
+    table): ``open_add(n)`` (``n``: the source of its arguments) before its first write and ``close_add()``
+    before every return and at its end, so a process stopped inside the writes has them rolled back by
+    the next holder of the lock."""
+    journal = table.journal
+    if journal is None:
+        return body
+    env["J_OPEN"], env["J_CLOSE"] = journal.open_add, journal.close_add
+    out = [f"J_OPEN({n})"]
+    for line in body:
+        stripped = line.lstrip()
+        if stripped.startswith("return"):
+            out.append(line[:len(line) - len(stripped)] + "J_CLOSE()")
+        out.append(line)
+    if not body[-1].lstrip().startswith("return"):
+        out.append("J_CLOSE()")
+    return out
 
 
 def _scalar_env(table: Table) -> dict[str, Any]:

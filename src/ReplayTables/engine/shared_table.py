@@ -27,7 +27,11 @@ every added item is present with its data or counted as evicted. Any other
 change that stops half-way (a delete, a priority update, a load) is repaired by
 rebuilding the live list and the tree from the slot ids and leaves.
 
-Refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
+An add checks and converts its input before it takes the lock (a refusal
+raises there, having changed nothing and cost no repair); under the lock it
+only places and copies its rows and commits. The table's generated add lanes,
+which the front ends call straight, journal their writes too (``table.journal``).
+Other refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
 nothing, so they end their operation normally and cost no repair.
 
 Only the FIFO writer is supported: its adds touch a contiguous ring range that a
@@ -41,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.ids import tag_ids
 from ReplayTables.engine.process_lock import ProcessLock, Recovery
 from ReplayTables.engine.shared_memory import SharedArrays, SharedHandle
 from ReplayTables.engine.state import FixedArena
@@ -108,15 +113,6 @@ def _point_at(table: Any, arrays: dict[str, np.ndarray], scalars: dict[str, np.n
     table.bind(FixedArena(scalars), carry=False)
 
 
-def _batch_length(table: Any, items: Any) -> int:
-    """How many items an ``add_batch`` of ``items`` would store at most (the capacity if it cannot tell)."""
-    try:
-        first = table.schema.values_of(items)[0]
-        return min(int(np.shape(first)[0]), int(table.capacity))
-    except Exception:  # malformed input: the table refuses it; journal the whole ring meanwhile
-        return int(table.capacity)
-
-
 class SharedTable:
     """The shared-memory side of one table in this process: segment, lock, journal and recovery."""
 
@@ -128,6 +124,8 @@ class SharedTable:
         self._journal = arrays["journal"].data  # a memoryview: plain int reads and writes
         self._scalars = arrays["arena"]  # every arena scalar, in one block
         self._snapshot = arrays["journal.arena"]  # their values before the add under way
+        # the same two blocks as memoryviews: the journal's copy is one slice assignment (cheaper than numpy's)
+        self._scalars_mv, self._snapshot_mv = self._scalars.data, self._snapshot.data
         #: the front end's own arrays in the segment (``extra=`` of :meth:`create`), by name
         self.extra = {name[len("extra."):]: a for name, a in arrays.items() if name.startswith("extra.")}
         self._streams = arrays.get("journal.streams")  # per-stream rings: which streams an add touches
@@ -212,46 +210,87 @@ class SharedTable:
 
     # ------------------------------------------------------------ every call under the lock
     def _wrap(self, table: Any) -> None:
-        """Shadow the table's public calls with locked (and, for changes, marked) ones on this instance."""
+        """Shadow the table's public calls with locked (and, for changes, marked) ones on this instance.
+
+        Adds check and convert their input *before* taking the lock (the schema of
+        a shared table is fixed, so the checks read only the input): two writer
+        processes never wait for each other's casts and shape checks. Under the
+        lock an add only places its rows, copies them in and commits, inside the
+        journal. The generated lanes (which front ends call straight) do the same:
+        ``table.journal`` makes them open and close the journal around their writes,
+        and what they do not take goes to the journalled general path below."""
         lock = self.lock
         cls = type(table)
         # every public call of the table holds table.lock (now this process lock); changes are also marked
         for name in _CHANGING:
             if hasattr(cls, name):
                 setattr(table, name, _marked(lock, getattr(cls, name).__get__(table)))
-        add, add_batch = type(table).add.__get__(table), type(table).add_batch.__get__(table)
+        table.journal = self
+        table._add_fast = table._add_batch_fast = None  # compiled again, with the journal, on the first add
+        capacity = int(table.capacity)
 
-        @functools.wraps(add)
+        def add_general(item: Any, priority: Any = None, checked: Any = None) -> int:
+            if checked is None:  # before the lock: a refusal raises here, having changed nothing
+                checked = table._check_one(item, priority)
+            lock.acquire()
+            try:
+                if checked[0] is not table.schema:  # a load replaced the schema meanwhile: check again
+                    checked = table._check_one(item, priority)
+                self.open_add(1)
+                new_id: int = table._add_checked(*checked)
+                self.close_add()
+                return new_id
+            finally:
+                lock.release()  # inside an unfinished add this leaves it marked for the next holder
+
+        def add_batch_general(items: Any, priorities: Any = None, checked: Any = None) -> np.ndarray:
+            if checked is None:  # before the lock, as for add_general
+                checked = table._check_batch(items, priorities)
+            lock.acquire()
+            try:
+                if checked[0] is not table.schema:
+                    checked = table._check_batch(items, priorities)
+                self.open_add(min(checked[1], capacity))
+                ids: np.ndarray = tag_ids(table._add_batch_checked(*checked), table.shard_tag)
+                self.close_add()
+                return ids
+            finally:
+                lock.release()
+
+        @functools.wraps(cls.add)
         def shared_add(item: Any, priority: Any = None) -> int:
-            new_id: int = self._journalled(1, add, item, priority)
-            return new_id
+            fast = table._add_fast
+            if fast is not None and priority is None:
+                new_id: int = fast(item)
+                return new_id
+            return add_general(item, priority)
 
-        @functools.wraps(add_batch)
+        @functools.wraps(cls.add_batch)
         def shared_add_batch(items: Any, priorities: Any = None) -> np.ndarray:
-            result: np.ndarray = self._journalled(_batch_length(table, items), add_batch, items, priorities)
-            return result
+            fast = table._add_batch_fast
+            if fast is not None and priorities is None:
+                ids: np.ndarray = fast(items)
+                return ids
+            return add_batch_general(items, priorities)
 
         table.add = shared_add
         table.add_batch = shared_add_batch
+        # the generated lanes hand what they do not take to these (compile_add_one/compile_add_batch read them)
+        table._add_general = add_general
+        table._add_batch_general = add_batch_general
 
-    def _journalled(self, n: int, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)`` as one add of at most ``n`` items: journalled, committed whole or rolled back."""
-        lock = self.lock
-        lock.acquire()
-        try:
-            lock.begin(OP_ADD, n)
-            self._begin_add(n)
-            try:
-                result = fn(*args)
-            except ReplayTablesError:
-                self._journal[_ACTIVE] = 0  # refused: nothing changed, nothing to roll back
-                lock.end()
-                raise
-            self._journal[_ACTIVE] = 0
-            lock.end()
-            return result
-        finally:
-            lock.release()  # inside an unfinished operation this leaves it marked for the next holder
+    def open_add(self, n: int, live_before: int = -1) -> None:
+        """Journal an add of at most ``n`` items, before its first write (the lock held by this thread).
+
+        ``live_before``: how many of the ``n`` ring slots from the writer's cursor hold
+        items, if the caller knows (a generated lane does); else it is counted here."""
+        self.lock.begin(OP_ADD, n)
+        self._begin_add(n, live_before)
+
+    def close_add(self) -> None:
+        """The add :meth:`open_add` journalled is complete: commit it."""
+        self._journal[_ACTIVE] = 0
+        self.lock.end()
 
     def stream_add(self, streams: np.ndarray, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` as one add to the per-stream rings of ``streams``: if its process stops inside it,
@@ -278,12 +317,14 @@ class SharedTable:
         finally:
             lock.release()
 
-    def _begin_add(self, n: int) -> None:
+    def _begin_add(self, n: int, live_before: int = -1) -> None:
         table = self.table
         cap = table.capacity
         first = table.writer.cursor
         slot_id = table.directory.slot_id
-        if n == 1:
+        if live_before >= 0:
+            pass
+        elif n == 1:
             live_before = 1 if slot_id.item(first) >= 0 else 0
         elif first + n <= cap:
             live_before = int(np.count_nonzero(slot_id[first:first + n] >= 0))
@@ -291,7 +332,7 @@ class SharedTable:
             live_before = int(np.count_nonzero(slot_id[first:] >= 0) + np.count_nonzero(slot_id[:first + n - cap] >= 0))
         else:
             live_before = table.directory.count
-        self._snapshot[...] = self._scalars
+        self._snapshot_mv[:] = self._scalars_mv
         j = self._journal
         j[_FIRST] = first
         j[_COUNT] = n

@@ -328,6 +328,9 @@ class Table:
             component.bind(self.arena)
         self._add_fast: Any = None
         self._add_batch_fast: Any = None
+        #: a shared table's add journal (``SharedTable``): the generated lanes call its ``open_add(n)``
+        #: before an add's first write and ``close_add()`` after its last; ``None`` for a private table
+        self.journal: Any = None
         if self.schema.resolved:
             self._allocate()
 
@@ -397,24 +400,32 @@ class Table:
             new_id: int = fast(item)  # a Python int; the generated lane holds the lock itself
             return new_id
         with self.lock:
-            schema = self._prepare(item, batched=False)
-            arrays = schema.coerce(schema.values_of(item))
-            prio = self._check_insert_priorities(priority, 1)
-            storage = self._ensure_storage(schema)
-            if self._add_fast is None and priority is None and not self.sampler.requires_priority:
-                self._add_fast = compile_add_one(self)
-            slot = self.writer.place_one(self.rng)
-            return self._commit_one(storage, slot, arrays, prio)
+            return self._add_checked(*self._check_one(item, priority))
 
-    def _add_general(self, item: Any) -> int:
-        """The checked single add, without the generated fast path."""
+    def _add_general(self, item: Any, priority: Any = None, checked: Any = None) -> int:
+        """The checked single add, without the generated fast path (``checked``: from :meth:`_check_one`
+        on this item, if the caller checked it already)."""
         with self.lock:
-            schema = self._prepare(item, batched=False)
-            arrays = schema.coerce(schema.values_of(item))
-            prio = self._check_insert_priorities(None, 1)
-            storage = self._ensure_storage(schema)
-            slot = self.writer.place_one(self.rng)
-            return self._commit_one(storage, slot, arrays, prio)
+            if checked is None or checked[0] is not self.schema:
+                checked = self._check_one(item, priority)
+            return self._add_checked(*checked)
+
+    def _check_one(self, item: Any, priority: Any) -> tuple[Schema, list[np.ndarray], np.ndarray | None]:
+        """Check and convert one item and its priority, changing nothing: ``(schema, arrays, priority)``.
+
+        Reads only the input and the schema, so a table whose rows are allocated
+        (``storage`` set) may call it before taking its lock."""
+        schema = self._prepare(item, batched=False)
+        arrays = schema.coerce(schema.values_of(item))
+        return schema, arrays, self._check_insert_priorities(priority, 1)
+
+    def _add_checked(self, schema: Schema, arrays: list[np.ndarray], prio: np.ndarray | None) -> int:
+        """Store one item checked by :meth:`_check_one` (under the lock): nothing in it refuses."""
+        storage = self._ensure_storage(schema)
+        if self._add_fast is None and prio is None and not self.sampler.requires_priority:
+            self._add_fast = compile_add_one(self)
+        slot = self.writer.place_one(self.rng)
+        return self._commit_one(storage, slot, arrays, prio)
 
     def _commit_one(self, storage: RowStorage, slot: int, arrays: list[np.ndarray],
                     prio: np.ndarray | None) -> int:
@@ -450,14 +461,24 @@ class Table:
             return ids
         return self._add_batch_general(items, priorities)
 
-    def _add_batch_general(self, items: Any, priorities: Any = None) -> np.ndarray:
+    def _add_batch_general(self, items: Any, priorities: Any = None, checked: Any = None) -> np.ndarray:
+        """The checked batch add (``checked``: as for :meth:`_add_general`, from :meth:`_check_batch`)."""
         with self.lock:
-            return tag_ids(self._add_batch_locked(items, priorities), self.shard_tag)
+            if checked is None or checked[0] is not self.schema:
+                checked = self._check_batch(items, priorities)
+            return tag_ids(self._add_batch_checked(*checked), self.shard_tag)
 
-    def _add_batch_locked(self, items: Any, priorities: Any) -> np.ndarray:
+    def _check_batch(self, items: Any, priorities: Any) -> tuple[Schema, int, list[np.ndarray], np.ndarray | None]:
+        """Check and convert a batch and its priorities, changing nothing: ``(schema, m, arrays, priorities)``.
+
+        Like :meth:`_check_one`, callable before the lock once ``storage`` is set."""
         schema = self._prepare(items, batched=True)
         m, arrays = schema.coerce_batch(schema.values_of(items))
-        prio = self._check_insert_priorities(priorities, m)
+        return schema, m, arrays, self._check_insert_priorities(priorities, m)
+
+    def _add_batch_checked(self, schema: Schema, m: int, arrays: list[np.ndarray],
+                           prio: np.ndarray | None) -> np.ndarray:
+        """Store a batch checked by :meth:`_check_batch` (under the lock): nothing in it refuses."""
         storage = self._ensure_storage(schema)
         if self._add_batch_fast is None and not self.sampler.requires_priority:
             self._add_batch_fast = compile_add_batch(self)
