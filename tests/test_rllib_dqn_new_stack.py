@@ -25,6 +25,7 @@ from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from ReplayTables.rllib import PrioritizedEpisodeReplayBuffer
+from rllib_training import MAX_ITERATIONS, RETURN_GOAL, train_until_return
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,8 +47,6 @@ def _config(buffer_type: object) -> DQNConfig:
             .debugging(seed=0))
 
 
-RETURN_GOAL = 60.0    # nearly 3x a random policy's ~22; seeds 0-2 peak at 147-192 within 10k steps
-MAX_ITERATIONS = 20   # of 500 env steps each
 
 
 def _learning_config(buffer_type: object, lr: float = 1e-3) -> DQNConfig:
@@ -66,16 +65,14 @@ def _learning_config(buffer_type: object, lr: float = 1e-3) -> DQNConfig:
             .debugging(seed=0))
 
 
-def train_until_return(algo: Any, goal: float, max_iterations: int) -> tuple[list[float], dict[str, Any]]:
-    """Mean episode return after each iteration, stopping once it reaches ``goal``."""
-    returns: list[float] = []
-    result: dict[str, Any] = {}
-    for _ in range(max_iterations):
-        result = algo.train()
-        returns.append(float(result["env_runners"]["episode_return_mean"]))
-        if returns[-1] >= goal:
-            break
-    return returns, result
+def check_priorities_updated(stats: dict[str, Any], result: dict[str, Any]) -> None:
+    """Every sample was followed by RLlib's priority update for all of its 32 steps, on the one module."""
+    assert stats["episodes"] > 1
+    assert stats["sampled_timesteps"] > 0
+    assert stats["priority_updates"] + stats["stale_updates"] == stats["sampled_timesteps"]
+    assert stats["priority_updates"] > 0
+    assert stats["per_module"]["default_policy"]["priority_updates"] == stats["priority_updates"]
+    assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0
 
 
 def test_dqn_learns_cartpole_and_updates_priorities() -> None:
@@ -88,14 +85,7 @@ def test_dqn_learns_cartpole_and_updates_priorities() -> None:
         print("mean episode return per iteration:", returns)
         assert returns[0] < 35, returns          # it starts as a random policy (~22)
         assert max(returns) >= RETURN_GOAL, returns
-        stats = buffer.stats()
-        assert stats["episodes"] > 1
-        assert stats["sampled_timesteps"] > 0
-        # every sample was followed by RLlib's priority update for all of its 32 steps
-        assert stats["priority_updates"] + stats["stale_updates"] == stats["sampled_timesteps"]
-        assert stats["priority_updates"] > 0
-        assert stats["per_module"]["default_policy"]["priority_updates"] == stats["priority_updates"]
-        assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0
+        check_priorities_updated(buffer.stats(), result)
     finally:
         algo.stop()
     assert time.perf_counter() - start < 240
@@ -109,14 +99,8 @@ def test_dqn_builds_our_buffer_from_its_dotted_name_and_updates_priorities() -> 
         assert isinstance(buffer, PrioritizedEpisodeReplayBuffer)
         for _ in range(3):
             result = algo.train()
-        stats = buffer.stats()
-        assert stats["timesteps"] >= 300 and stats["episodes"] > 1
-        assert stats["sampled_timesteps"] > 0
-        # every sample was followed by RLlib's priority update for all of its 32 steps
-        assert stats["priority_updates"] + stats["stale_updates"] == stats["sampled_timesteps"]
-        assert stats["priority_updates"] > 0
-        assert stats["per_module"]["default_policy"]["priority_updates"] == stats["priority_updates"]
-        assert result["learners"]["default_policy"]["num_module_steps_trained"] > 0
+        assert buffer.stats()["timesteps"] >= 300
+        check_priorities_updated(buffer.stats(), result)
     finally:
         algo.stop()
     assert time.perf_counter() - start < 60

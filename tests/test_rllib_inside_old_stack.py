@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import ray
@@ -27,6 +26,7 @@ from ray.rllib.algorithms.dqn import DQNConfig
 from ray.rllib.utils.replay_buffers import MultiAgentPrioritizedReplayBuffer as RLlibMultiAgentPrioritizedReplayBuffer
 
 import ReplayTables.rllib as ours
+from rllib_training import MAX_ITERATIONS, RETURN_GOAL, train_until_return
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -59,8 +59,6 @@ def docs_config() -> DQNConfig:
     return config
 
 
-RETURN_GOAL = 60.0    # nearly 3x a random policy's ~22
-MAX_ITERATIONS = 20   # of 500 env steps each
 
 
 def learning(config: DQNConfig, lr: float = 1e-3) -> DQNConfig:
@@ -75,18 +73,6 @@ def learning(config: DQNConfig, lr: float = 1e-3) -> DQNConfig:
                       model={"fcnet_hiddens": [64]}, hiddens=[64])
             .reporting(min_sample_timesteps_per_iteration=500, metrics_num_episodes_for_smoothing=20)
             .debugging(seed=0))
-
-
-def train_until_return(algo: Any, goal: float, max_iterations: int) -> tuple[list[float], dict[str, Any]]:
-    """Mean episode return after each iteration, stopping once it reaches ``goal``."""
-    returns: list[float] = []
-    result: dict[str, Any] = {}
-    for _ in range(max_iterations):
-        result = algo.train()
-        returns.append(float(result["env_runners"]["episode_return_mean"]))
-        if returns[-1] >= goal:
-            break
-    return returns, result
 
 
 def test_dqn_learns_cartpole_with_our_prioritized_buffer_and_updates_its_priorities() -> None:
