@@ -222,6 +222,19 @@ def test_bad_constructor_arguments(kwargs: dict) -> None:
         ReplayBuffer(**kwargs)
 
 
+@pytest.mark.parametrize("value", [True, False])
+def test_shared_is_refused_by_name_with_the_reason(value: bool) -> None:
+    from ReplayTables.rllib import MultiAgentReplayBuffer, PrioritizedReplayBuffer
+
+    for cls in (ReplayBuffer, PrioritizedReplayBuffer, ReservoirReplayBuffer, FifoReplayBuffer,
+                MultiAgentReplayBuffer):
+        with pytest.raises(ConfigError, match=r"shared: got (True|False), expected no shared argument for "
+                                              + cls.__name__ + r".*PrioritizedReplay \(shared=True\)"):
+            cls(capacity=8, shared=value)
+        with pytest.raises(ConfigError, match="shared: got .*expected no shared argument for " + cls.__name__):
+            ReplayTables.rllib.from_config({"type": cls.__name__, "capacity": 8, "shared": value})
+
+
 # ---------------------------------------------------------------- hooks and ids
 def test_hooks_hits_delete_and_stale_ids() -> None:
     b = ReplayBuffer(4, seed=0)

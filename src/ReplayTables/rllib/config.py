@@ -182,7 +182,7 @@ def from_config(config: Mapping[str, Any]) -> Any:
     if _takes_rllib_keys(cls):
         from ReplayTables.rllib.rllib_keys import RLLIB_KEYS
 
-        allowed |= RLLIB_KEYS
+        allowed |= RLLIB_KEYS | {"shared"}  # the constructor refuses shared= with the reason
     check_keys(cls, cfg, allowed, "replay_buffer_config")
     return cls(**cfg)
 
