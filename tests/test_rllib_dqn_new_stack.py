@@ -47,22 +47,16 @@ def _config(buffer_type: object) -> DQNConfig:
             .debugging(seed=0))
 
 
-
-
 def _learning_config(buffer_type: object, lr: float = 1e-3) -> DQNConfig:
-    """DQN settings under which CartPole improves within a few thousand steps: a small
-    network, n-step 3, 8 trained steps per sampled step, a target update every 250
-    trained steps and epsilon down to 0.02 over the first 3,000 steps."""
-    return (DQNConfig()
-            .environment("CartPole-v1")
-            .env_runners(num_env_runners=0, rollout_fragment_length=50)
-            .reporting(min_sample_timesteps_per_iteration=500, min_time_s_per_iteration=0,
-                       min_train_timesteps_per_iteration=0)
+    """:func:`_config` with settings under which CartPole improves within a few thousand
+    steps: a small network, n-step 3, 8 trained steps per sampled step, a target update
+    every 250 trained steps and epsilon down to 0.02 over the first 3,000 steps."""
+    return (_config(buffer_type)
+            .reporting(min_sample_timesteps_per_iteration=500)
             .training(replay_buffer_config={"type": buffer_type, "capacity": 50_000, "alpha": 0.6, "beta": 0.4},
-                      num_steps_sampled_before_learning_starts=500, train_batch_size=32, n_step=3, lr=lr,
-                      training_intensity=8, target_network_update_freq=250, epsilon=[(0, 1.0), (3000, 0.02)])
-            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64], head_fcnet_hiddens=[64]))
-            .debugging(seed=0))
+                      num_steps_sampled_before_learning_starts=500, lr=lr, training_intensity=8,
+                      target_network_update_freq=250, epsilon=[(0, 1.0), (3000, 0.02)])
+            .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=[64], head_fcnet_hiddens=[64])))
 
 
 def check_priorities_updated(stats: dict[str, Any], result: dict[str, Any]) -> None:
