@@ -23,9 +23,12 @@ machine slows every row alike and the ratios stay comparable:
   default), fed dicts;
 * ``general path``: the NamedTuple buffer with its generated lanes switched off, i.e.
   what an add costs when it misses them;
-* floor parts: building ``T`` and ``dict`` items, and the five writes into one of our
-  packed rows alone (the data movement an add cannot avoid; the rest of an add is
-  the lane's checks, the ring cursor, the id, the counters and the table lock).
+* floor parts: building ``T`` and ``dict`` items, the five writes into one of our
+  packed rows alone (the data movement an add cannot avoid), and (W1) building ``T``,
+  the exact type/shape/dtype test of each field that keeps a bad value from failing
+  mid-write, and the writes, straight-line with nothing else (the least a checked add
+  through the README's API costs in Python; the rest of an add is the ring cursor,
+  the id, the counters and the table lock).
 
 Run against another checkout with ``PYTHONPATH=<checkout>/src``.
 """
@@ -123,6 +126,24 @@ def w1_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         for c, v in zip(packed, r):
             c[s] = v
 
+    nd, f32, s17, s6 = np.ndarray, np.dtype(np.float32), (17,), (6,)
+
+    def checked_writes(i: int) -> None:
+        """The least a checked add through the README's API does: build ``T``, test each field's exact
+        type (and shape and dtype) so nothing can fail mid-write, and write the row (no lock, id or count)."""
+        t = T(*rows32[i % POOL])
+        o, a, r, n, d = t
+        if not (type(o) is nd and o.shape == s17 and o.dtype is f32 and type(a) is nd and a.shape == s6
+                and a.dtype is f32 and type(r) is float and type(n) is nd and n.shape == s17 and n.dtype is f32
+                and type(d) is bool):
+            raise TypeError(t)
+        s = i % CAP
+        packed[0][s] = o
+        packed[1][s] = a
+        packed[2][s] = r
+        packed[3][s] = n
+        packed[4][s] = d
+
     def dict_of(r: tuple[Any, ...]) -> dict[str, Any]:
         return {"obs": r[0], "action": r[1], "reward": r[2], "next_obs": r[3], "done": r[4]}
 
@@ -133,6 +154,7 @@ def w1_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         "FieldSpec dict": lambda i: fs(dict_of(rows32[i % POOL])),
         "general path (lanes off)": lambda i: slow(T(*rows32[i % POOL])),
         "floor: the 5 writes into our packed row only": packed_writes,
+        "floor: build T, check its fields' types, write the row": checked_writes,
         "floor: build T(...) only": lambda i: T(*rows32[i % POOL]),
         "floor: build the dict only": lambda i: dict_of(rows32[i % POOL]),
     }

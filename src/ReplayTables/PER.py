@@ -173,7 +173,6 @@ class PrioritizedReplay(ReplayBuffer):
         """Store a batch; ``priorities`` is one raw priority per item (or ``None``)."""
         return self._add_batch(items, priorities, timeout)
 
-    @atomic
     def update_priorities(self, ids: Any, priorities: Any) -> int:
         """Set new raw priorities for sampled items.
 
@@ -183,7 +182,7 @@ class PrioritizedReplay(ReplayBuffer):
         """
         if isinstance(ids, Batch):
             ids = ids.ids
-        return self._table.update_priorities(ids, priorities)
+        return self._table.update_priorities(ids, priorities)  # one call of the table: it holds the lock itself
 
     @atomic
     def priorities(self, ids: Any) -> np.ndarray:
@@ -208,7 +207,11 @@ class PrioritizedReplay(ReplayBuffer):
 
         ``timeout``: as for :meth:`ReplayBuffer.sample <ReplayTables.ReplayBuffer.ReplayBuffer.sample>`.
         """
-        with self._lock:
+        with self._lock:  # beta and the count of samples it anneals with change with this sample, atomically
+            if self._plain and timeout is None:  # nothing to wait for or count (see ReplayBuffer.sample)
+                s = self._table.sample(n, beta=self.config.beta_at(self._sample_calls))
+                self._sample_calls += 1
+                return self._batch(s)
             n = check_count("n", n)
             self._admission.sample(n, timeout)
             s = self._table.sample(n, beta=self.beta)

@@ -38,7 +38,7 @@ class FieldBatch:
     probabilities: Any
 
     def __init__(self, schema: Schema, arrays: list[Any], ids: np.ndarray, weights: Any,
-                 probabilities: Any) -> None:
+                 probabilities: Any = None) -> None:
         self._schema = schema
         self._arrays = arrays
         self.ids = ids
@@ -82,10 +82,6 @@ class Batch(FieldBatch):
     """Stacked fields of sampled items plus their ``ids`` and ``weights``."""
 
     weights: np.ndarray
-
-    def __init__(self, schema: Schema, arrays: list[np.ndarray], ids: np.ndarray, weights: np.ndarray,
-                 probabilities: np.ndarray | None = None) -> None:
-        super().__init__(schema, arrays, ids, weights, probabilities)
 
     def to_torch(self, device: Any = None) -> FrameworkBatch:
         """The fields, ``weights``, ``probabilities`` and ``ids`` (int64, on the CPU) as torch tensors.

@@ -169,11 +169,14 @@ def compile_add_one(table: Table) -> Any:
     if isinstance(table.writer, FifoWriter):
         # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
         env["CAP"] = table.capacity
-        body.append("SID = directory.slot_id")  # looked up per call: a load replaces the array
+        # slot_id through a memoryview: Python ints in and out, cheaper than numpy's scalar item/setitem. The
+        # array is only ever replaced by rebinding to shared memory, which recompiles the lanes (a load
+        # copies into it), so the view bound here stays the table's
+        env["SID"] = table.directory.slot_id.data
         body.append("slot = W[0]")
         body.append("W[0] = slot + 1 if slot + 1 < CAP else 0")
         body.append("N[ADDED] += 1")
-        body.append("old = SID.item(slot)")
+        body.append("old = SID[slot]")
         body.append("if old >= 0:")
         body.append("    new_id = " + NEXT_ID_SOURCE.format(old="old", capacity="CAP"))  # the id rule, live slot
         body.append("    SID[slot] = new_id")

@@ -691,7 +691,8 @@ class Table:
         slots, ids, q, probabilities = self.sampler.select(draws, order, self.directory, mass)
         weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
         assert self.storage is not None
-        self.counters["sampled"] += int(slots.shape[0])
+        counters = self.counters  # its memoryview straight: the mapping's __getitem__/__setitem__ are two calls
+        counters.view[counters.index["sampled"]] += int(slots.shape[0])
         if self.layout is None:
             fields = self.storage.gather(slots)
         else:
