@@ -107,7 +107,9 @@ class Sampler:
         n = points.shape[0]
         slots = directory.slots_at(uniform_positions_of(points, directory.count))
         ids: np.ndarray = directory.slot_id[slots]
-        return slots, ids, ones(n), np.full(n, 1.0 / max(totals.size, 1))
+        probabilities = np.empty(n)  # np.full, without its Python wrapper
+        probabilities.fill(1.0 / max(totals.size, 1))
+        return slots, ids, ones(n), probabilities
 
     def stored(self, slots: np.ndarray) -> np.ndarray:
         """Stored priorities ``q`` of live ``slots`` (1 for a sampler without priorities)."""

@@ -689,7 +689,7 @@ class Table:
         own = self.sampler.mass(self.directory)
         mass = own if totals is None else totals
         slots, ids, q, probabilities = self.sampler.select(draws, order, self.directory, mass)
-        weights = importance_weights(probabilities, mass.min_probability(), 0.0 if beta is None else beta)
+        weights = importance_weights(probabilities, mass.min_probability() if beta else 0.0, beta or 0.0)
         assert self.storage is not None
         counters = self.counters  # its memoryview straight: the mapping's __getitem__/__setitem__ are two calls
         counters.view[counters.index["sampled"]] += int(slots.shape[0])
@@ -798,7 +798,8 @@ class Table:
             fused = getattr(self.sampler, "update_by_ids", None)
             if fused is not None:
                 applied = int(fused(self.directory, arr, priorities, self.shard_tag))
-                self.counters["stale_updates"] += arr.shape[0] - applied
+                counters = self.counters  # its view straight (see _sample_locked)
+                counters.view[counters.index["stale_updates"]] += arr.shape[0] - applied
                 return applied
             p = check_priorities(priorities, arr.shape[0])
             self.sampler.validate(p)

@@ -30,7 +30,9 @@ def importance_weights(probabilities: np.ndarray, min_probability: float, beta: 
     which only an empty mass has.
     """
     if beta == 0.0 or not min_probability > 0.0:
-        return np.ones(len(probabilities), dtype=np.float64)
+        ones = np.empty(len(probabilities), dtype=np.float64)  # np.ones, without its Python wrapper
+        ones.fill(1.0)
+        return ones
     # (P / P_min) ** -beta written as (P_min / max(P, P_min)) ** beta: the ratio is in (0, 1] (0 only
     # by underflow), so neither the division nor the power can divide by zero or overflow, and four
     # ufunc calls do it without numpy's error-state switch (~1 us) or np.clip's Python wrapper

@@ -133,7 +133,7 @@ class PackedStorage:
         """Copies of the fields at ``slots``, each ``(len(slots), *shape)``."""
         if self._records is None:
             return []
-        records = np.take(self._records, slots)  # one contiguous row copy per slot
+        records = self._records.take(slots)  # one contiguous row copy per slot (the method: no Python wrapper)
         return [records[name] for name in self._names]
 
     def write(self, slots: np.ndarray | slice | int, values: list[np.ndarray]) -> None:
