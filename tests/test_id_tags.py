@@ -12,6 +12,8 @@ from conftest import Transition, assert_equal_state, item, items
 from ReplayTables.engine.ids import (
     LOCAL_ID_LIMIT,
     MAX_SHARDS,
+    NEXT_ID_INPLACE_SOURCE,
+    NEXT_ID_SOURCE,
     NOT_STORED,
     SHARD_BITS,
     next_id,
@@ -51,6 +53,16 @@ def test_the_id_rule() -> None:
     assert next_id(13, 3, 10) == 23  # live: one generation on
     assert next_id(-(23 + 2), 3, 10) == 33  # deleted: continues after the deleted id
     np.testing.assert_array_equal(next_ids(np.array([-1, 13, -25]), np.array([3, 3, 3]), 10), [3, 23, 33])
+
+
+def test_the_lanes_sources_of_the_id_rule_agree_with_it() -> None:
+    """The generated add lanes inline the rule's live-slot case as source, as an expression and in place."""
+    live = np.array([13, 4, 27])
+    expr = eval(NEXT_ID_SOURCE.format(old="live", capacity="10"))
+    inplace = live.copy()
+    exec(NEXT_ID_INPLACE_SOURCE.format(old="inplace", capacity="10"))
+    np.testing.assert_array_equal(expr, next_ids(live, live % 10, 10))
+    np.testing.assert_array_equal(inplace, expr)
 
 
 @pytest.mark.parametrize("shard", [0, 5, MAX_SHARDS - 1])

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ReplayTables.engine.ids import NEXT_ID_SOURCE, NOT_STORED
+from ReplayTables.engine.ids import NEXT_ID_INPLACE_SOURCE, NEXT_ID_SOURCE, NOT_STORED
 from ReplayTables.engine.schema import Schema
 from ReplayTables.engine.writers import FifoWriter
 
@@ -249,14 +249,18 @@ def compile_add_batch(table: Table) -> Any:
             "count = D[0]",
             "if m == 0 or stop > CAP or not D[1] or (stop > count and start != count): ids = None",
             "else:"]
-    write = ["if stop <= count:",  # every slot live: the id rule's first case
-             "    ids = " + NEXT_ID_SOURCE.format(old="directory.slot_id[start:stop]", capacity="CAP"),
+    # the directory's slot ids, bound once as the single lane binds their memoryview (see compile_add_one)
+    env["SIDA"] = table.directory.slot_id
+    write = ["if stop <= count:",  # every slot live: the id rule's first case, stepped in place
+             "    live = SIDA[start:stop]",
+             "    " + NEXT_ID_INPLACE_SOURCE.format(old="live", capacity="CAP"),
+             "    ids = live.copy()",
              "    N[EVICTED] += m",
              "else:",  # never-written slots (start == count): the rule gives the slots themselves
              "    if stop >= directory.filled: directory.reach(stop)",  # a lazy directory
              "    ids = np.arange(start, stop, dtype=np.int64)",
+             "    SIDA[start:stop] = ids",
              "    D[0] = stop",
-             "directory.slot_id[start:stop] = ids",
              "W[0] = stop if stop < CAP else 0",
              "N[ADDED] += m"]
     write += [f"C{i}[start:stop] = v{i}" for i in range(nf)]

@@ -43,9 +43,9 @@ from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, distinct, int_array, integer, mapping
 from ReplayTables.errors import CheckpointError, StaleIdError
 
-__all__ = ["LOCAL_ID_LIMIT", "MAX_SHARDS", "NEXT_ID_SOURCE", "NOT_STORED", "SHARD_BITS", "SHARD_SHIFT",
-           "DirectoryState", "SlotDirectory", "foreign_id_error", "local_ids", "next_id", "next_ids", "shard_of",
-           "tag_ids", "untag"]
+__all__ = ["LOCAL_ID_LIMIT", "MAX_SHARDS", "NEXT_ID_INPLACE_SOURCE", "NEXT_ID_SOURCE", "NOT_STORED", "SHARD_BITS",
+           "SHARD_SHIFT", "DirectoryState", "SlotDirectory", "foreign_id_error", "local_ids", "next_id", "next_ids",
+           "shard_of", "tag_ids", "untag"]
 
 #: The id returned for an item that was offered but not stored (a reservoir
 #: writer rejected it, or a batch larger than the capacity overwrote it).
@@ -62,6 +62,9 @@ LOCAL_ID_LIMIT = 1 << SHARD_SHIFT
 #: The id rule for a write to a slot that holds ``{old}``, as Python source (the generated
 #: add lanes inline it): the next generation in the same slot.
 NEXT_ID_SOURCE = "{old} + {capacity}"
+#: The same rule as an in-place statement on ``{old}`` (a view of the slots' ids): the batch lane
+#: steps the directory's ids where they are and copies them out, one temporary fewer.
+NEXT_ID_INPLACE_SOURCE = "{old} += {capacity}"
 
 
 def next_id(old: int, slot: int, capacity: int) -> int:
