@@ -390,7 +390,7 @@ def test_wait_until_returns_at_once_when_true_and_times_out_with_the_limiters_er
         start = time.monotonic()
         with pytest.raises(RateLimitTimeout, match="three items"):
             lock.wait_until(lambda: False, timeout=0.05, describe=lambda: "three items")
-        assert 0.05 <= time.monotonic() - start < 1.0
+        assert 0.05 <= time.monotonic() - start < 5.0
         assert lock.held  # it comes back holding the lock
         for bad in (-1, float("nan"), "1", True):
             with pytest.raises(ConfigError, match="timeout"):

@@ -37,7 +37,7 @@ from ReplayTables.errors import BufferClosedError, CheckpointError, ConfigError,
 from ReplayTables.rate_limiters import MinSize, RateLimiter, SampleToInsertRatio
 
 BLOCKED = 0.25  # a call still waiting after this long counts as blocked
-RELEASED = 1.0  # a released call must finish within this long
+RELEASED = 5.0  # a released call must finish within this long (generous: a loaded CI machine)
 
 
 # ---------------------------------------------------------------- a fake table and a thread runner

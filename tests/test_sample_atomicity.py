@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -100,33 +101,38 @@ def test_every_public_step_range_table_call_holds_the_lock() -> None:
     assert not blocks_while_locked(t.lock, lambda: t.size)
 
 
-def hammer(add: Callable[[int], None], check: Callable[[], None], seconds: float = 0.5) -> int:
-    """Run ``add(k)`` for k = 0, 1, ... in a thread while ``check()`` runs here; returns checks done."""
+def hammer(add: Callable[[int], None], check: Callable[[], None], *, checks_wanted: int = 60,
+           adds_wanted: int = 60, timeout: float = 120.0) -> int:
+    """Run ``add(k)`` for k = 0, 1, ... in a thread while ``check()`` runs here.
+
+    Both loops run until each has done its wanted count, so the overlap a test relies on is
+    counted, not timed: a loaded machine makes the run longer, never weaker. Returns the
+    checks done; fails if the counts are not reached within ``timeout`` seconds.
+    """
     stop = threading.Event()
     errors: list[BaseException] = []
+    adds = [0]
 
     def writer() -> None:
-        k = 0
         try:
             while not stop.is_set():
-                add(k)
-                k += 1
+                add(adds[0])
+                adds[0] += 1
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    timer = threading.Timer(seconds, stop.set)
-    timer.start()
+    deadline = time.monotonic() + timeout
     checks = 0
     try:
-        while not stop.is_set():
+        while not errors and (checks < checks_wanted or adds[0] < adds_wanted):
+            assert time.monotonic() < deadline, f"{checks} checks and {adds[0]} adds in {timeout} s"
             check()
             checks += 1
     finally:
         stop.set()
         thread.join(10)
-        timer.cancel()
     if errors:
         raise errors[0]
     return checks
@@ -157,7 +163,7 @@ def test_sampled_rows_are_the_rows_of_their_ids_under_concurrent_adds(prioritize
             return
         np.testing.assert_array_equal(g.fields[1], g.ids)
 
-    assert hammer(add, check) > 10
+    assert hammer(add, check) >= 60
 
 
 def test_negative_control_a_second_read_sees_other_items() -> None:
@@ -186,7 +192,7 @@ def test_rllib_samples_are_atomic_under_concurrent_adds(cls: type) -> None:
         if "batch_indexes" in s:
             np.testing.assert_array_equal(s["batch_indexes"], s["k"])  # item k has id k here
 
-    assert hammer(add, check) > 10
+    assert hammer(add, check) >= 60
 
 
 def test_fifo_pop_is_atomic_under_concurrent_adds() -> None:
