@@ -31,6 +31,7 @@ from ReplayTables.rllib import (
 )
 from ReplayTables.rllib import ReplayBuffer as RllibReplayBuffer
 from ReplayTables.trajectory import SequenceConfig, TrajectoryReplay
+from stress_children import WORKERS, StressChildren, in_child
 
 BLOCKED = 0.05  # a call still running after this long while the lock is held waits for it
 RELEASED = 5.0
@@ -241,6 +242,28 @@ def test_the_lock_is_reentrant_so_calls_compose() -> None:
 
 
 # ------------------------------------------------------------------ 4 threads x mixed operations
+IN_CHILD = pytest.mark.in_child  # the slow 250k runs: side by side in child processes (see stress_children.py)
+
+
+@pytest.fixture(scope="module")
+def stress_children(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Starts every selected ``in_child`` test of this module in a child process, ``WORKERS`` at a time."""
+    nodeids = [test.nodeid for test in request.session.items
+               if test.get_closest_marker("in_child") and test.module is request.module]
+    children = StressChildren(nodeids, request.config.rootpath, tmp_path_factory.mktemp("stress-children"))
+    yield children
+    children.stop()
+
+
+def runs_here(request: pytest.FixtureRequest) -> bool:
+    """True when this process should run the stress test itself (it is the child, or one core has no room
+    for a second run); otherwise waits for the test's child process, which passed if this returns."""
+    if in_child() or WORKERS < 2:
+        return True
+    request.getfixturevalue("stress_children").wait(request.node.nodeid)
+    return False
+
+
 OPS = 20_000  # per thread on the ReplayTables API; the slow variants run the issue's 250k
 OPS_OTHER = 8_000  # per thread on the step-stream and RLlib buffers (their calls cost more; 250k when slow)
 
@@ -266,9 +289,12 @@ def test_four_threads_of_mixed_operations_leave_the_buffer_exact(prioritized: bo
 
 
 @pytest.mark.slow
+@IN_CHILD
 @pytest.mark.parametrize("prioritized", [False, True], ids=["ReplayBuffer", "PrioritizedReplay"])
-def test_four_threads_of_250k_mixed_operations_leave_the_buffer_exact(prioritized: bool, tmp_path: Path) -> None:
-    stress.check(*front_end_a_stress(prioritized, 250_000, tmp_path))
+def test_four_threads_of_250k_mixed_operations_leave_the_buffer_exact(prioritized: bool, tmp_path: Path,
+                                                                       request: pytest.FixtureRequest) -> None:
+    if runs_here(request):
+        stress.check(*front_end_a_stress(prioritized, 250_000, tmp_path))
 
 
 @pytest.mark.parametrize("corruption", list(stress.CORRUPTIONS))
@@ -299,9 +325,12 @@ def test_four_threads_on_the_step_stream_buffer_leave_it_exact(prioritized: bool
 
 
 @pytest.mark.slow
+@IN_CHILD
 @pytest.mark.parametrize("prioritized", [False, True], ids=["uniform", "per"])
-def test_four_threads_of_250k_operations_on_the_step_stream_buffer(prioritized: bool, tmp_path: Path) -> None:
-    stress.check_step_stream(*step_stream_stress(prioritized, 250_000, tmp_path))
+def test_four_threads_of_250k_operations_on_the_step_stream_buffer(prioritized: bool, tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
+    if runs_here(request):
+        stress.check_step_stream(*step_stream_stress(prioritized, 250_000, tmp_path))
 
 
 RLLIB_KINDS: dict[str, Callable[[], Any]] = {
@@ -332,9 +361,12 @@ def test_four_threads_on_the_rllib_buffers_leave_them_exact(name: str, tmp_path:
 
 
 @pytest.mark.slow
+@IN_CHILD
 @pytest.mark.parametrize("name", list(RLLIB_KINDS))
-def test_four_threads_of_250k_operations_on_the_rllib_buffers(name: str, tmp_path: Path) -> None:
-    stress.check_rllib(*rllib_stress(name, 250_000, tmp_path))
+def test_four_threads_of_250k_operations_on_the_rllib_buffers(name: str, tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
+    if runs_here(request):
+        stress.check_rllib(*rllib_stress(name, 250_000, tmp_path))
 
 
 class _NoLock:
