@@ -334,6 +334,9 @@ import numpy as np
 from ReplayTables.engine.shared_memory import SharedArrays
 
 mode = sys.argv[1]
+# Ctrl-C raises KeyboardInterrupt, as in a terminal: a process started in the background inherits
+# SIGINT ignored, and Python then leaves it ignored (a CI run started with & failed this way)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if sys.argv[2:] == ["keeper"]:
     # a process that shares this one's resource tracker and outlives it: while it runs the tracker
     # cannot clean up, so a segment that is gone was removed by this process's own exit path
