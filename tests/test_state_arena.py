@@ -279,3 +279,99 @@ def test_an_arena_of_a_fixed_layout_refuses_what_it_lacks_and_binding_changes_no
     assert arena_values(table.arena) == before and partial.arrays()["table.counters"].tolist() == [0] * 6
     table.add(item(3))
     assert table.counters["added"] == 4
+
+
+# ---------------------------------------------------------------- the step-range layout's state
+def step_table(capacity: int, placement: str = "ring", region: int | None = None) -> Table:
+    from ReplayTables.engine.layouts.step_ranges import StepRanges
+
+    return Table(capacity, layout=StepRanges(capacity, placement, region), rng=0)
+
+
+def step_columns(start: int, n: int) -> dict[str, np.ndarray]:
+    return {"v": np.arange(start, start + n, dtype=np.int64)}
+
+
+def test_every_scalar_of_the_step_range_layout_lives_in_the_tables_arena() -> None:
+    table = step_table(8)
+    layout = table.layout
+    assert layout is not None
+    table.add_items(step_columns(0, 3), np.array([2, 1]))
+    table.add_items(step_columns(3, 7), np.array([3, 4]))  # 10 steps into 8: the first item (steps 0-1) goes
+    arrays = table.arena.arrays()
+    # head, issued, oldest, live_steps, unit_lengths, region (none)
+    assert arrays["ranges.scalars"].tolist() == [10, 4, 1, 8, 0, 0]
+    assert (layout.head, layout.issued, layout.oldest, layout.live_steps, layout.unit_lengths) == (10, 4, 1, 8, False)
+    arrays["ranges.scalars"][3] = 99  # writing the arena is what the layout reads next
+    assert layout.live_steps == 99
+    arrays["ranges.scalars"][3] = 8
+    assert table.layout.state_dict()["live_steps"] == 8 and table.size == 3
+
+
+def test_a_reservoir_layout_fixes_its_region_and_writer_in_the_arena() -> None:
+    table = step_table(9, "reservoir")  # no region: the first batch's longest item fixes it
+    assert "ranges.writer.position" not in table.arena
+    table.add_items(step_columns(0, 5), np.array([3, 2]))
+    arrays = table.arena.arrays()
+    assert arrays["ranges.scalars"][5] == 3 and table.layout is not None and table.layout.region == 3
+    assert arrays["ranges.writer.position"].tolist() == [2]  # offers seen, beside the table's own writer.position
+    assert "writer.position" in arrays
+    for k in range(10):
+        table.add_items(step_columns(10 + k, 1), np.array([1]))
+    assert arrays["ranges.writer.position"].tolist() == [12] == [table.layout.writer.seen]
+
+
+@pytest.mark.parametrize("placement, region", [("ring", None), ("reservoir", 2), ("reservoir", None)])
+def test_a_step_range_load_restores_into_the_same_arrays(placement: str, region: int | None) -> None:
+    source = step_table(8, placement, region)
+    for k in range(6):
+        source.add_items(step_columns(10 * k, 3), np.array([1, 2]))
+    source.delete(source.ids_of(np.array([1])))
+    target = step_table(8, placement, region)
+    if region is not None or placement == "ring":  # (a first add would fix a lazy region to another length)
+        target.add_items(step_columns(0, 1), np.array([1]))
+    layout = target.layout
+    assert layout is not None
+    arrays = {**layout.arrays(), **dict(target.arena.arrays())}
+    target.load_state_dict(source.state_dict())
+    for name, a in {**layout.arrays(), **dict(target.arena.arrays())}.items():
+        assert name not in arrays or a is arrays[name], name  # copied in place, so views stay valid
+    assert arena_values(target.arena) == arena_values(source.arena)
+    assert target.layout is not None and source.layout is not None
+    for name, a in source.layout.arrays().items():
+        np.testing.assert_array_equal(target.layout.arrays()[name], a)
+
+
+def test_a_refused_step_range_load_leaves_the_layout_unchanged() -> None:
+    source = step_table(8)
+    source.add_items(step_columns(0, 4), np.array([2, 2]))
+    state = source.state_dict()
+    state["index"]["live_steps"] = 3  # not the sum of the live lengths
+    target = step_table(8)
+    target.add_items(step_columns(0, 3), np.array([3]))
+    assert target.layout is not None
+    before = (arena_values(target.arena), {k: v.copy() for k, v in target.layout.arrays().items()})
+    with pytest.raises(CheckpointError):
+        target.load_state_dict(state)
+    assert arena_values(target.arena) == before[0]
+    for name, a in target.layout.arrays().items():
+        np.testing.assert_array_equal(a, before[1][name])
+
+
+def test_an_rllib_buffer_keeps_working_with_its_layout_state_in_shared_memory() -> None:
+    from ReplayTables.engine.shared_memory import SharedArrays
+    from ReplayTables.engine.state import FixedArena
+    from ReplayTables.rllib import ReplayBuffer as RllibReplayBuffer
+
+    buf = RllibReplayBuffer(capacity=16, storage_unit="episodes", seed=0)
+    batch = {"obs": np.arange(6, dtype=np.float32), "eps_id": np.array([0, 0, 0, 1, 1, 1]),
+             "dones": np.array([False, False, True, False, False, True])}
+    buf.add(batch)
+    table = buf._table
+    with SharedArrays.create(table.arena.layout()) as shared:
+        table.bind(FixedArena(shared.arrays), carry=True)
+        buf.add({k: v for k, v in batch.items()})
+        assert shared.arrays["ranges.scalars"][:4].tolist() == [12, 4, 0, 12]  # head, issued, oldest, live_steps
+        assert len(buf) == 4 and buf.num_timesteps == 12
+        table.bind(LocalArena(), carry=True)
+    assert len(buf.sample(2)["obs"]) == 6  # two episodes of three steps

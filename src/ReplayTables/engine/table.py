@@ -324,7 +324,7 @@ class Table:
         self.counters = Counters("table.counters", COUNTERS if layout is None else STEP_RANGE_COUNTERS)
         #: where the scalars of the table and its components live (see ``state.py``)
         self.arena = arena if arena is not None else LocalArena()
-        for component in (self.counters, self.writer, self.directory, self.sampler):
+        for component in self._components():
             component.bind(self.arena)
         self._add_fast: Any = None
         self._add_batch_fast: Any = None
@@ -986,11 +986,16 @@ class Table:
                 arena.array(name, shape, dtype)  # refuses a missing or different array before anything moves
             if carry:
                 arena.copy_from(self.arena)
-            for component in (self.counters, self.writer, self.directory, self.sampler):
+            for component in self._components():
                 component.bind(arena)
             self.arena = arena
             self._add_fast = None  # the generated lanes hold views of the old arrays
             self._add_batch_fast = None
+
+    def _components(self) -> tuple[Any, ...]:
+        """The components whose scalars live in the table's arena."""
+        parts: tuple[Any, ...] = (self.counters, self.writer, self.directory, self.sampler)
+        return parts if self.layout is None else (*parts, self.layout)
 
     def bind_rate_limiter(self, limiter: Any) -> None:
         """Keep a :class:`~ReplayTables.rate_limiters.RateLimiter`'s counts in this table's arena

@@ -26,6 +26,12 @@ Every step slot remembers the absolute write position of the step it holds
 (``step_stamp``). A reader can therefore tell whether the steps written just
 before an item are still there (used for burn-in), without any bookkeeping
 per item pair.
+
+All of the layout's state is arrays, as the engine's other components' is: the
+five arrays by item or step slot (:meth:`StepRanges.arrays`, which a shared
+segment must hold) and its scalars (``head``, ``issued``, ``oldest``,
+``live_steps``, ``unit_lengths``, ``region``, and the reservoir writer's count of
+offers) in arena arrays once the table binds it (:meth:`StepRanges.bind`).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, boolean, int_array, integer, mapping
 from ReplayTables.engine.writers import ReservoirWriter
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
@@ -51,8 +58,16 @@ class StepRanges:
 
     Arrays by item slot: ``start`` (first step slot), ``length``, ``origin``
     (absolute write position of the first step) and ``hits`` (how often the
-    item was drawn since it was stored).
+    item was drawn since it was stored); by step slot: ``step_stamp``.
+
+    Scalars (arena array ``ranges.scalars``): ``head`` (absolute steps offered
+    so far), ``issued`` (items stored so far; ring: item slot = insertion number
+    % steps), ``oldest`` (insertion number of the oldest item that may still be
+    live; ring), ``live_steps``, ``unit_lengths`` (every item stored so far has
+    length 1) and ``region`` (0 while a reservoir has not fixed it).
     """
+
+    ARRAYS = ("start", "length", "origin", "hits", "step_stamp")
 
     def __init__(self, steps: int, placement: str = "ring", region: int | None = None) -> None:
         if placement not in PLACEMENTS:
@@ -61,19 +76,96 @@ class StepRanges:
             raise ConfigError("region", region, f"an item length from 1 to the capacity {steps}")
         self.steps = int(steps)
         self.placement = placement
-        self.region = region
         self.directory = SlotDirectory(self.steps)
         self.start = np.zeros(self.steps, dtype=np.int64)
         self.length = np.zeros(self.steps, dtype=np.int64)
         self.origin = np.zeros(self.steps, dtype=np.int64)
         self.hits = np.zeros(self.steps, dtype=np.int64)
         self.step_stamp = np.full(self.steps, -1, dtype=np.int64)
-        self.head = 0  # absolute steps offered so far
-        self.issued = 0  # items stored so far (ring: item slot = insertion number % steps)
-        self.oldest = 0  # insertion number of the oldest item that may still be live (ring)
-        self.live_steps = 0
-        self.unit_lengths = True  # every item stored so far has length 1
-        self.writer = ReservoirWriter(self.steps // region) if placement == "reservoir" and region else None
+        # head, issued, oldest, live_steps, unit_lengths (0/1), region (0: none)
+        self.scalars = Scalars("ranges.scalars", [0, 0, 0, 0, 1, region or 0], np.int64)
+        self._arena: Arena | None = None
+        self.writer: ReservoirWriter | None = None
+        if placement == "reservoir" and region:
+            self._make_writer(region)
+
+    # ------------------------------------------------------------ scalars (views of the arena array)
+    @property
+    def head(self) -> int:
+        return int(self.scalars.view[0])
+
+    @head.setter
+    def head(self, value: int) -> None:
+        self.scalars.view[0] = value
+
+    @property
+    def issued(self) -> int:
+        return int(self.scalars.view[1])
+
+    @issued.setter
+    def issued(self, value: int) -> None:
+        self.scalars.view[1] = value
+
+    @property
+    def oldest(self) -> int:
+        return int(self.scalars.view[2])
+
+    @oldest.setter
+    def oldest(self, value: int) -> None:
+        self.scalars.view[2] = value
+
+    @property
+    def live_steps(self) -> int:
+        return int(self.scalars.view[3])
+
+    @live_steps.setter
+    def live_steps(self, value: int) -> None:
+        self.scalars.view[3] = value
+
+    @property
+    def unit_lengths(self) -> bool:
+        return bool(self.scalars.view[4])
+
+    @unit_lengths.setter
+    def unit_lengths(self, value: bool) -> None:
+        self.scalars.view[4] = 1 if value else 0
+
+    @property
+    def region(self) -> int | None:
+        """Steps of one reservoir region (``None`` until a reservoir without one sees its first item)."""
+        region = int(self.scalars.view[5])
+        return region or None
+
+    @region.setter
+    def region(self, value: int | None) -> None:
+        self.scalars.view[5] = value or 0
+
+    def _make_writer(self, region: int) -> None:
+        writer = ReservoirWriter(self.steps // region)
+        writer.scalars.name = "ranges.writer.position"  # beside the table's own writer in one arena
+        if self._arena is not None:
+            writer.bind(self._arena)
+        self.writer = writer
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the layout's scalars (and its reservoir writer's) in ``arena`` (see ``state.py``)."""
+        self.scalars.bind(arena)
+        if self.writer is not None:
+            self.writer.bind(arena)
+        self._arena = arena
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The layout's arrays by name (what a shared segment must hold besides the directory and scalars)."""
+        return {name: getattr(self, name) for name in self.ARRAYS}
+
+    def use_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Work on ``arrays`` (the names and shapes of :meth:`arrays`, e.g. views into shared memory)."""
+        for name in self.ARRAYS:
+            a = arrays[name]
+            if a.shape != (self.steps,) or a.dtype != np.int64:
+                raise ConfigError(f"ranges.{name}", f"{a.dtype}{list(a.shape)}", f"int64[{self.steps}]")
+        for name in self.ARRAYS:
+            setattr(self, name, arrays[name])
 
     @property
     def aligned(self) -> bool:
@@ -184,7 +276,8 @@ class StepRanges:
         m = lengths.shape[0]
         if self.writer is None:
             self.region = int(lengths.max()) if m else 1
-            self.writer = ReservoirWriter(self.steps // self.region)
+            self._make_writer(self.region)
+        assert self.writer is not None
         R = int(self.region or 1)
         offsets = np.zeros(m, dtype=np.int64)
         if m:
@@ -369,12 +462,22 @@ class StepRanges:
         return out
 
     def restore(self, checked: dict[str, Any]) -> None:
-        """Put the values from :meth:`check_state` in place (assignments only)."""
-        directory = checked["directory"]
-        for key, value in checked.items():
-            if key != "directory":
-                setattr(self, key, value)
-        self.directory.restore(directory)
+        """Put the values from :meth:`check_state` in place (copies into the layout's own arrays and
+        scalars, of shapes already checked: it cannot fail half-way, and views of them stay valid)."""
+        for name in self.ARRAYS:
+            getattr(self, name)[...] = checked[name]
+        for key in ("head", "issued", "oldest", "live_steps", "unit_lengths", "region"):
+            setattr(self, key, checked[key])
+        writer = checked["writer"]
+        if writer is None:
+            self.writer = None
+        elif self.writer is None or self.writer.capacity != writer.capacity:
+            self._make_writer(int(checked["region"]))
+            assert self.writer is not None
+            self.writer.seen = writer.seen
+        else:
+            self.writer.seen = writer.seen
+        self.directory.restore(checked["directory"])
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (same steps and placement); checked before anything changes."""
