@@ -34,8 +34,13 @@ which the front ends call straight, journal their writes too (``table.journal``)
 Other refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
 nothing, so they end their operation normally and cost no repair.
 
-Only the FIFO writer is supported: its adds touch a contiguous ring range that a
-few words can journal.
+Only adds that a few words can journal are supported: the FIFO writer's (a
+contiguous ring range of slots) and a step-range layout's ring placement
+(``layout=StepRanges(..., "ring")``): an ``add_items`` writes the steps from
+``head`` on and takes the item slots from ``issued`` on, and evicts a prefix of
+the items in write order, so the journal holds where those start and how many
+there are. Its repair removes every item in those item slots and that prefix,
+and counts the ones that were live before the add as evicted.
 """
 from __future__ import annotations
 
@@ -58,11 +63,13 @@ __all__ = ["OP_ADD", "OP_CHANGE", "SharedTable", "table_arrays"]
 OP_ADD = 1
 OP_CHANGE = 2
 
-# the journal's words: which kind of add is under way (0: none), its first ring slot, how many slots,
-# how many of them held items
-_ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE = range(4)
-_JOURNAL_WORDS = 4
-_RING_ADD, _STREAM_ADD = 1, 2
+# the journal's words: which kind of add is under way (0: none), its first ring slot (a step-range add:
+# its first new item's insertion number), how many slots (items), how many of them held items (a
+# step-range add: how many of the items it evicts were live), and for a step-range add the insertion
+# number of the oldest item and how many items from it the add evicts
+_ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE, _OLDEST, _EVICTING = range(6)
+_JOURNAL_WORDS = 6
+_RING_ADD, _STREAM_ADD, _RANGE_ADD = 1, 2, 3
 
 #: table methods that change state other than by adding (marked, and repaired if cut short)
 _CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
@@ -95,6 +102,8 @@ def table_arrays(table: Any) -> dict[str, np.ndarray]:
     table.directory.reach(table.capacity - 1)  # every slot id exact: a lazy fill is per process, not shared
     out: dict[str, np.ndarray] = {"rows": table.storage.rows}
     out.update({f"directory.{k}": v for k, v in table.directory.arrays().items()})
+    if table.layout is not None:
+        out.update({f"ranges.{k}": v for k, v in table.layout.arrays().items()})
     tree = getattr(table.sampler, "tree", None)
     if tree is not None:
         out.update({f"tree.{k}": v for k, v in tree.arrays().items()})
@@ -107,6 +116,8 @@ def _point_at(table: Any, arrays: dict[str, np.ndarray], scalars: dict[str, np.n
     storage = table.storage
     storage._adopt(storage.fields, storage.capacity, arrays["rows"])
     table.directory.use_arrays({k: arrays[f"directory.{k}"] for k in table.directory.arrays()})
+    if table.layout is not None:
+        table.layout.use_arrays({k: arrays[f"ranges.{k}"] for k in table.layout.arrays()})
     tree = getattr(table.sampler, "tree", None)
     if tree is not None:
         tree.use_arrays({k: arrays[f"tree.{k}"] for k in tree.arrays()})
@@ -144,7 +155,11 @@ class SharedTable:
         ``streams``: the table's slots are ``streams`` equal per-stream rings whose adds the
         front end brackets with :meth:`stream_add` (a step-stream buffer); else adds are ring ranges.
         """
-        if not streams and not isinstance(table.writer, FifoWriter):
+        ranges = table.layout
+        if ranges is not None and ranges.placement != "ring":
+            raise ConfigError("placement", ranges.placement, "'ring' (a shared step-range table journals its adds "
+                                                             "as ranges of steps and item slots)")
+        if not streams and ranges is None and not isinstance(table.writer, FifoWriter):
             raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
         arrays = table_arrays(table)
         arrays.update({f"extra.{name}": a for name, a in (extra or {}).items()})
@@ -273,8 +288,24 @@ class SharedTable:
                 return ids
             return add_batch_general(items, priorities)
 
+        @functools.wraps(cls.add_items)
+        def shared_add_items(columns: Any, lengths: Any, priorities: Any = None) -> np.ndarray:
+            checked = table.check_items(columns, lengths, priorities)  # a refusal raises here, changing nothing
+            lock.acquire()
+            try:
+                if checked[0] is not table.schema:
+                    checked = table.check_items(columns, lengths, priorities)
+                self.open_range_add(checked[2])
+                ids: np.ndarray = table._add_items_checked(*checked)
+                self.close_add()
+                return ids
+            finally:
+                lock.release()
+
         table.add = shared_add
         table.add_batch = shared_add_batch
+        if table.layout is not None:
+            table.add_items = shared_add_items
         # the generated lanes hand what they do not take to these (compile_add_one/compile_add_batch read them)
         table._add_general = add_general
         table._add_batch_general = add_batch_general
@@ -286,6 +317,31 @@ class SharedTable:
         items, if the caller knows (a generated lane does); else it is counted here."""
         self.lock.begin(OP_ADD, n)
         self._begin_add(n, live_before)
+
+    def open_range_add(self, lengths: np.ndarray) -> None:
+        """Journal a step-range add of items of ``lengths`` (checked), before its first write (the lock held).
+
+        Records what :meth:`_recover` needs to undo it whole: the first new item's
+        insertion number and the item count, the oldest item's insertion number,
+        how many items from it the add evicts (those starting before ``head + steps
+        - capacity``, as ``StepRanges`` evicts them) and how many of those are live."""
+        layout = self.table.layout
+        T = layout.steps
+        n = int(lengths.sum())
+        oldest, issued = layout.oldest, layout.issued
+        cut = layout.head + n - T
+        slots = np.arange(oldest, min(issued, oldest + n), dtype=np.int64) % T
+        evicting = int((layout.origin[slots] < cut).sum())
+        live_before = int(layout.directory.is_live(slots[:evicting]).sum())
+        self.lock.begin(OP_ADD, int(lengths.size))
+        self._snapshot_mv[:] = self._scalars_mv
+        j = self._journal
+        j[_FIRST] = issued
+        j[_COUNT] = int(lengths.size)
+        j[_LIVE_BEFORE] = live_before
+        j[_OLDEST] = oldest
+        j[_EVICTING] = evicting
+        j[_ACTIVE] = _RANGE_ADD  # last: the journal is only read once it is complete
 
     def close_add(self) -> None:
         """The add :meth:`open_add` journalled is complete: commit it."""
@@ -348,6 +404,9 @@ class SharedTable:
         if j[_ACTIVE] == _STREAM_ADD and self._streams is not None:
             self._empty_streams(np.flatnonzero(self._streams))
             j[_ACTIVE] = 0
+        elif j[_ACTIVE] == _RANGE_ADD:
+            self._undo_range_add()
+            j[_ACTIVE] = 0
         elif j[_ACTIVE]:
             self._scalars[...] = self._snapshot
             cap = table.capacity
@@ -363,7 +422,31 @@ class SharedTable:
                 tree.leaves[slots] = 0.0
             j[_ACTIVE] = 0
         directory.rebuild_live()
+        if table.layout is not None:  # a delete may have stopped between the live steps and the directory
+            table.layout.live_steps = int(table.layout.length[directory.slot_id >= 0].sum())
         self._rebuild_tree()
+
+    def _undo_range_add(self) -> None:
+        """Undo a step-range add that stopped half-way: the scalars as they were before it, and every item
+        in the item slots it was taking or in the prefix it was evicting removed (their steps may be
+        half-written); the live ones of the prefix count as evicted, and the live steps are recounted."""
+        table = self.table
+        layout = table.layout
+        j = self._journal
+        self._scalars[...] = self._snapshot
+        T = layout.steps
+        taking = (j[_FIRST] + np.arange(min(j[_COUNT], T), dtype=np.int64)) % T
+        evicting = (j[_OLDEST] + np.arange(j[_EVICTING], dtype=np.int64)) % T
+        slots = np.union1d(taking, evicting)
+        slot_id = table.directory.slot_id
+        ids = slot_id[slots]
+        held = ids >= 0
+        slot_id[slots[held]] = -ids[held] - 2  # removed, keeping each slot's generation
+        table.counters["evicted"] += int(j[_LIVE_BEFORE])
+        tree = getattr(table.sampler, "tree", None)
+        if tree is not None:
+            tree.leaves[slots] = 0.0
+        layout.live_steps = int(layout.length[slot_id >= 0].sum())
 
     def _empty_streams(self, streams: np.ndarray) -> None:
         """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""

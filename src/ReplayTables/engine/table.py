@@ -554,8 +554,13 @@ class Table:
         """Store step-range items given as consecutive rows of ``columns`` (``lengths`` rows
         each); returns one id per item (``NOT_STORED`` for items a reservoir declined)."""
         with self.lock:
+            return self._add_items_checked(*self.check_items(columns, lengths, priorities))
+
+    def _add_items_checked(self, schema: Schema, arrays: list[np.ndarray], lens: np.ndarray,
+                           prio: np.ndarray | None) -> np.ndarray:
+        """The writes of :meth:`add_items` for input :meth:`check_items` accepted (the lock held)."""
+        with self.lock:
             index = self._steps()
-            schema, arrays, lens, prio = self.check_items(columns, lengths, priorities)
             if lens.size == 0:
                 return np.empty(0, dtype=np.int64)
             storage = self._ensure_storage(schema)
