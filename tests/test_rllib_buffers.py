@@ -222,17 +222,27 @@ def test_bad_constructor_arguments(kwargs: dict) -> None:
         ReplayBuffer(**kwargs)
 
 
-@pytest.mark.parametrize("value", [True, False])
-def test_shared_is_refused_by_name_with_the_reason(value: bool) -> None:
+def test_shared_needs_columns_and_is_refused_where_it_cannot_work() -> None:
     from ReplayTables.rllib import MultiAgentReplayBuffer, PrioritizedReplayBuffer
 
-    for cls in (ReplayBuffer, PrioritizedReplayBuffer, ReservoirReplayBuffer, FifoReplayBuffer,
-                MultiAgentReplayBuffer):
+    for cls in (ReplayBuffer, PrioritizedReplayBuffer, FifoReplayBuffer):
+        with pytest.raises(ConfigError, match=r"columns: got None, expected every column's \(shape, dtype\) with "
+                                              r"shared=True"):
+            cls(capacity=8, shared=True)
+        with pytest.raises(ConfigError, match="shared: got 'yes', expected True or False"):
+            cls(capacity=8, shared="yes")
+        assert not cls(capacity=8, shared=False).shared
+    with pytest.raises(ConfigError, match="shared: got True, expected False for ReservoirReplayBuffer: a reservoir"):
+        ReservoirReplayBuffer(capacity=8, shared=True, columns={"obs": ((), np.float32)})
+    for value in (True, False):  # refused by name with the reason, whatever the value
         with pytest.raises(ConfigError, match=r"shared: got (True|False), expected no shared argument for "
-                                              + cls.__name__ + r".*PrioritizedReplay \(shared=True\)"):
-            cls(capacity=8, shared=value)
-        with pytest.raises(ConfigError, match="shared: got .*expected no shared argument for " + cls.__name__):
-            ReplayTables.rllib.from_config({"type": cls.__name__, "capacity": 8, "shared": value})
+                                              r"MultiAgentReplayBuffer: a multi-agent buffer makes one table per "
+                                              r"policy.*PrioritizedReplay \(shared=True\)"):
+            MultiAgentReplayBuffer(capacity=8, shared=value)
+        with pytest.raises(ConfigError, match="expected no shared argument for MultiAgentReplayBuffer"):
+            ReplayTables.rllib.from_config({"type": "MultiAgentReplayBuffer", "capacity": 8, "shared": value})
+    with pytest.raises(ConfigError, match="columns: got None"):
+        ReplayTables.rllib.from_config({"type": "ReplayBuffer", "capacity": 8, "shared": True})
 
 
 # ---------------------------------------------------------------- hooks and ids

@@ -956,9 +956,15 @@ class Table:
             assert self.layout is not None
             self.layout.restore(checked.ranges)
             self.schema = checked.schema
-            self.storage = checked.storage
-            if checked.storage is not None:
-                self._storage = checked.storage
+            current, saved = self.storage, checked.storage
+            rows = getattr(saved, "rows", None)  # packed rows (the kind a step-range state is checked into)
+            if current is not None and saved is not None and rows is not None and current.fields == saved.fields \
+                    and current.capacity == saved.capacity and hasattr(current, "restore_arrays"):
+                current.restore_arrays(rows)  # into the rows in place (a shared table's stay shared)
+            else:
+                self.storage = saved
+                if saved is not None:
+                    self._storage = saved
             self.counters.update(checked.counters)
             self.rng.bit_generator.state = checked.rng
             self.sampler.restore(checked.sampler)

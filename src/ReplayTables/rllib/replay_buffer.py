@@ -22,6 +22,7 @@ algorithms read, are offered as read-only compatibility views (see
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
 from ReplayTables.rllib import policy_rows
 from ReplayTables.rllib.batches import SampleBatch, as_columns, as_policy_batches, env_steps_of
 from ReplayTables.rllib.checkpointable import Checkpointable
+from ReplayTables.rllib.declared_columns import columns_json, declared_schema
 from ReplayTables.rllib.ray_interop import register_with_rllib, to_rllib
 from ReplayTables.rllib.rllib_keys import check_rllib_keys
 from ReplayTables.rllib.rllib_views import RLlibCounters, RLlibViews
@@ -66,6 +68,14 @@ class ReplayBuffer(RLlibViews, Checkpointable):
             which rows are real (static shapes for a recurrent learner of your
             own; RLlib's learners pad themselves, so the default is ``False``).
         seed: seed of the buffer's random generator (sampling, reservoir).
+        shared: keep the buffer in shared memory (ours, not RLlib's): other processes on
+            this machine ``ReplayTables.attach(buffer.handle())`` and add to and sample
+            from it directly, as with front end A's ``shared=True`` (SPEC 6.3,
+            docs/shared-memory.md). Needs ``columns``; single-policy batches only; not
+            for the reservoir.
+        columns: every stored column's per-row ``(shape, dtype)`` (see
+            :mod:`ReplayTables.rllib.declared_columns`), declared up front instead of
+            learnt from the first batch; a batch with other columns is refused.
         rllib_config: the other keys of RLlib's ``replay_buffer_config``, which
             RLlib passes to every buffer (see :mod:`ReplayTables.rllib.rllib_keys`);
             any other keyword is an error naming it.
@@ -83,7 +93,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     def __init__(self, capacity: int | None = None, storage_unit: str | StorageUnit = "timesteps", *,
                  replay_sequence_length: int | None = None, replay_burn_in: int = 0,
                  replay_zero_init_states: bool = True, seed: int | None = None, zero_pad: bool = False,
-                 **rllib_config: Any) -> None:
+                 shared: bool = False, columns: Mapping[str, Any] | None = None, **rllib_config: Any) -> None:
         capacity = check_rllib_keys(type(self), rllib_config, capacity, prioritized=self._prioritized)
         self.capacity = check_capacity("capacity", 10000 if capacity is None else capacity)
         # before the sampler's sum tree and the index are built (numpy would raise a bare MemoryError)
@@ -102,15 +112,92 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ConfigError("seed", seed, "None or a non-negative integer (numpy's seeds are)")
         self.seed = None if seed is None else int(seed)
+        if shared is not True and shared is not False:
+            raise ConfigError("shared", shared, "True or False")
+        #: the declared columns (``columns=``), else None: learnt from the first batch
+        self.columns = None if columns is None else declared_schema(columns)
+        if shared and self.columns is None:
+            raise ConfigError("columns", None, "every column's (shape, dtype) with shared=True (the shared rows "
+                                               "are laid out when the buffer is made)")
+        if shared and self._placement != "ring":
+            raise ConfigError("shared", True, f"False for {type(self).__name__}: a reservoir places items at random, "
+                                              "which the shared add journal cannot record as ranges")
         self._ranges = StepRanges(self.capacity, self._placement, self._region())
-        self._table = Table(self.capacity, layout=self._ranges, sampler=self._make_sampler(),
+        self._table = Table(self.capacity, self.columns, layout=self._ranges, sampler=self._make_sampler(),
                             rng=np.random.default_rng(self.seed), count_name="num_items")
-        self._lock = table_lock(self._table)
-        self._dropped_episodes = 0
         self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index
         self._policy_columns: list[list[str]] = []   # and the columns of each
         self._rllib = RLlibCounters()
+        self._rllib.bind(self._table.arena)
+        #: the shared-memory side of the table (``shared=True`` or attached), else None
+        self._shared: Any = None
+        if shared:
+            from ReplayTables.shared import share
+
+            share(self)
+        self._lock = table_lock(self._table)  # the process lock when shared
         register_with_rllib()
+
+    # ------------------------------------------------------------ shared memory (see ReplayTables.shared)
+    @property
+    def _dropped_episodes(self) -> int:
+        return int(self._rllib.dropped_episodes)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the buffer's state lives in shared memory (``shared=True``, or attached)."""
+        return self._shared is not None
+
+    def handle(self) -> Any:
+        """A small picklable handle; ``ReplayTables.attach(handle)`` in another process (fork or spawn)
+        returns a buffer of this class over the same memory. Only for ``shared=True`` buffers."""
+        from ReplayTables.shared import handle_of
+
+        return handle_of(self)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or, attached, the creator closed the buffer)."""
+        return bool(self._lock.closed)
+
+    def close(self) -> None:
+        """Let go of the shared memory (the creator's close unlinks it: every process's calls then raise
+        :class:`~ReplayTables.errors.BufferClosedError`); refuse calls from now on. Harmless twice."""
+        self._lock.close()
+        if self._shared is not None:
+            self._shared.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if self._shared is not None:
+            raise ConfigError("buffer", "shared=True", "a buffer in this process's memory (a shared buffer is not "
+                                                       "pickled or copied: pass buffer.handle() to the other process "
+                                                       "and call ReplayTables.attach(handle) there)")
+        return super().__reduce_ex__(protocol)
+
+    @property
+    def rate_limiter(self) -> None:
+        """No rate limiter: RLlib's loop paces its own adds and samples."""
+        return None
+
+    def _shared_extra(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _shared_streams(self) -> int:
+        return 0
+
+    def _use_shared_extra(self, shared: Any) -> None:
+        self._rllib.bind(self._table.arena)  # RLlib's counters: the segment's copy from now on
+
+    def _init_concurrency(self, rate_limiter: Any) -> None:
+        self._lock = table_lock(self._table)
+
+    @classmethod
+    def _construct(cls, init: dict[str, Any], structure: Any, rng: np.random.Generator) -> ReplayBuffer:
+        """A buffer of ``init``'s arguments in this process (``attach`` then points it at the shared memory);
+        it draws with ``rng``."""
+        buffer = cls(**init)
+        buffer._table.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        return buffer
 
     # ------------------------------------------------------------ subclass hooks
     def _make_sampler(self) -> Sampler:
@@ -127,16 +214,23 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         return {"capacity": self.capacity, "storage_unit": self.storage_unit.value,
                 "replay_sequence_length": self.replay_sequence_length, "replay_burn_in": self.replay_burn_in,
                 "replay_zero_init_states": self.replay_zero_init_states, "seed": self.seed,
-                **({"zero_pad": True} if self.zero_pad else {})}   # absent when off: older checkpoints load
+                **({"zero_pad": True} if self.zero_pad else {}),   # absent when off: older checkpoints load
+                **({"columns": columns_json(self.columns)} if self.columns is not None else {})}
 
     # ------------------------------------------------------------ size
     def __len__(self) -> int:
         """Items stored now."""
+        if self._shared is not None:
+            with self._lock:  # repairs first if a process died inside a change
+                return self._table.size
         return self._table.size
 
     @property
     def num_timesteps(self) -> int:
         """Timesteps stored now (never more than ``capacity``)."""
+        if self._shared is not None:
+            with self._lock:
+                return self._ranges.live_steps
         return self._ranges.live_steps
 
     # ------------------------------------------------------------ add
@@ -158,6 +252,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
 
     def _plan_multi_agent(self, batch: Any, per_step: bool) -> tuple[dict[str, Any], Any, dict[str, np.ndarray]]:
         """A multi-agent batch as one item (or one item per env step): see :mod:`policy_rows`."""
+        if self._shared is not None:
+            raise SchemaError("batch", type(batch).__name__, "a single-policy batch for a shared buffer (its "
+                                                             "policy list would be one process's)")
         if not per_step and self.storage_unit is not StorageUnit.FRAGMENTS:
             raise SchemaError("batch", type(batch).__name__,
                               f"a single-policy batch for storage_unit={self.storage_unit.value!r} (a MultiAgentBatch "
@@ -199,12 +296,24 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         """
         stored, plan, columns = self._plan(batch)
         priorities = self._priorities(plan, columns, kwargs)
-        ids = self._table.add_items(stored, plan.lengths, priorities)
-        self._dropped_episodes += plan.dropped_episodes
+        table = self._table
+        shared = self._shared
+        if shared is not None:  # one journalled add: the items and RLlib's counters commit together
+            checked = table.check_items(stored, plan.lengths, priorities)  # a refusal changes nothing
+            shared.open_range_add(checked[2])
+            ids = table._add_items_checked(*checked)
+            self._count_add(plan)
+            shared.close_add()
+            return ids
+        ids = table.add_items(stored, plan.lengths, priorities)
+        self._count_add(plan)
+        return ids
+
+    def _count_add(self, plan: Any) -> None:
+        self._rllib.dropped_episodes += plan.dropped_episodes
         if plan.policy_ids is not None and plan.policy_columns is not None:
             self._policy_ids, self._policy_columns = plan.policy_ids, plan.policy_columns
         self._rllib.on_add(plan.counts, self.capacity)
-        return ids
 
     # ------------------------------------------------------------ hooks
     @atomic
@@ -331,6 +440,10 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         m = mapping(where, state, ("table",), ("dropped_episodes", "policy_ids", "policy_columns", "rllib_counters",
                                                *self._extra_state()))
         table = self._table.check_state(m["table"], f"{where}.table")
+        saved = getattr(table.schema, "fields", None)
+        if self.columns is not None and saved != self.columns.fields:
+            raise CheckpointError(f"{where}.table.schema", [f.name for f in saved or []],
+                                  f"this buffer's declared columns {[f.name for f in self.columns.fields or []]}")
         dropped = integer(f"{where}.dropped_episodes", m.get("dropped_episodes", 0), 0, MAX_INT)
         policy_ids = _check_policy_ids(f"{where}.policy_ids", m.get("policy_ids", []))
         policy_columns = _check_policy_columns(f"{where}.policy_columns", m.get("policy_columns", []),
@@ -341,9 +454,9 @@ class ReplayBuffer(RLlibViews, Checkpointable):
     def _restore_state(self, checked: tuple[Any, ...]) -> None:
         table, dropped, (policy_ids, policy_columns), counters, extra = checked
         self._table.restore(table)
-        self._dropped_episodes = dropped
+        self._rllib.copy_from(counters)  # in place: the counters may be shared
+        self._rllib.dropped_episodes = dropped
         self._policy_ids, self._policy_columns = policy_ids, policy_columns
-        self._rllib = counters
         self._load_extra_state(extra)
 
     @classmethod

@@ -31,12 +31,12 @@ and still refuses any other unknown key by name (RLlib would swallow a typo).
   ``replay_zero_init_states``, ``replay_mode``, ``underlying_buffer_config``:
   multi-agent settings; a single-agent buffer without such an argument ignores them.
 
-Not a key of RLlib's but refused by name: ``shared`` (front end A's shared-memory
-switch). These buffers cannot live in shared memory (their step index and RLlib
-counters are Python state of one process, and their columns are learnt from the
-first batch), so any ``shared=`` raises a :class:`~ReplayTables.ConfigError`
-that says so and points at ``ReplayTables.ReplayBuffer`` / ``PrioritizedReplay``
-with ``shared=True`` (see docs/shared-memory.md).
+Not a key of RLlib's: ``shared`` and ``columns``. The single-agent ring buffers
+(``ReplayBuffer``, ``PrioritizedReplayBuffer``, ``FifoReplayBuffer``) take them as
+arguments (shared memory, see docs/shared-memory.md); the multi-agent buffers refuse
+``shared=`` by name with the reason (they make one table per policy as policies
+appear, so nothing can be laid out in shared memory up front), pointing at the
+single-agent buffers and at ``ReplayTables.ReplayBuffer`` / ``PrioritizedReplay``.
 """
 from __future__ import annotations
 
@@ -78,10 +78,11 @@ def check_rllib_keys(cls: type, options: Mapping[str, Any], capacity: Any, *, pr
     """
     if "shared" in options:  # ours, not RLlib's: refused with the reason rather than as an unknown key
         raise ConfigError("shared", options["shared"],
-                          f"no shared argument for {cls.__name__}: the RLlib front end's buffers keep their "
-                          "step index and counters in this process and learn their columns from the first "
-                          "batch, so they cannot live in shared memory; share ReplayTables.ReplayBuffer or "
-                          "PrioritizedReplay (shared=True) between processes instead (docs/shared-memory.md)")
+                          f"no shared argument for {cls.__name__}: a multi-agent buffer makes one table per "
+                          "policy as policies appear, so it cannot be laid out in shared memory up front; share "
+                          "a single-agent ReplayBuffer or PrioritizedReplayBuffer (shared=True, columns=...) or "
+                          "ReplayTables.ReplayBuffer or PrioritizedReplay (shared=True) between processes instead "
+                          "(docs/shared-memory.md)")
     unknown = sorted(k for k in options if k not in RLLIB_KEYS)
     if unknown:
         raise ConfigError(f"{cls.__name__}()", unknown,

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ReplayTables.engine.state import Arena, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 from ReplayTables.errors import CheckpointError
 
@@ -28,15 +29,82 @@ __all__ = ["RLlibCounters", "RLlibViews", "StorageView"]
 
 
 class RLlibCounters:
-    """RLlib's add/sample counters, updated with RLlib's arithmetic (no Python loop per item)."""
+    """RLlib's add/sample counters, updated with RLlib's arithmetic (no Python loop per item).
+
+    Their values live in one int64 arena array (``rllib.counters``, see
+    :mod:`ReplayTables.engine.state`), bound to the buffer's table arena, so a
+    buffer in shared memory shares them and a repaired add restores them."""
+
+    NAMES = ("added", "wrap", "next_idx", "eviction_started", "sampled", "priority_updates", "dropped_episodes")
 
     def __init__(self) -> None:
-        self.added = 0
-        self.wrap = 0
-        self.next_idx = 0
-        self.eviction_started = False
-        self.sampled = 0
-        self.priority_updates = 0  # ours, not RLlib's: priority updates applied
+        self.scalars = Scalars("rllib.counters", [0] * len(self.NAMES), np.int64)
+
+    def bind(self, arena: Arena) -> None:
+        """Keep the counters in ``arena`` (adopting what it holds if it has them)."""
+        self.scalars.bind(arena)
+
+    def copy_from(self, other: RLlibCounters) -> None:
+        """Take ``other``'s values (in place: views of this array stay valid)."""
+        self.scalars.array[...] = other.scalars.array
+
+    @property
+    def added(self) -> int:
+        return int(self.scalars.view[0])
+
+    @added.setter
+    def added(self, value: int) -> None:
+        self.scalars.view[0] = int(value)
+
+    @property
+    def wrap(self) -> int:
+        return int(self.scalars.view[1])
+
+    @wrap.setter
+    def wrap(self, value: int) -> None:
+        self.scalars.view[1] = int(value)
+
+    @property
+    def next_idx(self) -> int:
+        return int(self.scalars.view[2])
+
+    @next_idx.setter
+    def next_idx(self, value: int) -> None:
+        self.scalars.view[2] = int(value)
+
+    @property
+    def eviction_started(self) -> bool:
+        return bool(self.scalars.view[3])
+
+    @eviction_started.setter
+    def eviction_started(self, value: bool) -> None:
+        self.scalars.view[3] = 1 if value else 0
+
+    @property
+    def sampled(self) -> int:
+        return int(self.scalars.view[4])
+
+    @sampled.setter
+    def sampled(self, value: int) -> None:
+        self.scalars.view[4] = int(value)
+
+    @property
+    def priority_updates(self) -> int:
+        """Ours, not RLlib's: priority updates applied."""
+        return int(self.scalars.view[5])
+
+    @priority_updates.setter
+    def priority_updates(self, value: int) -> None:
+        self.scalars.view[5] = int(value)
+
+    @property
+    def dropped_episodes(self) -> int:
+        """Ours: incomplete episodes an episodes-unit add dropped."""
+        return int(self.scalars.view[6])
+
+    @dropped_episodes.setter
+    def dropped_episodes(self, value: int) -> None:
+        self.scalars.view[6] = int(value)
 
     def on_add(self, counts: Any, capacity: int) -> None:
         counts = np.asarray(counts, dtype=np.int64)
