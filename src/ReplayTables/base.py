@@ -32,18 +32,17 @@ from ReplayTables.engine.table_lock import TableLockProtocol
 from ReplayTables.errors import CheckpointError, ConfigError
 from ReplayTables.prefetch import Prefetcher
 from ReplayTables.rate_limiters import RateLimiter
+from ReplayTables.shareable import Shareable
 
 __all__ = ["TableBuffer"]
 
 
-class TableBuffer:
+class TableBuffer(Shareable):
     """Base of buffers that are one engine table plus a front-end API."""
 
     _table: Table
     _lock: TableLockProtocol
     _admission: Admission
-    #: the shared-memory side of the table (``shared=True``), else None
-    _shared: Any = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -76,25 +75,6 @@ class TableBuffer:
 
             share(self, rate_limiter)
         self._init_concurrency(rate_limiter)
-
-    @property
-    def shared(self) -> bool:
-        """Whether the buffer's state lives in shared memory (``shared=True``, or attached)."""
-        return self._shared is not None
-
-    def handle(self) -> Any:
-        """A small picklable handle; ``ReplayTables.attach(handle)`` in another process (fork or spawn)
-        returns a buffer of this class over the same memory. Only for ``shared=True`` buffers."""
-        from ReplayTables.shared import handle_of
-
-        return handle_of(self)
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        if self._shared is not None:
-            raise ConfigError("buffer", "shared=True", "a buffer in this process's memory (a shared buffer is not "
-                                                       "pickled or copied: pass buffer.handle() to the other process "
-                                                       "and call ReplayTables.attach(handle) there)")
-        return super().__reduce_ex__(protocol)
 
     def _init_concurrency(self, rate_limiter: RateLimiter | None) -> None:
         """The table's lock for every public call, and the rate limiter (if any) they wait for."""

@@ -412,14 +412,8 @@ class SharedTable:
             cap = table.capacity
             n = j[_COUNT]
             slots = (j[_FIRST] + np.arange(n, dtype=np.int64)) % cap if n < cap else np.arange(cap, dtype=np.int64)
-            slot_id = directory.slot_id
-            ids = slot_id[slots]
-            held = ids >= 0
-            slot_id[slots[held]] = -ids[held] - 2  # removed, keeping each slot's generation
+            self._remove_slots(slots)
             table.counters["evicted"] += int(j[_LIVE_BEFORE])
-            tree = getattr(table.sampler, "tree", None)
-            if tree is not None:
-                tree.leaves[slots] = 0.0
             j[_ACTIVE] = 0
         directory.rebuild_live()
         if table.layout is not None:  # a delete may have stopped between the live steps and the directory
@@ -437,16 +431,9 @@ class SharedTable:
         T = layout.steps
         taking = (j[_FIRST] + np.arange(min(j[_COUNT], T), dtype=np.int64)) % T
         evicting = (j[_OLDEST] + np.arange(j[_EVICTING], dtype=np.int64)) % T
-        slots = np.union1d(taking, evicting)
-        slot_id = table.directory.slot_id
-        ids = slot_id[slots]
-        held = ids >= 0
-        slot_id[slots[held]] = -ids[held] - 2  # removed, keeping each slot's generation
+        self._remove_slots(np.union1d(taking, evicting))
         table.counters["evicted"] += int(j[_LIVE_BEFORE])
-        tree = getattr(table.sampler, "tree", None)
-        if tree is not None:
-            tree.leaves[slots] = 0.0
-        layout.live_steps = int(layout.length[slot_id >= 0].sum())
+        layout.live_steps = int(layout.length[table.directory.slot_id >= 0].sum())
 
     def _empty_streams(self, streams: np.ndarray) -> None:
         """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""
@@ -454,17 +441,23 @@ class SharedTable:
         assert self._streams is not None
         per_stream = table.capacity // self._streams.shape[0]
         slots = (streams[:, None] * per_stream + np.arange(per_stream)).reshape(-1)
+        table.counters["evicted"] += self._remove_slots(slots)
+        if self.on_stream_reset is not None:
+            self.on_stream_reset(streams)
+        self._streams[streams] = 0
+
+    def _remove_slots(self, slots: np.ndarray) -> int:
+        """Remove the items in ``slots`` (their rows may be half-written), keeping each slot's generation, and
+        zero their priorities; how many there were. The caller rebuilds the live list and the tree after."""
+        table = self.table
         slot_id = table.directory.slot_id
         ids = slot_id[slots]
         held = ids >= 0
         slot_id[slots[held]] = -ids[held] - 2
-        table.counters["evicted"] += int(held.sum())
         tree = getattr(table.sampler, "tree", None)
         if tree is not None:
             tree.leaves[slots] = 0.0
-        if self.on_stream_reset is not None:
-            self.on_stream_reset(streams)
-        self._streams[streams] = 0
+        return int(held.sum())
 
     def _rebuild_tree(self) -> None:
         tree = getattr(self.table.sampler, "tree", None)

@@ -42,11 +42,12 @@ from ReplayTables.rllib.ray_interop import register_with_rllib, to_rllib
 from ReplayTables.rllib.rllib_keys import check_rllib_keys
 from ReplayTables.rllib.rllib_views import RLlibCounters, RLlibViews
 from ReplayTables.rllib.storage_unit import ItemPlan, StorageUnit, split_items
+from ReplayTables.shareable import Shareable
 
 __all__ = ["ReplayBuffer", "StorageUnit"]
 
 
-class ReplayBuffer(RLlibViews, Checkpointable):
+class ReplayBuffer(Shareable, RLlibViews, Checkpointable):
     """Uniform replay of items (timesteps, sequences, episodes or fragments).
 
     Args:
@@ -129,8 +130,7 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         self._policy_columns: list[list[str]] = []   # and the columns of each
         self._rllib = RLlibCounters()
         self._rllib.bind(self._table.arena)
-        #: the shared-memory side of the table (``shared=True`` or attached), else None
-        self._shared: Any = None
+        self._shared = None  # (Shareable) the SharedTable once shared
         if shared:
             from ReplayTables.shared import share
 
@@ -144,18 +144,6 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         return int(self._rllib.dropped_episodes)
 
     @property
-    def shared(self) -> bool:
-        """Whether the buffer's state lives in shared memory (``shared=True``, or attached)."""
-        return self._shared is not None
-
-    def handle(self) -> Any:
-        """A small picklable handle; ``ReplayTables.attach(handle)`` in another process (fork or spawn)
-        returns a buffer of this class over the same memory. Only for ``shared=True`` buffers."""
-        from ReplayTables.shared import handle_of
-
-        return handle_of(self)
-
-    @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called (or, attached, the creator closed the buffer)."""
         return bool(self._lock.closed)
@@ -166,13 +154,6 @@ class ReplayBuffer(RLlibViews, Checkpointable):
         self._lock.close()
         if self._shared is not None:
             self._shared.close()
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        if self._shared is not None:
-            raise ConfigError("buffer", "shared=True", "a buffer in this process's memory (a shared buffer is not "
-                                                       "pickled or copied: pass buffer.handle() to the other process "
-                                                       "and call ReplayTables.attach(handle) there)")
-        return super().__reduce_ex__(protocol)
 
     @property
     def rate_limiter(self) -> None:
