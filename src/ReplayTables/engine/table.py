@@ -157,6 +157,8 @@ class StepRangeState(NamedTuple):
 
     schema: Schema
     storage: RowStorage | None
+    #: checked saved rows to copy into ``storage`` (``None``: ``storage`` holds them already)
+    rows: np.ndarray | None
     #: the checked layout state (``StepRanges.check_state``)
     ranges: dict[str, Any]
     sampler: Any
@@ -942,9 +944,13 @@ class Table:
         storage: RowStorage | None = None
         if schema is not None:
             assert schema.fields is not None and rows is not None
-            storage = PackedStorage.from_rows(schema.fields, capacity, rows)
-        return StepRangeState(schema if schema is not None else Schema.from_structure(None), storage, checked_index,
-                              sampler, counters, rng)
+            if self.storage is not None and self.storage.fields == schema.fields:
+                storage = self.storage  # saved rows are copied into it by restore() (a shared table's stay shared)
+            else:
+                storage = PackedStorage.from_rows(schema.fields, capacity, rows)
+                rows = None
+        return StepRangeState(schema if schema is not None else Schema.from_structure(None), storage, rows,
+                              checked_index, sampler, counters, rng)
 
     def restore(self, checked: TableState | StepRangeState) -> None:
         """Put a state from :meth:`check_state` in place (assignments only: it cannot fail half-way)."""
@@ -956,15 +962,11 @@ class Table:
             assert self.layout is not None
             self.layout.restore(checked.ranges)
             self.schema = checked.schema
-            current, saved = self.storage, checked.storage
-            rows = getattr(saved, "rows", None)  # packed rows (the kind a step-range state is checked into)
-            if current is not None and saved is not None and rows is not None and current.fields == saved.fields \
-                    and current.capacity == saved.capacity and hasattr(current, "restore_arrays"):
-                current.restore_arrays(rows)  # into the rows in place (a shared table's stay shared)
-            else:
-                self.storage = saved
-                if saved is not None:
-                    self._storage = saved
+            self.storage = checked.storage
+            if checked.storage is not None:
+                self._storage = checked.storage
+                if checked.rows is not None:
+                    checked.storage.restore_arrays(checked.rows)
             self.counters.update(checked.counters)
             self.rng.bit_generator.state = checked.rng
             self.sampler.restore(checked.sampler)
