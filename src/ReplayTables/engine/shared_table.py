@@ -295,10 +295,7 @@ class SharedTable:
             try:
                 if checked[0] is not table.schema:
                     checked = table.check_items(columns, lengths, priorities)
-                self.open_range_add(checked[2])
-                ids: np.ndarray = table._add_items_checked(*checked)
-                self.close_add()
-                return ids
+                return self.add_checked_items(checked)
             finally:
                 lock.release()
 
@@ -326,13 +323,10 @@ class SharedTable:
         how many items from it the add evicts (those starting before ``head + steps
         - capacity``, as ``StepRanges`` evicts them) and how many of those are live."""
         layout = self.table.layout
-        T = layout.steps
-        n = int(lengths.sum())
+        evicted = layout.evicted_by(int(lengths.sum()))  # what the insert will evict, computed as it will
+        evicting = int(evicted.size)
+        live_before = int(layout.directory.is_live(evicted).sum())
         oldest, issued = layout.oldest, layout.issued
-        cut = layout.head + n - T
-        slots = np.arange(oldest, min(issued, oldest + n), dtype=np.int64) % T
-        evicting = int((layout.origin[slots] < cut).sum())
-        live_before = int(layout.directory.is_live(slots[:evicting]).sum())
         self.lock.begin(OP_ADD, int(lengths.size))
         self._snapshot_mv[:] = self._scalars_mv
         j = self._journal
@@ -342,6 +336,17 @@ class SharedTable:
         j[_OLDEST] = oldest
         j[_EVICTING] = evicting
         j[_ACTIVE] = _RANGE_ADD  # last: the journal is only read once it is complete
+
+    def add_checked_items(self, checked: tuple[Any, ...], then: Callable[[], None] | None = None) -> np.ndarray:
+        """One journalled step-range add of input ``table.check_items`` accepted (the lock held by this thread);
+        ``then()`` runs inside it, so what it changes (a front end's counters in the arena) commits with the
+        items or is rolled back with them."""
+        self.open_range_add(checked[2])
+        ids: np.ndarray = self.table._add_items_checked(*checked)
+        if then is not None:
+            then()
+        self.close_add()
+        return ids
 
     def close_add(self) -> None:
         """The add :meth:`open_add` journalled is complete: commit it."""
@@ -423,7 +428,7 @@ class SharedTable:
     def _undo_range_add(self) -> None:
         """Undo a step-range add that stopped half-way: the scalars as they were before it, and every item
         in the item slots it was taking or in the prefix it was evicting removed (their steps may be
-        half-written); the live ones of the prefix count as evicted, and the live steps are recounted."""
+        half-written); the live ones of the prefix count as evicted."""
         table = self.table
         layout = table.layout
         j = self._journal
@@ -432,8 +437,7 @@ class SharedTable:
         taking = (j[_FIRST] + np.arange(min(j[_COUNT], T), dtype=np.int64)) % T
         evicting = (j[_OLDEST] + np.arange(j[_EVICTING], dtype=np.int64)) % T
         self._remove_slots(np.union1d(taking, evicting))
-        table.counters["evicted"] += int(j[_LIVE_BEFORE])
-        layout.live_steps = int(layout.length[table.directory.slot_id >= 0].sum())
+        table.counters["evicted"] += int(j[_LIVE_BEFORE])  # (the live steps are recounted by _recover)
 
     def _empty_streams(self, streams: np.ndarray) -> None:
         """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""

@@ -278,13 +278,9 @@ class ReplayBuffer(Shareable, RLlibViews, Checkpointable):
         stored, plan, columns = self._plan(batch)
         priorities = self._priorities(plan, columns, kwargs)
         table = self._table
-        shared = self._shared
-        if shared is not None:  # one journalled add: the items and RLlib's counters commit together
+        if self._shared is not None:  # one journalled add: the items and RLlib's counters commit together
             checked = table.check_items(stored, plan.lengths, priorities)  # a refusal changes nothing
-            shared.open_range_add(checked[2])
-            ids = table._add_items_checked(*checked)
-            self._count_add(plan)
-            shared.close_add()
+            ids: np.ndarray = self._shared.add_checked_items(checked, lambda: self._count_add(plan))
             return ids
         ids = table.add_items(stored, plan.lengths, priorities)
         self._count_add(plan)

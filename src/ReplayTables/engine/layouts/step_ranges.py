@@ -215,12 +215,8 @@ class StepRanges:
         cut = head + n - T  # every item (old or new) starting before this is overwritten
         first = int(np.searchsorted(offsets, cut - head, side="left")) if cut > head else 0
         kept = m - first
-        # old items to evict: a prefix (in write order) of those not yet passed
-        last = min(self.issued, self.oldest + n)
-        qs = np.arange(self.oldest, last, dtype=np.int64)
-        qslots = qs % T
-        n_ev = int((self.origin[qslots] < cut).sum())
-        ev_slots = qslots[:n_ev]
+        ev_slots = self.evicted_by(n)
+        n_ev = int(ev_slots.size)
         live = self.directory.is_live(ev_slots)
         ev_live = ev_slots[live]
         evicted_count = int(ev_live.size)
@@ -270,6 +266,15 @@ class StepRanges:
                 self.step_stamp[p0:T] = np.arange(a0, a0 + k, dtype=np.int64)
                 self.step_stamp[:count - k] = np.arange(a0 + k, a0 + count, dtype=np.int64)
         return out, gone, placement, evicted_count
+
+    def evicted_by(self, n: int) -> np.ndarray:
+        """Item slots of the old items (live or not) that ``n`` more steps overwrite, oldest first (ring).
+
+        They are a prefix, in write order, of the items not yet passed: those starting
+        before ``head + n - steps``."""
+        T = self.steps
+        slots = np.arange(self.oldest, min(self.issued, self.oldest + n), dtype=np.int64) % T
+        return slots[:int((self.origin[slots] < self.head + n - T).sum())]
 
     def _insert_reservoir(self, lengths: np.ndarray,
                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, Placement, int]:
@@ -471,11 +476,10 @@ class StepRanges:
         writer = checked["writer"]
         if writer is None:
             self.writer = None
-        elif self.writer is None or self.writer.capacity != writer.capacity:
-            self._make_writer(int(checked["region"]))
-            assert self.writer is not None
-            self.writer.seen = writer.seen
         else:
+            if self.writer is None or self.writer.capacity != writer.capacity:
+                self._make_writer(int(checked["region"]))
+            assert self.writer is not None
             self.writer.seen = writer.seen
         self.directory.restore(checked["directory"])
 
