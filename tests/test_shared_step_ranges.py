@@ -9,7 +9,11 @@ between its first and its last write (or after its writes but before its commit)
 repairs the table: every item the add was taking or evicting is gone, the ones that were live count
 as evicted, ``added`` is as before, the live steps, the live list and the sum tree agree with the
 slot ids, the rest of the data is whole, and the next add goes on from there. The checker itself is
-shown to catch a half-written item (negative control).
+shown to catch a half-written item (negative control). A reservoir (items in regions drawn at
+random) does the same: two children's offers are all counted and every region holds one whole item;
+a writer killed after its draw, inside its writes or before its commit leaves the items of the
+regions it drew removed and counted as evicted (the parent predicts the draw from the child's
+seed), its offers undone, and the rest whole.
 """
 from __future__ import annotations
 
@@ -232,9 +236,127 @@ def test_a_refused_add_changes_nothing_and_needs_no_repair() -> None:
         shared.close()
 
 
-def test_a_reservoir_or_undeclared_step_range_table_is_not_shared() -> None:
-    with pytest.raises(ConfigError, match="placement"):
-        SharedTable.create(make_table(False, "reservoir", region=4))
+def test_a_reservoir_without_its_region_or_an_undeclared_step_range_table_is_not_shared() -> None:
+    with pytest.raises(ConfigError, match="region"):
+        SharedTable.create(make_table(False, "reservoir"))  # its regions would be fixed by the first add
     lazy = Table(STEPS, layout=StepRanges(STEPS), rng=0)  # columns learned from the first add
     with pytest.raises(ConfigError, match="FieldSpec"):
         SharedTable.create(lazy)
+
+
+# ---------------------------------------------------------------- a reservoir (items in random regions)
+REGION = 4  # 16 regions of 4 steps
+
+
+def make_reservoir(prioritized: bool) -> Table:
+    return make_table(prioritized, "reservoir", REGION)
+
+
+def _reservoir_adds(handle: Any, prioritized: bool, first: int, batches: list[list[int]]) -> None:
+    table = make_reservoir(prioritized)
+    table.rng = np.random.default_rng(first)
+    shared = SharedTable.attach(handle, table)
+    for lengths in batches:
+        add(table, first, lengths, prioritized)
+        first += sum(lengths)
+    shared.close()
+    os._exit(0)
+
+
+def _dies_inside_a_reservoir_add(handle: Any, prioritized: bool, where: str, first: int, lengths: list[int]) -> None:
+    table = make_reservoir(prioritized)  # rng=0, as the parent predicts
+    shared = SharedTable.attach(handle, table)
+    assert table.storage is not None and table.layout is not None
+    storage, layout = table.storage, table.layout
+
+    def die(*args: Any) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "drawn":  # the slots drawn (the count of offers raised), not yet journalled
+        layout.on_placed = die
+    elif where == "write":  # the slots journalled, the index changed and one column of the new steps written
+        real_write = storage.write
+
+        def write_then_die(slots: Any, values: list[np.ndarray]) -> None:
+            real_write(slots, values[:1])
+            die()
+
+        storage.write = write_then_die  # type: ignore[method-assign]
+    else:  # every write done, the add not yet committed
+        shared.close_add = die  # type: ignore[method-assign]
+    add(table, first, lengths, prioritized)
+    os._exit(3)  # not reached
+
+
+def test_reservoir_items_children_add_are_seen_whole_and_every_offer_is_accounted_for(prioritized: bool) -> None:
+    table = make_reservoir(prioritized)
+    shared = SharedTable.create(table)
+    try:
+        add(table, 0, [3, 1, 2], prioritized)
+        batches = [[1 + (k % 4), 2, 1] for k in range(30)]  # 90 items for 16 regions: most are declined
+        steps = sum(map(sum, batches))
+        ctx = mp.get_context("fork")
+        children = [ctx.Process(target=_reservoir_adds, args=(shared.handle(), prioritized, first, batches))
+                    for first in (10_000, 20_000)]
+        for p in children:
+            p.start()
+        for p in children:
+            p.join(60)
+            assert p.exitcode == 0
+        items = check_items(table)
+        c = table.counters
+        layout = table.layout
+        assert layout is not None and layout.writer is not None
+        assert c["added"] == layout.writer.seen == 3 + 2 * 90 and c["added_steps"] == layout.head == 6 + 2 * steps
+        assert table.size == len(items) == 16  # every region holds an item
+        assert c["added"] - c["evicted"] - c["not_stored"] == table.size
+        assert len({start for start, _ in items.values()}) == 16  # no item twice
+        assert shared.lock.recoveries == 0
+    finally:
+        shared.close()
+
+
+def predicted_draw(table: Table, m: int) -> np.ndarray:
+    """The item slots the killed child's add draws (its generator is seeded 0, as this one's copy is)."""
+    from ReplayTables.engine.writers import ReservoirWriter
+
+    assert table.layout is not None and table.layout.writer is not None
+    writer = ReservoirWriter(table.layout.writer.capacity)
+    writer.seen = table.layout.writer.seen
+    _, slots = writer.place(m, np.random.default_rng(0))
+    return np.asarray(slots, dtype=np.int64)
+
+
+@pytest.mark.parametrize("where", ["drawn", "write", "commit"])
+def test_a_reservoir_writer_killed_inside_an_add_leaves_nothing_half_written(prioritized: bool, where: str) -> None:
+    table = make_reservoir(prioritized)
+    table.rng = np.random.default_rng(99)  # the parent's own draws are not the child's
+    shared = SharedTable.create(table)
+    try:
+        add(table, 0, [4, 3, 2, 1] * 10, prioritized)  # 40 offers: the 16 regions full
+        table.delete(table.ids_of(np.array([5])))  # an empty region the next add may draw
+        before = check_items(table)
+        layout = table.layout
+        assert layout is not None and layout.writer is not None
+        counters = dict(table.counters)
+        offers = (layout.writer.seen, layout.head, layout.issued)
+        lengths = [2, 4, 1, 3, 4, 2, 1, 1]
+        drawn = predicted_draw(table, len(lengths))
+        assert drawn.size >= 1
+        slot_id = table.directory.slot_id
+        doomed = {int(slot_id[s]) for s in drawn if slot_id[s] >= 0} if where != "drawn" else set()
+        assert where == "drawn" or len(doomed) >= 1  # the add replaces some stored item
+        assert run_child(_dies_inside_a_reservoir_add, shared.handle(), prioritized, where, 1000, lengths) \
+            == -signal.SIGKILL
+        after = check_items(table)  # the first call repairs: every item whole, the bookkeeping agrees
+        assert shared.lock.recoveries == 1
+        assert after == {i: v for i, v in before.items() if i not in doomed}
+        assert (layout.writer.seen, layout.head, layout.issued) == offers  # the add's offers undone
+        c = table.counters
+        assert dict(c) == {**counters, "evicted": counters["evicted"] + len(doomed)}
+        assert c["added"] - c["evicted"] - c["not_stored"] - c["deleted"] == table.size
+        ids = add(table, 2000, [3, 3], prioritized)  # and the table goes on
+        final = check_items(table)
+        assert all(final[int(i)][0] in (2000, 2003) for i in ids if i >= 0)
+    finally:
+        shared.close()

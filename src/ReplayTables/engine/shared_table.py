@@ -34,13 +34,21 @@ which the front ends call straight, journal their writes too (``table.journal``)
 Other refused calls (any :class:`~ReplayTables.errors.ReplayTablesError`) change
 nothing, so they end their operation normally and cost no repair.
 
-Only adds that a few words can journal are supported: the FIFO writer's (a
-contiguous ring range of slots) and a step-range layout's ring placement
-(``layout=StepRanges(..., "ring")``): an ``add_items`` writes the steps from
-``head`` on and takes the item slots from ``issued`` on, and evicts a prefix of
-the items in write order, so the journal holds where those start and how many
-there are. Its repair removes every item in those item slots and that prefix,
-and counts the ones that were live before the add as evicted.
+Three kinds of add are journalled. The FIFO writer's takes a contiguous ring
+range of slots. A step-range layout's ring placement
+(``layout=StepRanges(..., "ring")``) writes the steps from ``head`` on, takes
+the item slots from ``issued`` on and evicts a prefix of the items in write
+order, so the journal holds where those start and how many there are. Its
+repair removes every item in those item slots and that prefix, and counts the
+ones that were live before the add as evicted. A step-range reservoir
+(``StepRanges(..., "reservoir", region)``, the region fixed up front) takes item
+slots at random, so the journal has an array of one word per item slot: the add
+opens the journal before it draws (the snapshot covers the reservoir's count of
+offers), and the layout's ``on_placed`` hook writes the drawn slots there, and
+then their count, before the first write. Its repair removes the items in those
+slots and counts the ones that were live before as evicted; the offers of the
+add are undone with the scalars. Any other writer (a reservoir over one-row
+items, lowest priority) is refused.
 """
 from __future__ import annotations
 
@@ -64,12 +72,13 @@ OP_ADD = 1
 OP_CHANGE = 2
 
 # the journal's words: which kind of add is under way (0: none), its first ring slot (a step-range add:
-# its first new item's insertion number), how many slots (items), how many of them held items (a
-# step-range add: how many of the items it evicts were live), and for a step-range add the insertion
-# number of the oldest item and how many items from it the add evicts
+# its first new item's insertion number), how many slots (items; a reservoir add: how many of the
+# array journal.slots it has filled), how many of them held items (a step-range add: how many of the
+# items it evicts were live), and for a step-range add the insertion number of the oldest item and
+# how many items from it the add evicts
 _ACTIVE, _FIRST, _COUNT, _LIVE_BEFORE, _OLDEST, _EVICTING = range(6)
 _JOURNAL_WORDS = 6
-_RING_ADD, _STREAM_ADD, _RANGE_ADD = 1, 2, 3
+_RING_ADD, _STREAM_ADD, _RANGE_ADD, _RESERVOIR_ADD = 1, 2, 3, 4
 
 #: table methods that change state other than by adding (marked, and repaired if cut short)
 _CHANGING = ("delete", "update_priorities", "load_state_dict", "restore")
@@ -140,6 +149,9 @@ class SharedTable:
         #: the front end's own arrays in the segment (``extra=`` of :meth:`create`), by name
         self.extra = {name[len("extra."):]: a for name, a in arrays.items() if name.startswith("extra.")}
         self._streams = arrays.get("journal.streams")  # per-stream rings: which streams an add touches
+        self._slots = arrays.get("journal.slots")  # a reservoir add: the item slots it draws
+        if self._slots is not None:
+            table.layout.on_placed = self._journal_slots
         #: called by the repair with the streams whose rings were emptied (the front end resets them)
         self.on_stream_reset: Callable[[np.ndarray], None] | None = None
         self.lock.on_recover(self._recover)
@@ -156,9 +168,9 @@ class SharedTable:
         front end brackets with :meth:`stream_add` (a step-stream buffer); else adds are ring ranges.
         """
         ranges = table.layout
-        if ranges is not None and ranges.placement != "ring":
-            raise ConfigError("placement", ranges.placement, "'ring' (a shared step-range table journals its adds "
-                                                             "as ranges of steps and item slots)")
+        if ranges is not None and ranges.placement == "reservoir" and ranges.writer is None:
+            raise ConfigError("region", None, "the reservoir's item length bound fixed when the table is made (a "
+                                              "shared reservoir journals its item slots in an array sized by it)")
         if not streams and ranges is None and not isinstance(table.writer, FifoWriter):
             raise ConfigError("writer", table.writer.name, "'fifo' (a shared table journals its adds as ring ranges)")
         arrays = table_arrays(table)
@@ -169,6 +181,8 @@ class SharedTable:
         layout["journal"] = ((_JOURNAL_WORDS,), np.int64)
         if streams:
             layout["journal.streams"] = ((int(streams),), np.int64)
+        if ranges is not None and ranges.writer is not None:
+            layout["journal.slots"] = ((ranges.writer.capacity,), np.int64)
         layout["lock"] = ProcessLock.LAYOUT
         segment = SharedArrays.create(layout)
         try:
@@ -323,6 +337,9 @@ class SharedTable:
         how many items from it the add evicts (those starting before ``head + steps
         - capacity``, as ``StepRanges`` evicts them) and how many of those are live."""
         layout = self.table.layout
+        if layout.placement == "reservoir":
+            self._open_reservoir_add(int(lengths.size))
+            return
         evicted = layout.evicted_by(int(lengths.sum()))  # what the insert will evict, computed as it will
         evicting = int(evicted.size)
         live_before = int(layout.directory.is_live(evicted).sum())
@@ -336,6 +353,27 @@ class SharedTable:
         j[_OLDEST] = oldest
         j[_EVICTING] = evicting
         j[_ACTIVE] = _RANGE_ADD  # last: the journal is only read once it is complete
+
+    def _open_reservoir_add(self, items: int) -> None:
+        """The first half of a reservoir add's journal: the scalars (the count of offers among them) before
+        the add draws its slots; no slot yet (:meth:`_journal_slots` adds them before the first write)."""
+        self.lock.begin(OP_ADD, items)
+        self._snapshot_mv[:] = self._scalars_mv
+        j = self._journal
+        j[_COUNT] = 0
+        j[_ACTIVE] = _RESERVOIR_ADD
+
+    def _journal_slots(self, slots: np.ndarray, live_before: int) -> None:
+        """The layout's ``on_placed`` hook: the item slots a reservoir add drew (unique) and how many of them
+        hold items, journalled before its first write; the count is written last, so it only ever covers
+        slots already recorded."""
+        assert self._slots is not None
+        j = self._journal
+        if j[_ACTIVE] != _RESERVOIR_ADD:  # an insert no journal opened (the table called past its wrappers)
+            return
+        self._slots[:slots.size] = slots
+        j[_LIVE_BEFORE] = live_before
+        j[_COUNT] = int(slots.size)
 
     def add_checked_items(self, checked: tuple[Any, ...], then: Callable[[], None] | None = None) -> np.ndarray:
         """One journalled step-range add of input ``table.check_items`` accepted (the lock held by this thread);
@@ -412,6 +450,9 @@ class SharedTable:
         elif j[_ACTIVE] == _RANGE_ADD:
             self._undo_range_add()
             j[_ACTIVE] = 0
+        elif j[_ACTIVE] == _RESERVOIR_ADD:
+            self._undo_reservoir_add()
+            j[_ACTIVE] = 0
         elif j[_ACTIVE]:
             self._scalars[...] = self._snapshot
             cap = table.capacity
@@ -438,6 +479,18 @@ class SharedTable:
         evicting = (j[_OLDEST] + np.arange(j[_EVICTING], dtype=np.int64)) % T
         self._remove_slots(np.union1d(taking, evicting))
         table.counters["evicted"] += int(j[_LIVE_BEFORE])  # (the live steps are recounted by _recover)
+
+    def _undo_reservoir_add(self) -> None:
+        """Undo a reservoir add that stopped half-way: the scalars as they were before it (its offers
+        uncounted), and the items in the slots it had drawn removed (their steps may be half-written); the
+        ones that were live before it count as evicted."""
+        assert self._slots is not None
+        j = self._journal
+        self._scalars[...] = self._snapshot
+        n = int(j[_COUNT])
+        if n:
+            self._remove_slots(np.asarray(self._slots[:n]).copy())
+            self.table.counters["evicted"] += int(j[_LIVE_BEFORE])
 
     def _empty_streams(self, streams: np.ndarray) -> None:
         """Remove every item of the per-stream rings of ``streams`` (after an add to them stopped half-way)."""

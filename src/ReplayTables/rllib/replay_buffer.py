@@ -72,8 +72,9 @@ class ReplayBuffer(Shareable, RLlibViews, Checkpointable):
         shared: keep the buffer in shared memory (ours, not RLlib's): other processes on
             this machine ``ReplayTables.attach(buffer.handle())`` and add to and sample
             from it directly, as with front end A's ``shared=True`` (SPEC 6.3,
-            docs/shared-memory.md). Needs ``columns``; single-policy batches only; not
-            for the reservoir.
+            docs/shared-memory.md). Needs ``columns``; single-policy batches only; a
+            reservoir needs its regions fixed up front (``max_item_length``, unless
+            timesteps or ``replay_sequence_length`` fix it).
         columns: every stored column's per-row ``(shape, dtype)`` (see
             :mod:`ReplayTables.rllib.declared_columns`), declared up front instead of
             learnt from the first batch; a batch with other columns is refused.
@@ -120,10 +121,12 @@ class ReplayBuffer(Shareable, RLlibViews, Checkpointable):
         if shared and self.columns is None:
             raise ConfigError("columns", None, "every column's (shape, dtype) with shared=True (the shared rows "
                                                "are laid out when the buffer is made)")
-        if shared and self._placement != "ring":
-            raise ConfigError("shared", True, f"False for {type(self).__name__}: a reservoir places items at random, "
-                                              "which the shared add journal cannot record as ranges")
-        self._ranges = StepRanges(self.capacity, self._placement, self._region())
+        region = self._region()
+        if shared and self._placement == "reservoir" and region is None:
+            raise ConfigError("max_item_length", None, "the longest item in timesteps with shared=True (a shared "
+                                                       "reservoir's regions are laid out when the buffer is made; "
+                                                       "timesteps and replay_sequence_length fix it themselves)")
+        self._ranges = StepRanges(self.capacity, self._placement, region)
         self._table = Table(self.capacity, self.columns, layout=self._ranges, sampler=self._make_sampler(),
                             rng=np.random.default_rng(self.seed), count_name="num_items")
         self._policy_ids: list[Any] = []       # policies of stored multi-agent items, by index

@@ -35,6 +35,7 @@ offers) in arena arrays once the table binds it (:meth:`StepRanges.bind`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,9 @@ class StepRanges:
         self.scalars = Scalars("ranges.scalars", [0, 0, 0, 0, 1, region or 0], np.int64)
         self._arena: Arena | None = None
         self.writer: ReservoirWriter | None = None
+        #: called by a reservoir insert with ``(item slots, how many of them hold items)`` once it has chosen
+        #: its slots and before its first write (a shared table journals them there); ``None``: nobody
+        self.on_placed: Callable[[np.ndarray, int], None] | None = None
         if placement == "reservoir" and region:
             self._make_writer(region)
 
@@ -293,6 +297,8 @@ class StepRanges:
                    else np.asarray(slots, np.int64))
         live = self.directory.is_live(slots_a)
         evicted_count = int(live.sum())
+        if self.on_placed is not None:
+            self.on_placed(slots_a, evicted_count)
         self.live_steps -= int(self.length[slots_a[live]].sum())
         ids = self.directory.assign(slots_a) if slots_a.size else np.empty(0, dtype=np.int64)
         k_len = lengths[items_a]
