@@ -225,15 +225,19 @@ def test_bad_constructor_arguments(kwargs: dict) -> None:
 def test_shared_needs_columns_and_is_refused_where_it_cannot_work() -> None:
     from ReplayTables.rllib import MultiAgentReplayBuffer, PrioritizedReplayBuffer
 
-    for cls in (ReplayBuffer, PrioritizedReplayBuffer, FifoReplayBuffer):
+    for cls in (ReplayBuffer, PrioritizedReplayBuffer, FifoReplayBuffer, ReservoirReplayBuffer):
         with pytest.raises(ConfigError, match=r"columns: got None, expected every column's \(shape, dtype\) with "
                                               r"shared=True"):
             cls(capacity=8, shared=True)
         with pytest.raises(ConfigError, match="shared: got 'yes', expected True or False"):
             cls(capacity=8, shared="yes")
         assert not cls(capacity=8, shared=False).shared
-    with pytest.raises(ConfigError, match="shared: got True, expected False for ReservoirReplayBuffer: a reservoir"):
-        ReservoirReplayBuffer(capacity=8, shared=True, columns={"obs": ((), np.float32)})
+    with pytest.raises(ConfigError, match="max_item_length: got None, expected the longest item in timesteps with "
+                                          "shared=True"):
+        ReservoirReplayBuffer(capacity=8, storage_unit="episodes", shared=True, columns={"obs": ((), np.float32)})
+    reservoir = ReservoirReplayBuffer(capacity=8, shared=True, columns={"obs": ((), np.float32)})  # timesteps: 1
+    assert reservoir.shared
+    reservoir.close()
     for value in (True, False):  # refused by name with the reason, whatever the value
         with pytest.raises(ConfigError, match=r"shared: got (True|False), expected no shared argument for "
                                               r"MultiAgentReplayBuffer: a multi-agent buffer makes one table per "
