@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -30,6 +31,22 @@ from ReplayTables.engine.schema import FieldSpec
 FIELDS = {"obs": FieldSpec((17,), np.float32), "action": FieldSpec((6,), np.float32),
           "reward": FieldSpec((), np.float32), "next_obs": FieldSpec((17,), np.float32),
           "done": FieldSpec((), np.bool_)}
+
+
+def cpu_per_call(calls: int, fn: Callable[..., object], *args: object, repeats: int = 5) -> float:
+    """Best over ``repeats`` of the CPU seconds per call of ``calls`` calls of ``fn(*args)``."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.process_time()
+        for _ in range(calls):
+            fn(*args)
+        best = min(best, (time.process_time() - t) / calls)
+    return best
+
+
+def add_each(add: Callable[[object], object], rows: list[dict[str, object]]) -> None:
+    for row in rows:
+        add(row)
 
 
 def main() -> None:
@@ -48,17 +65,8 @@ def main() -> None:
             buf.add_batch(fill)
         buf.add(rows[0])
         buf.add_batch(batch)  # the first calls compile the generated lanes
-        one = many = float("inf")
-        for _ in range(5):
-            t = time.process_time()
-            for _ in range(200):
-                for row in rows:
-                    buf.add(row)
-            one = min(one, (time.process_time() - t) / 20_000)
-            t = time.process_time()
-            for _ in range(2000):
-                buf.add_batch(batch)
-            many = min(many, (time.process_time() - t) / 2000)
+        one = cpu_per_call(200, add_each, buf.add, rows) / len(rows)
+        many = cpu_per_call(2000, buf.add_batch, batch)
         print(f"shared={shared!s:5}  add {one * 1e6:5.2f} us   add_batch(64) {many * 1e6:5.2f} us")
         if shared:
             buf.close()
@@ -79,16 +87,8 @@ def rllib_main() -> None:
             fill = {k: np.repeat(v[:1], 100_000, axis=0) for k, v in data.items()}
             for _ in range(3):
                 buf.add(fill)
-            best_one = best_many = float("inf")
-            for _ in range(5):
-                t = time.process_time()
-                for _ in range(5000):
-                    buf.add(one)
-                best_one = min(best_one, (time.process_time() - t) / 5000)
-                t = time.process_time()
-                for _ in range(2000):
-                    buf.add(data)
-                best_many = min(best_many, (time.process_time() - t) / 2000)
+            best_one = cpu_per_call(5000, buf.add, one)
+            best_many = cpu_per_call(2000, buf.add, data)
             print(f"{cls.__name__:22} shared={shared!s:5}  add 1 row {best_one * 1e6:6.2f} us   "
                   f"add 64 rows {best_many * 1e6:6.2f} us")
             if shared:

@@ -310,15 +310,29 @@ def episodes(first: int, lengths: list[int]) -> dict[str, np.ndarray]:
     return out
 
 
-def _keeps_adding_episodes(handle: Any, seed: int, started: Any) -> None:
+def _keeps_offering(handle: Any, unit: str, seed: int, started: Any) -> None:
     buf = ReplayTables.attach(handle, rng=seed)
     rng = np.random.default_rng(seed)
     first = WRITER_KEYS
     started.set()
     while True:  # nothing but adds, so the kill most likely lands inside one
         lengths = rng.integers(1, 10, size=int(rng.integers(1, 6))).tolist()
-        buf.add(episodes(first, lengths))
+        buf.add(episodes(first, lengths) if unit == "episodes" else batch(np.arange(first, first + sum(lengths))))
         first += sum(lengths)
+
+
+def kill_a_writer_at_a_random_moment(buf: Any, unit: str, seed: int) -> None:
+    """A forked writer of ``unit`` keeps adding to ``buf`` until a SIGKILL 0.05-0.35 s (from ``seed``) after it
+    started."""
+    ctx = mp.get_context("fork")
+    started = ctx.Event()
+    p = ctx.Process(target=_keeps_offering, args=(buf.handle(), unit, seed, started))
+    p.start()
+    assert started.wait(30)
+    time.sleep(0.05 + 0.3 * np.random.default_rng(seed).random())
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
 
 
 def check_episodes(buf: Any) -> None:
@@ -343,15 +357,7 @@ def test_an_episode_writer_sigkilled_at_a_random_moment_leaves_every_episode_who
     buf = ReplayBuffer(capacity=200, storage_unit="episodes", seed=0, shared=True, columns=EPISODE_COLUMNS)
     try:
         buf.add(episodes(0, [5, 7, 3]))
-        ctx = mp.get_context("fork")
-        started = ctx.Event()
-        p = ctx.Process(target=_keeps_adding_episodes, args=(buf.handle(), seed, started))
-        p.start()
-        assert started.wait(30)
-        time.sleep(0.05 + 0.3 * np.random.default_rng(seed).random())
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(30)
-        assert p.exitcode == -signal.SIGKILL
+        kill_a_writer_at_a_random_moment(buf, "episodes", seed)
         check_episodes(buf)
         assert buf.stats()["added_items"] > 3  # the writer did add before it died
         buf.add(episodes(10 * WRITER_KEYS, [4, 4]))  # and the buffer goes on
@@ -466,17 +472,6 @@ RESERVOIRS = {"timesteps": dict(storage_unit="timesteps", columns=COLUMNS),
               "episodes": dict(storage_unit="episodes", max_item_length=9, columns=EPISODE_COLUMNS)}
 
 
-def _keeps_offering(handle: Any, unit: str, seed: int, started: Any) -> None:
-    buf = ReplayTables.attach(handle, rng=seed)
-    rng = np.random.default_rng(seed)
-    first = WRITER_KEYS
-    started.set()
-    while True:  # nothing but adds, so the kill most likely lands inside one
-        lengths = rng.integers(1, 10, size=int(rng.integers(1, 6))).tolist()
-        buf.add(episodes(first, lengths) if unit == "episodes" else batch(np.arange(first, first + sum(lengths))))
-        first += sum(lengths)
-
-
 def check_reservoir(buf: Any, unit: str) -> None:
     """Every stored item whole (an episode: consecutive keys, done only on its last row), none twice, and
     every offer stored or counted."""
@@ -504,15 +499,7 @@ def test_a_reservoir_writer_sigkilled_at_a_random_moment_leaves_every_item_whole
     buf = ReservoirReplayBuffer(capacity=90, seed=0, shared=True, **RESERVOIRS[unit])
     try:
         buf.add(episodes(0, [5, 7, 3]) if unit == "episodes" else batch(np.arange(15)))
-        ctx = mp.get_context("fork")
-        started = ctx.Event()
-        p = ctx.Process(target=_keeps_offering, args=(buf.handle(), unit, seed, started))
-        p.start()
-        assert started.wait(30)
-        time.sleep(0.05 + 0.3 * np.random.default_rng(seed).random())
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(30)
-        assert p.exitcode == -signal.SIGKILL
+        kill_a_writer_at_a_random_moment(buf, unit, seed)
         check_reservoir(buf, unit)
         assert buf.stats()["added_items"] > 3  # the writer did add before it died
         buf.add(episodes(10 * WRITER_KEYS, [4, 4]) if unit == "episodes" else batch(np.arange(8) + 10 * WRITER_KEYS))

@@ -95,15 +95,19 @@ def _adds(handle: Any, prioritized: bool, first: int, batches: list[list[int]]) 
     os._exit(0)
 
 
-def _dies_inside_an_add(handle: Any, prioritized: bool, where: str, first: int, lengths: list[int]) -> None:
-    table, shared = _attach(handle, prioritized)
-    assert table.storage is not None
+def _dies_inside_an_add(handle: Any, prioritized: bool, where: str, first: int, lengths: list[int],
+                        reservoir: bool = False) -> None:
+    table = make_reservoir(prioritized) if reservoir else make_table(prioritized)  # rng=0, as the parent predicts
+    shared = SharedTable.attach(handle, table)
+    assert table.storage is not None and table.layout is not None
     storage = table.storage
 
-    def die() -> None:
+    def die(*args: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    if where == "write":  # fault injection: the index changed and the first column of the new steps written
+    if where == "drawn":  # a reservoir's slots drawn (the count of offers raised), not yet journalled
+        table.layout.on_placed = die
+    elif where == "write":  # fault injection: the index changed and the first column of the new steps written
         real_write = storage.write
 
         def write_then_die(slots: Any, values: list[np.ndarray]) -> None:
@@ -263,31 +267,6 @@ def _reservoir_adds(handle: Any, prioritized: bool, first: int, batches: list[li
     os._exit(0)
 
 
-def _dies_inside_a_reservoir_add(handle: Any, prioritized: bool, where: str, first: int, lengths: list[int]) -> None:
-    table = make_reservoir(prioritized)  # rng=0, as the parent predicts
-    shared = SharedTable.attach(handle, table)
-    assert table.storage is not None and table.layout is not None
-    storage, layout = table.storage, table.layout
-
-    def die(*args: Any) -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    if where == "drawn":  # the slots drawn (the count of offers raised), not yet journalled
-        layout.on_placed = die
-    elif where == "write":  # the slots journalled, the index changed and one column of the new steps written
-        real_write = storage.write
-
-        def write_then_die(slots: Any, values: list[np.ndarray]) -> None:
-            real_write(slots, values[:1])
-            die()
-
-        storage.write = write_then_die  # type: ignore[method-assign]
-    else:  # every write done, the add not yet committed
-        shared.close_add = die  # type: ignore[method-assign]
-    add(table, first, lengths, prioritized)
-    os._exit(3)  # not reached
-
-
 def test_reservoir_items_children_add_are_seen_whole_and_every_offer_is_accounted_for(prioritized: bool) -> None:
     table = make_reservoir(prioritized)
     shared = SharedTable.create(table)
@@ -346,7 +325,7 @@ def test_a_reservoir_writer_killed_inside_an_add_leaves_nothing_half_written(pri
         slot_id = table.directory.slot_id
         doomed = {int(slot_id[s]) for s in drawn if slot_id[s] >= 0} if where != "drawn" else set()
         assert where == "drawn" or len(doomed) >= 1  # the add replaces some stored item
-        assert run_child(_dies_inside_a_reservoir_add, shared.handle(), prioritized, where, 1000, lengths) \
+        assert run_child(_dies_inside_an_add, shared.handle(), prioritized, where, 1000, lengths, True) \
             == -signal.SIGKILL
         after = check_items(table)  # the first call repairs: every item whole, the bookkeeping agrees
         assert shared.lock.recoveries == 1
