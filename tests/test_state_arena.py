@@ -375,3 +375,28 @@ def test_an_rllib_buffer_keeps_working_with_its_layout_state_in_shared_memory() 
         assert len(buf) == 4 and buf.num_timesteps == 12
         table.bind(LocalArena(), carry=True)
     assert len(buf.sample(2)["obs"]) == 6  # two episodes of three steps
+
+
+def test_a_scalar_field_reads_and_writes_its_element_of_the_components_scalars() -> None:
+    from ReplayTables.engine.state import ScalarField, Scalars, flag, int_or_none, zero_for_none
+
+    class Component:
+        count = ScalarField(0, doc="how many")
+        full = ScalarField(1, bool, flag)
+        bound = ScalarField(2, int_or_none, zero_for_none)
+
+        def __init__(self) -> None:
+            self.scalars = Scalars("component", [3, 0, 0], np.int64)
+
+    c = Component()
+    assert (c.count, c.full, c.bound) == (3, False, None)
+    assert type(c.count) is int and type(c.full) is bool  # Python numbers, not numpy scalars
+    c.count, c.full, c.bound = 7, True, 5
+    assert c.scalars.array.tolist() == [7, 1, 5] and (c.count, c.full, c.bound) == (7, True, 5)
+    c.full, c.bound = np.bool_(False), None
+    assert c.scalars.array.tolist() == [7, 0, 0] and c.bound is None
+    arena = LocalArena()
+    c.scalars.bind(arena)  # bound: the field follows the arena's array
+    arena.arrays()["component"][0] = 11
+    assert c.count == 11
+    assert isinstance(Component.count, ScalarField) and Component.count.__doc__ == "how many"

@@ -22,15 +22,17 @@ Checkpoints are unchanged by where the scalars live: each component's
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ReplayTables.errors import ConfigError
 
-__all__ = ["Arena", "Counters", "FixedArena", "LocalArena", "Scalars"]
+__all__ = ["Arena", "Counters", "FixedArena", "LocalArena", "ScalarField", "Scalars", "flag", "int_or_none"]
+
+T = TypeVar("T")
 
 Shape = tuple[int, ...]
 
@@ -151,6 +153,66 @@ class Scalars:
 
     def __repr__(self) -> str:
         return f"Scalars({self.name!r}, {self.array.tolist()})"
+
+
+def flag(value: bool) -> int:
+    """A truth value as the 0/1 a :class:`Scalars` array holds."""
+    return 1 if value else 0
+
+
+def int_or_none(value: int) -> int | None:
+    """A stored int read back with 0 meaning ``None`` (a bound not yet fixed)."""
+    return int(value) or None
+
+
+def zero_for_none(value: int | None) -> int:
+    """``None`` stored as 0 (see :func:`int_or_none`)."""
+    return int(value or 0)
+
+
+class ScalarField(Generic[T]):
+    """One element of a component's :class:`Scalars` (its ``scalars`` attribute) as an attribute.
+
+    ``head = ScalarField(0)`` in a class body makes ``obj.head`` read
+    ``obj.scalars.view[0]`` as a Python int and ``obj.head = n`` write it; ``get``
+    and ``put`` convert other kinds (``ScalarField(4, bool, flag)`` for a flag,
+    ``ScalarField(5, int_or_none, zero_for_none)`` for an optional bound). It
+    replaces a property pair per scalar; components on the hottest path (the slot
+    directory's count, the FIFO cursor) keep their own properties, a few tens of
+    nanoseconds cheaper on a write.
+    """
+
+    get: Callable[[Any], T]
+    put: Callable[[T], Any]
+
+    @overload
+    def __init__(self: ScalarField[int], index: int, *, doc: str | None = None) -> None: ...
+
+    @overload
+    def __init__(self, index: int, get: Callable[[Any], T], put: Callable[[T], Any], doc: str | None = None) -> None:
+        ...
+
+    def __init__(self, index: int, get: Callable[[Any], Any] = int, put: Callable[[Any], Any] = int,
+                 doc: str | None = None) -> None:
+        self.index = index
+        self.get = get
+        self.put = put
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> ScalarField[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object, owner: type | None = None) -> T | ScalarField[T]:
+        if obj is None:
+            return self
+        view: Any = obj.scalars.view  # type: ignore[attr-defined]
+        return self.get(view[self.index])
+
+    def __set__(self, obj: object, value: T) -> None:
+        obj.scalars.view[self.index] = self.put(value)  # type: ignore[attr-defined]
 
 
 class Counters(MutableMapping[str, int]):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.state import Arena, Scalars
+from ReplayTables.engine.state import Arena, ScalarField, Scalars
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 
 __all__ = ["FifoWriter", "ReservoirWriter", "Writer", "make_writer"]
@@ -106,14 +106,7 @@ class ReservoirWriter(Writer):
 
     name = "reservoir"
 
-    @property
-    def seen(self) -> int:
-        """Items offered so far."""
-        return int(self.scalars.view[0])
-
-    @seen.setter
-    def seen(self, value: int) -> None:
-        self.scalars.view[0] = value
+    seen = ScalarField(0, doc="Items offered so far.")
 
     def place_one(self, rng: np.random.Generator) -> int:
         t = self.seen

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ReplayTables.engine.state import Arena, Scalars
+from ReplayTables.engine.state import Arena, ScalarField, Scalars, flag
 from ReplayTables.engine.state_checks import MAX_INT, integer, mapping
 from ReplayTables.errors import CheckpointError
 
@@ -48,63 +48,13 @@ class RLlibCounters:
         """Take ``other``'s values (in place: views of this array stay valid)."""
         self.scalars.array[...] = other.scalars.array
 
-    @property
-    def added(self) -> int:
-        return int(self.scalars.view[0])
-
-    @added.setter
-    def added(self, value: int) -> None:
-        self.scalars.view[0] = int(value)
-
-    @property
-    def wrap(self) -> int:
-        return int(self.scalars.view[1])
-
-    @wrap.setter
-    def wrap(self, value: int) -> None:
-        self.scalars.view[1] = int(value)
-
-    @property
-    def next_idx(self) -> int:
-        return int(self.scalars.view[2])
-
-    @next_idx.setter
-    def next_idx(self, value: int) -> None:
-        self.scalars.view[2] = int(value)
-
-    @property
-    def eviction_started(self) -> bool:
-        return bool(self.scalars.view[3])
-
-    @eviction_started.setter
-    def eviction_started(self, value: bool) -> None:
-        self.scalars.view[3] = 1 if value else 0
-
-    @property
-    def sampled(self) -> int:
-        return int(self.scalars.view[4])
-
-    @sampled.setter
-    def sampled(self, value: int) -> None:
-        self.scalars.view[4] = int(value)
-
-    @property
-    def priority_updates(self) -> int:
-        """Ours, not RLlib's: priority updates applied."""
-        return int(self.scalars.view[5])
-
-    @priority_updates.setter
-    def priority_updates(self, value: int) -> None:
-        self.scalars.view[5] = int(value)
-
-    @property
-    def dropped_episodes(self) -> int:
-        """Ours: incomplete episodes an episodes-unit add dropped."""
-        return int(self.scalars.view[6])
-
-    @dropped_episodes.setter
-    def dropped_episodes(self, value: int) -> None:
-        self.scalars.view[6] = int(value)
+    added = ScalarField(0)
+    wrap = ScalarField(1)
+    next_idx = ScalarField(2)
+    eviction_started = ScalarField(3, bool, flag)
+    sampled = ScalarField(4)
+    priority_updates = ScalarField(5, doc="Ours, not RLlib's: priority updates applied.")
+    dropped_episodes = ScalarField(6, doc="Ours: incomplete episodes an episodes-unit add dropped.")
 
     def on_add(self, counts: Any, capacity: int) -> None:
         counts = np.asarray(counts, dtype=np.int64)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ReplayTables.engine.ids import NOT_STORED, SlotDirectory
-from ReplayTables.engine.state import Arena, Scalars
+from ReplayTables.engine.state import Arena, ScalarField, Scalars, flag, int_or_none, zero_for_none
 from ReplayTables.engine.state_checks import MAX_INT, boolean, int_array, integer, mapping
 from ReplayTables.engine.writers import ReservoirWriter
 from ReplayTables.errors import CheckpointError, ConfigError, SchemaError
@@ -93,56 +93,14 @@ class StepRanges:
         if placement == "reservoir" and region:
             self._make_writer(region)
 
-    # ------------------------------------------------------------ scalars (views of the arena array)
-    @property
-    def head(self) -> int:
-        return int(self.scalars.view[0])
-
-    @head.setter
-    def head(self, value: int) -> None:
-        self.scalars.view[0] = value
-
-    @property
-    def issued(self) -> int:
-        return int(self.scalars.view[1])
-
-    @issued.setter
-    def issued(self, value: int) -> None:
-        self.scalars.view[1] = value
-
-    @property
-    def oldest(self) -> int:
-        return int(self.scalars.view[2])
-
-    @oldest.setter
-    def oldest(self, value: int) -> None:
-        self.scalars.view[2] = value
-
-    @property
-    def live_steps(self) -> int:
-        return int(self.scalars.view[3])
-
-    @live_steps.setter
-    def live_steps(self, value: int) -> None:
-        self.scalars.view[3] = value
-
-    @property
-    def unit_lengths(self) -> bool:
-        return bool(self.scalars.view[4])
-
-    @unit_lengths.setter
-    def unit_lengths(self, value: bool) -> None:
-        self.scalars.view[4] = 1 if value else 0
-
-    @property
-    def region(self) -> int | None:
-        """Steps of one reservoir region (``None`` until a reservoir without one sees its first item)."""
-        region = int(self.scalars.view[5])
-        return region or None
-
-    @region.setter
-    def region(self, value: int | None) -> None:
-        self.scalars.view[5] = value or 0
+    # ------------------------------------------------------------ scalars (elements of the arena array)
+    head = ScalarField(0)
+    issued = ScalarField(1)
+    oldest = ScalarField(2)
+    live_steps = ScalarField(3)
+    unit_lengths = ScalarField(4, bool, flag)
+    region = ScalarField(5, int_or_none, zero_for_none, doc="Steps of one reservoir region (``None`` until a "
+                                                            "reservoir without one sees its first item).")
 
     def _make_writer(self, region: int) -> None:
         writer = ReservoirWriter(self.steps // region)
