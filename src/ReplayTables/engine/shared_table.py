@@ -47,8 +47,8 @@ opens the journal before it draws (the snapshot covers the reservoir's count of
 offers), and the layout's ``on_placed`` hook writes the drawn slots there, and
 then their count, before the first write. Its repair removes the items in those
 slots and counts the ones that were live before as evicted; the offers of the
-add are undone with the scalars. Any other writer (a reservoir over one-row
-items, lowest priority) is refused.
+add are undone with the scalars. A one-row table with another writer than the
+FIFO ring (its reservoir writer) is refused.
 """
 from __future__ import annotations
 
