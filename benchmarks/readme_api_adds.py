@@ -24,7 +24,7 @@ machine slows every row alike and the ratios stay comparable:
 * ``general path``: the NamedTuple buffer with its generated lanes switched off, i.e.
   what an add costs when it misses them;
 * floor parts: building ``T`` and ``dict`` items, the five writes into one of our
-  packed rows alone (the data movement an add cannot avoid), and (W1) building ``T``,
+  packed rows alone (the data movement an add cannot avoid), and building ``T``,
   the exact type/shape/dtype test of each field that keeps a bad value from failing
   mid-write, and the writes, straight-line with nothing else (the least a checked add
   through the README's API costs in Python; the rest of an add is the ring cursor,
@@ -190,6 +190,28 @@ def w2_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         for c, v in zip(packed, b):
             c[s:s + B] = v
 
+    nd, f32, b_ = np.ndarray, np.dtype(np.float32), np.dtype(np.bool_)
+    safe_reward = frozenset({f32, np.dtype(np.float64)})  # the float field takes float32 by a safe cast
+    s17, s6, s1 = (B, 17), (B, 6), (B,)
+
+    def checked_writes(i: int) -> None:
+        """The least a checked batch add through the README's API does: build ``T``, test each field's
+        exact type, shape (batch length included) and dtype so nothing can fail mid-write, and write the
+        rows (no lock, ids or counts)."""
+        t = T(*b32[i % nb])
+        o, a, r, n, d = t
+        if not (type(o) is nd and o.shape == s17 and o.dtype is f32 and type(a) is nd and a.shape == s6
+                and a.dtype is f32 and type(r) is nd and r.shape == s1 and r.dtype in safe_reward
+                and type(n) is nd and n.shape == s17 and n.dtype is f32 and type(d) is nd and d.shape == s1
+                and d.dtype is b_):
+            raise TypeError(t)
+        s = (i * B) % (CAP - B)
+        packed[0][s:s + B] = o
+        packed[1][s:s + B] = a
+        packed[2][s:s + B] = r
+        packed[3][s:s + B] = n
+        packed[4][s:s + B] = d
+
     return {
         "numpy-ref": numpy_ref,
         "README NamedTuple, float32 in": lambda i: nt32(T(*b32[i % nb])),
@@ -197,6 +219,7 @@ def w2_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         "FieldSpec dict": lambda i: fs(dict(zip(names, b32[i % nb]))),
         "general path (lanes off)": lambda i: slow(T(*b32[i % nb])),
         "floor: the 5 strided writes into our packed rows only": packed_writes,
+        "floor: build T, check its fields, write the rows": checked_writes,
     }
 
 
