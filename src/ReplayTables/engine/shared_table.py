@@ -335,7 +335,9 @@ class SharedTable:
         Records what :meth:`_recover` needs to undo it whole: the first new item's
         insertion number and the item count, the oldest item's insertion number,
         how many items from it the add evicts (those starting before ``head + steps
-        - capacity``, as ``StepRanges`` evicts them) and how many of those are live."""
+        - capacity``, as ``StepRanges`` evicts them) and how many of those are live.
+        A reservoir's slots are drawn inside the add, so for it this only opens the
+        journal (:meth:`_open_reservoir_add`) and the layout's hook records them."""
         layout = self.table.layout
         if layout.placement == "reservoir":
             self._open_reservoir_add(int(lengths.size))
@@ -368,9 +370,7 @@ class SharedTable:
         hold items, journalled before its first write; the count is written last, so it only ever covers
         slots already recorded."""
         assert self._slots is not None
-        j = self._journal
-        if j[_ACTIVE] != _RESERVOIR_ADD:  # an insert no journal opened (the table called past its wrappers)
-            return
+        j = self._journal  # (outside a journalled add these words are never read: _ACTIVE is 0)
         self._slots[:slots.size] = slots
         j[_LIVE_BEFORE] = live_before
         j[_COUNT] = int(slots.size)
@@ -489,7 +489,7 @@ class SharedTable:
         self._scalars[...] = self._snapshot
         n = int(j[_COUNT])
         if n:
-            self._remove_slots(np.asarray(self._slots[:n]).copy())
+            self._remove_slots(self._slots[:n])
             self.table.counters["evicted"] += int(j[_LIVE_BEFORE])
 
     def _empty_streams(self, streams: np.ndarray) -> None:

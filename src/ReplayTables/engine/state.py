@@ -30,7 +30,8 @@ from numpy.typing import DTypeLike
 
 from ReplayTables.errors import ConfigError
 
-__all__ = ["Arena", "Counters", "FixedArena", "LocalArena", "ScalarField", "Scalars", "flag", "int_or_none"]
+__all__ = ["Arena", "Counters", "FixedArena", "LocalArena", "ScalarField", "Scalars", "flag", "int_or_none",
+           "zero_for_none"]
 
 T = TypeVar("T")
 
