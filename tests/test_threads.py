@@ -7,6 +7,7 @@ must finish once the lock is released. A call that does not hold the lock
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -390,25 +391,45 @@ class _NoLock:
         pass
 
 
+def unlocked_runs(save_dir: Path, runs: int = 3) -> str:
+    """Run the mixed stress with the buffer's lock replaced by one that excludes nothing.
+
+    Returns what broke first (the checker's finding or the buffer's own error), or ``""`` when
+    every run left the buffer consistent. Called only in a child process of its own (see below).
+    """
+    import sys
+
+    sys.setswitchinterval(1e-5)  # switch threads often, so that races are likely
+    for seed in range(runs):  # one failure is enough; races are likely, not certain
+        buffer = PrioritizedReplay(4096, Transition, seed, PERConfig())
+        buffer._table.lock = buffer._lock = buffer._admission.lock = _NoLock()  # type: ignore[assignment]
+        try:
+            stress.check(buffer, stress.run_threads(stress.front_end_a_worker(buffer, 5_000, save_dir, True), seed))
+        except Exception as exc:  # an inconsistency the checker found, or a crash inside the buffer
+            return f"{type(exc).__name__}: {exc}"
+    return ""
+
+
 def test_without_the_lock_the_same_run_breaks_the_buffer(tmp_path: Path) -> None:
     """The control that shows the stress test has teeth against real races, not only against
     planted corruption: with the buffer's lock replaced by one that excludes nothing (and the
-    interpreter switching threads often), the same mixed run fails, as the issue reported."""
+    interpreter switching threads often), the same mixed run fails, as the issue reported.
+
+    The unlocked run happens in a child process. Racing threads inside the GIL-free kernels can
+    write out of bounds; in the test process that corrupted the heap and crashed a later test
+    with a segmentation fault. A child killed by a signal is one more way the run broke."""
+    import subprocess
     import sys
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    broken = []
-    try:
-        for seed in range(3):  # one failure is enough; races are likely, not certain
-            buffer = PrioritizedReplay(4096, Transition, seed, PERConfig())
-            buffer._table.lock = buffer._lock = buffer._admission.lock = _NoLock()  # type: ignore[assignment]
-            try:
-                stress.check(buffer, stress.run_threads(stress.front_end_a_worker(buffer, 5_000, tmp_path, True),
-                                                        seed))
-            except Exception as exc:  # an inconsistency the checker found, or a crash inside the buffer
-                broken.append(exc)
-                break
-    finally:
-        sys.setswitchinterval(interval)
-    assert broken, "three unlocked runs of 4 x 5,000 mixed operations left the buffer consistent"
+    tests_dir = Path(__file__).parent
+    script = ("import sys; from pathlib import Path; import test_threads; "
+              "found = test_threads.unlocked_runs(Path(sys.argv[1])); "
+              "print('BROKEN ' + found if found else 'CONSISTENT')")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tests_dir), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    child = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=tests_dir, env=env,
+                           capture_output=True, text=True, timeout=600)
+    killed_by_signal = child.returncode < 0
+    assert killed_by_signal or (child.returncode == 0 and "BROKEN " in child.stdout), (
+        f"three unlocked runs of 4 x 5,000 mixed operations left the buffer consistent "
+        f"(exit {child.returncode}):\n{child.stdout}\n{child.stderr}")
