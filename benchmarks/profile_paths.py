@@ -15,6 +15,13 @@ the whole public call (median of 5 loops). Then:
   the wrappers' own overhead, which is estimated and removed.
 * W1/W2: the generated add paths are one function each; their steps are timed
   separately (fresh slots every call) and compared with the numpy reference.
+* W1lane: the generated single-add lanes of a README ``NamedTuple`` buffer (float32
+  arrays, Python float and bool; a full ring, so every add evicts), the exact-layout
+  lane these inputs take and the checked lane behind it, each recompiled from its
+  own source with one part left out at a time (the field checks, the lock, the ring
+  cursor with the id and counters, the copies of the fields); the difference to the whole lane
+  is what that part costs in context. The variants are for timing only (without the
+  checks or the lock they are not safe), interleaved over 7 rounds, best round each.
 
 ``--cprofile`` adds cProfile's top functions by own time (cProfile inflates cheap
 calls; use it for the ranking, not the microseconds).
@@ -27,7 +34,7 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -115,6 +122,90 @@ def w1() -> None:
         ("5 column setitems C[slot] = v", per_op(lambda i: [c.__setitem__(7, v) for c, v in zip(cols, vals)], 100_000)),
     ]
     report("W1 add one (buffer.add(dict))", whole, steps)
+
+
+class _T(NamedTuple):
+    """The README's kind of structure (as ``benchmarks/readme_api_adds.py`` uses)."""
+
+    obs: np.ndarray
+    action: np.ndarray
+    reward: float
+    next_obs: np.ndarray
+    done: bool
+
+
+def w1_lane() -> None:
+    import ReplayTables.engine.fast_add as fast_add
+
+    generated: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    build = fast_add._build
+
+    def keep_source(name: str, lines: list[str], env: dict[str, Any], schema: Any) -> Any:
+        generated[name] = (list(lines), env)
+        return build(name, lines, env, schema)
+
+    fast_add._build = keep_source  # type: ignore[assignment]
+    try:
+        cap = 1 << 17
+        buf = ReplayBuffer(cap, _T, 0)
+        d = pool()
+        rows = [_T(d["obs"][j], d["action"][j], float(d["reward"][j]), d["next_obs"][j], bool(d["done"][j]))
+                for j in range(1024)]
+        for j in range(cap + 1):
+            buf.add(rows[j % 1024])
+    finally:
+        fast_add._build = build  # type: ignore[assignment]
+    for lane in ("add_exact", "add_fast"):
+        if lane in generated:
+            ablate(lane, *generated[lane], rows)
+
+
+def ablate(lane: str, lines: list[str], env: dict[str, Any], rows: list[Any]) -> None:
+    """Time the generated ``lane`` whole and with each of its parts left out (see the module docstring)."""
+    import timeit
+
+    def where(test: Callable[[str], bool]) -> list[int]:
+        return [i for i, line in enumerate(lines) if test(line.strip())]
+
+    checks = where(lambda line: line.startswith("if not ("))[0]
+    lock_at, release = where(lambda line: line == "ACQUIRE()")[0], where(lambda line: line == "RELEASE()")[0]
+    # the copies: into the columns (checked lane), or into the scratch row and the row into the table (exact)
+    writes = where(lambda line: ("[slot] = v" in line or line.startswith("X") or line.startswith("ROWS[")))
+    placed = where(lambda line: line.startswith("slot = "))[0]
+    place_end = where(lambda line: line.startswith("ROWS[") or line.startswith("C0[slot]"))[0]
+    indent = lines[placed][: len(lines[placed]) - len(lines[placed].lstrip())]
+
+    def variant(replace: dict[int, str]) -> Callable[[Any], Any]:
+        """The lane's own source and globals with the lines in ``replace`` replaced (``""``: left out)."""
+        scope = dict(env)
+        exec("\n".join(replace.get(i, line) for i, line in enumerate(lines) if replace.get(i, line)), scope)
+        fn: Callable[[Any], Any] = scope[lane]
+        return fn
+
+    def keep(i: int) -> str:
+        return lines[i][: len(lines[i]) - len(lines[i].lstrip())] + "pass"
+
+    variants = {
+        "whole lane": variant({}),
+        "without the field checks": variant({checks: ""}),
+        "without the lock (acquire, release)": variant({lock_at: keep(lock_at), release: keep(release)}),
+        "without cursor, id and counters": variant({i: "" for i in range(placed + 1, place_end)}
+                                                   | {placed: indent + "slot = 7; new_id = 7"}),
+        "without the copies of the fields": variant({i: keep(i) for i in writes}),
+        "call and unpack only": variant({i: "" for i in range(checks, len(lines))} | {checks: "    return 0"}),
+    }
+    assert all(f(rows[1]) is not None for f in variants.values())
+    best = {name: float("inf") for name in variants}
+    n = 100_000
+    for _ in range(7):
+        for name, f in variants.items():
+            t = timeit.timeit(lambda f=f: f(rows[5]), number=n) / n * 1e9
+            best[name] = min(best[name], t)
+    whole = best["whole lane"]
+    print(f"\nW1lane: {lane}, a single add of a README NamedTuple buffer, best of 7 rounds (ns/call)")
+    for name, t in best.items():
+        print(f"  {t:7.0f} ns  {name:40s}" + ("" if name in ("whole lane", "call and unpack only")
+                                                 else f"  (the part: {whole - t:5.0f} ns)"))
 
 
 def w2() -> None:
@@ -297,7 +388,7 @@ def w4() -> None:
     print(f"  split: sample alone {s_only:.2f} µs, update alone {u_only:.2f} µs")
 
 
-WORKLOADS = {"W1": w1, "W2": w2, "W3": w3, "W4": w4}
+WORKLOADS = {"W1": w1, "W1lane": w1_lane, "W2": w2, "W3": w3, "W4": w4}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,8 +10,20 @@ storage columns. Anything the fast lane does not recognise goes to the
 table's general path, which accepts the same inputs and raises the same errors,
 so the fast lane changes speed, not behaviour.
 
-Each lane checks its input without the table's lock (the checks read only the
-input) and then holds the lock, through its bound ``acquire``/``release`` in a
+A single add has two lanes. The exact-layout lane takes an item whose fields
+already have the stored dtypes and shapes (the README's NamedTuple fed float32
+arrays and Python scalars): it copies each field into a one-row scratch buffer
+by a ``memoryview`` assignment, which refuses any other format or shape by
+raising before anything of the table is touched, and then places the row and
+copies it into the table in one assignment. That C-level check replaces the
+per-field shape and dtype tests, and one row copy replaces five numpy writes:
+about a fifth of the lane's cost (``benchmarks/profile_paths.py --workloads W1lane``).
+What it refuses goes to the checked lane, which accepts safe and range-checked
+casts, and what that one refuses to the general path.
+
+The checked lanes check their input without the table's lock (the checks read
+only the input; the exact-layout lane fills its scratch row holding it, as the
+scratch is one per table) and then hold the lock, through its bound ``acquire``/``release`` in a
 ``try``/``finally`` (cheaper than a ``with`` block), for every read and write of
 the table. The id of a new item follows the one id rule of ``ids.py``
 (``NEXT_ID_SOURCE``), and carries the table's shard tag. On a shared table
@@ -135,20 +147,29 @@ def _scalar_check(i: int, dtype: np.dtype, env: dict[str, Any]) -> str:
 def compile_add_one(table: Table) -> Any:
     """Generate ``add(item) -> id`` specialised to this schema and writer.
 
-    It checks each field with identity tests only (exact array type, dtype object
-    and shape, or an exact Python scalar type for scalar fields) and writes
-    straight into the storage columns. Anything it does not recognise falls back
-    to the general path, which gives the same result or a proper error.
+    Two lanes, the first handing what it does not take to the second: the
+    exact-layout lane (:func:`_compile_exact_add_one`, when the row layout allows it)
+    for items whose every field already has the stored dtype and shape, and the
+    checked lane (:func:`_compile_checked_add_one`) for safe and range-checked casts.
+    Anything neither recognises goes to the table's general path, which gives the
+    same result or a proper error.
     """
+    checked = _compile_checked_add_one(table)
+    exact = _compile_exact_add_one(table, checked)
+    return checked if exact is None else exact
+
+
+def _compile_checked_add_one(table: Table) -> Any:
+    """The checked single-add lane: identity tests on each field (exact array type,
+    a dtype that casts safely, or a range-checked narrowing one, the shape; an exact
+    Python or numpy scalar type for scalar fields), then direct writes into the
+    storage columns."""
     schema = table.schema
     storage = table.storage
     assert schema.fields is not None and storage is not None
     if not _flat(schema):
         return table._add_general  # nested dicts: extra nested keys need the general check
-    env: dict[str, Any] = {"ndarray": np.ndarray, "directory": table.directory,
-                           "writer": table.writer, "rng": table.rng, "slow": table._add_general,
-                           "NOT_STORED": NOT_STORED, **_scalar_env(table),
-                           "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
+    env = _single_env(table)
     lines = ["def add_fast(item):", *_unpack_lines(schema, "item", env)]
     checks = []
     for i, f in enumerate(schema.fields):
@@ -165,7 +186,93 @@ def compile_add_one(table: Table) -> Any:
     lines.append("    if not (" + " and ".join(checks) + "): return slow(item)")
     lines.append("    ACQUIRE()")
     lines.append("    try:")
-    body: list[str] = []
+    body = _place_one_lines(table, env) + [f"C{i}[slot] = v{i}" for i in range(len(schema.fields))]
+    body += _inserted_one_lines(table, env)
+    lines += ["        " + line for line in _journalled(body, "1", table, env)]
+    lines += ["    finally:", "        RELEASE()"]
+    return _build("add_fast", lines, env, schema)
+
+
+#: Buffer formats a memoryview can be cast to and assign items of (``struct`` characters).
+_MEMORYVIEW_FORMATS = frozenset("bBhHiIlLqQfd?")
+
+
+def _compile_exact_add_one(table: Table, checked: Any) -> Any:
+    """The exact-layout single-add lane, or ``None`` where the row layout does not allow it.
+
+    Every field is copied into a one-row scratch buffer through ``memoryview``
+    assignments, which take an array only when its buffer has exactly the field's
+    format and shape (no casting, no broadcasting) and refuse anything else by
+    raising, having written only the scratch row. That one C-level check replaces
+    the shape and dtype tests of the checked lane. Once every field is in, the
+    row is placed (cursor, id, counters) and copied into the table's rows in one
+    assignment. An item the scratch refuses (another dtype, shape or byte order)
+    goes to ``checked``, the lane that casts, so this lane changes speed only.
+
+    Fields are Python type-tested first (``ndarray`` exactly; scalar fields the
+    scalar types of the checked lane, range-checked), so only what the checked
+    lane would accept as is reaches the scratch; the first array field's dtype is
+    tested too, so the common cast (float64 observations into float32 fields)
+    goes to the checked lane without paying for a raised exception. Possible when the storage's rows are
+    one C-contiguous ``uint8`` array and every field is a scalar or 1-D array of a
+    format ``memoryview`` handles, at an offset that is a multiple of its item size
+    (``row_layout`` aligns fields so). The scratch is filled holding the table's
+    lock: it is one per table, shared by its threads.
+    """
+    schema = table.schema
+    storage = table.storage
+    assert schema.fields is not None and storage is not None
+    rows = getattr(storage, "rows", None)
+    offsets = getattr(storage, "offsets", None)
+    if not _flat(schema) or not isinstance(rows, np.ndarray) or rows.ndim != 2 or rows.dtype != np.uint8 \
+            or not rows.flags.c_contiguous or offsets is None or rows.shape[0] != table.capacity:
+        return None
+    row_bytes = int(rows.shape[1])
+    scratch: Any = memoryview(bytearray(row_bytes))  # cast below to each field's format
+    env = _single_env(table)
+    env.update({"checked": checked, "ROW": scratch, "ROWS": rows.data.cast("B"), "RB": row_bytes})
+    writes, tests = [], []
+    for i, (f, offset) in enumerate(zip(schema.fields, offsets)):
+        fmt = np.empty(1, f.dtype).data.format if f.dtype.isnative else ""
+        if fmt not in _MEMORYVIEW_FORMATS or len(f.shape) > 1 or offset % f.dtype.itemsize \
+                or row_bytes % f.dtype.itemsize:
+            return None
+        view = f"X{ord(fmt)}"
+        env[view] = scratch.cast(fmt)
+        at = offset // f.dtype.itemsize
+        if f.shape == ():
+            tests.append(_scalar_check(i, f.dtype, env))
+            writes.append(f"{view}[{at}] = v{i}")
+        elif "D_FIRST" in env:
+            tests.append(f"type(v{i}) is ndarray")
+            writes.append(f"{view}[{at}:{at + f.shape[0]}] = v{i}")
+        else:  # the first array field's dtype too: an item of cast arrays skips the raise (~0.5 µs)
+            env["D_FIRST"] = f.dtype
+            tests.append(f"type(v{i}) is ndarray and v{i}.dtype is D_FIRST")
+            writes.append(f"{view}[{at}:{at + f.shape[0]}] = v{i}")
+    lines = ["def add_exact(item):", *_unpack_lines(schema, "item", env)]
+    lines.append("    if not (" + " and ".join(tests) + "): return checked(item)")
+    lines += ["    ACQUIRE()", "    try:", "        try:"]
+    lines += ["            " + line for line in writes]
+    # what the scratch refuses raises before the table is touched: the checked lane decides
+    lines += ["        except (TypeError, ValueError, OverflowError):", "            pass", "        else:"]
+    body = [*_place_one_lines(table, env), "ROWS[slot * RB:slot * RB + RB] = ROW", *_inserted_one_lines(table, env)]
+    lines += ["            " + line for line in _journalled(body, "1", table, env)]
+    lines += ["    finally:", "        RELEASE()", "    return checked(item)"]
+    return _build("add_exact", lines, env, schema)
+
+
+def _single_env(table: Table) -> dict[str, Any]:
+    """The globals both single-add lanes share."""
+    return {"ndarray": np.ndarray, "directory": table.directory, "writer": table.writer, "rng": table.rng,
+            "slow": table._add_general, "NOT_STORED": NOT_STORED, **_scalar_env(table),
+            "ACQUIRE": table.lock.acquire, "RELEASE": table.lock.release, "TAG": table._tag}
+
+
+def _place_one_lines(table: Table, env: dict[str, Any]) -> list[str]:
+    """The lines (run under the lock) that place one item: its slot (``slot``), its id
+    (``new_id``) by the one id rule, and the counters; ``return NOT_STORED`` where the
+    writer declines it."""
     if isinstance(table.writer, FifoWriter):
         # the ring's cursor step and the id bookkeeping inline: no method calls, one slot_id read
         env["CAP"] = table.capacity
@@ -173,40 +280,40 @@ def compile_add_one(table: Table) -> Any:
         # array is only ever replaced by rebinding to shared memory, which recompiles the lanes (a load
         # copies into it), so the view bound here stays the table's
         env["SID"] = table.directory.slot_id.data
-        body.append("slot = W[0]")
-        body.append("W[0] = slot + 1 if slot + 1 < CAP else 0")
-        body.append("N[ADDED] += 1")
-        body.append("old = SID[slot]")
-        body.append("if old >= 0:")
-        body.append("    new_id = " + NEXT_ID_SOURCE.format(old="old", capacity="CAP"))  # the id rule, live slot
-        body.append("    SID[slot] = new_id")
-        body.append("    N[EVICTED] += 1")
-        body.append("elif old == -1 and D[1] and slot == D[0]:")
-        body.append("    new_id = slot")  # a never-used slot at the end of the dense prefix: the rule's id
-        body.append("    SID[slot] = slot")
-        body.append("    D[0] = slot + 1")
-        body.append("    if slot + 1 >= directory.filled: directory.reach(slot + 1)")  # a lazy directory
-        body.append("else:")
-        body.append("    new_id = directory.assign_one(slot)")  # a deleted slot: the directory's own rules
-    else:
-        body.append("slot = writer.place_one(rng)")
-        body.append("N[ADDED] += 1")
-        body.append("if slot < 0:")
-        body.append("    N[NOT_STORED_N] += 1")
-        body.append("    return NOT_STORED")
-        body.append("if slot >= directory.filled: directory.reach(slot)")
-        body.append("if directory.slot_id[slot] >= 0: N[EVICTED] += 1")
-        body.append("new_id = directory.assign_one(slot)")
-    for i in range(len(schema.fields)):
-        body.append(f"C{i}[slot] = v{i}")
+        return ["slot = W[0]",
+                "W[0] = slot + 1 if slot + 1 < CAP else 0",
+                "N[ADDED] += 1",
+                "old = SID[slot]",
+                "if old >= 0:",
+                "    new_id = " + NEXT_ID_SOURCE.format(old="old", capacity="CAP"),  # the id rule, live slot
+                "    SID[slot] = new_id",
+                "    N[EVICTED] += 1",
+                "elif old == -1 and D[1] and slot == D[0]:",
+                "    new_id = slot",  # a never-used slot at the end of the dense prefix: the rule's id
+                "    SID[slot] = slot",
+                "    D[0] = slot + 1",
+                "    if slot + 1 >= directory.filled: directory.reach(slot + 1)",  # a lazy directory
+                "else:",
+                "    new_id = directory.assign_one(slot)"]  # a deleted slot: the directory's own rules
+    return ["slot = writer.place_one(rng)",
+            "N[ADDED] += 1",
+            "if slot < 0:",
+            "    N[NOT_STORED_N] += 1",
+            "    return NOT_STORED",
+            "if slot >= directory.filled: directory.reach(slot)",
+            "if directory.slot_id[slot] >= 0: N[EVICTED] += 1",
+            "new_id = directory.assign_one(slot)"]
+
+
+def _inserted_one_lines(table: Table, env: dict[str, Any]) -> list[str]:
+    """The lines after an item's rows are written: the sampler's insert hook, and the id returned."""
+    lines = []
     if table.sampler.prioritized:
         env["on_insert"] = table.sampler.on_insert
         env["np"] = np
-        body.append("on_insert(np.array([slot], dtype=np.int64), None, directory)")
-    body.append("return new_id | TAG" if table._tag else "return new_id")
-    lines += ["        " + line for line in _journalled(body, "1", table, env)]
-    lines += ["    finally:", "        RELEASE()"]
-    return _build("add_fast", lines, env, schema)
+        lines.append("on_insert(np.array([slot], dtype=np.int64), None, directory)")
+    lines.append("return new_id | TAG" if table._tag else "return new_id")
+    return lines
 
 
 def compile_add_batch(table: Table) -> Any:
