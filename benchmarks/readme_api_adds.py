@@ -29,6 +29,9 @@ machine slows every row alike and the ratios stay comparable:
   mid-write, and the writes, straight-line with nothing else (the least a checked add
   through the README's API costs in Python; the rest of an add is the ring cursor,
   the id, the counters and the table lock).
+  For W2 the same checks are also timed with the writes going into numpy-ref's own
+  contiguous arrays (the floor of a checked batch add in any layout, packed or not),
+  and that again holding a lock and making and recording the 64 ids an add returns.
 
 Run against another checkout with ``PYTHONPATH=<checkout>/src``.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -194,23 +198,39 @@ def w2_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
     safe_reward = frozenset({f32, np.dtype(np.float64)})  # the float field takes float32 by a safe cast
     s17, s6, s1 = (B, 17), (B, 6), (B,)
 
-    def checked_writes(i: int) -> None:
-        """The least a checked batch add through the README's API does: build ``T``, test each field's
-        exact type, shape (batch length included) and dtype so nothing can fail mid-write, and write the
-        rows (no lock, ids or counts)."""
-        t = T(*b32[i % nb])
-        o, a, r, n, d = t
-        if not (type(o) is nd and o.shape == s17 and o.dtype is f32 and type(a) is nd and a.shape == s6
-                and a.dtype is f32 and type(r) is nd and r.shape == s1 and r.dtype in safe_reward
-                and type(n) is nd and n.shape == s17 and n.dtype is f32 and type(d) is nd and d.shape == s1
-                and d.dtype is b_):
-            raise TypeError(t)
-        s = (i * B) % (CAP - B)
-        packed[0][s:s + B] = o
-        packed[1][s:s + B] = a
-        packed[2][s:s + B] = r
-        packed[3][s:s + B] = n
-        packed[4][s:s + B] = d
+    def checked_writes_into(columns: list[np.ndarray]) -> Callable[[int], None]:
+        def checked_writes(i: int) -> None:
+            """The least a checked batch add through the README's API does: build ``T``, test each field's
+            exact type, shape (batch length included) and dtype so nothing can fail mid-write, and write the
+            rows into ``columns`` (no lock, ids or counts)."""
+            t = T(*b32[i % nb])
+            o, a, r, n, d = t
+            if not (type(o) is nd and o.shape == s17 and o.dtype is f32 and type(a) is nd and a.shape == s6
+                    and a.dtype is f32 and type(r) is nd and r.shape == s1 and r.dtype in safe_reward
+                    and type(n) is nd and n.shape == s17 and n.dtype is f32 and type(d) is nd and d.shape == s1
+                    and d.dtype is b_):
+                raise TypeError(t)
+            s = (i * B) % (CAP - B)
+            columns[0][s:s + B] = o
+            columns[1][s:s + B] = a
+            columns[2][s:s + B] = r
+            columns[3][s:s + B] = n
+            columns[4][s:s + B] = d
+        return checked_writes
+
+    into_numpy_refs = checked_writes_into(cols)
+    lock = threading.RLock()
+    slot_ids = np.full(CAP, -1, dtype=np.int64)
+
+    def locked_with_ids(i: int) -> np.ndarray:
+        """The checked writes into contiguous arrays plus the least a batch add must also do: hold a
+        lock, and make and record the batch's ids (no eviction rule, cursor or counters)."""
+        with lock:
+            into_numpy_refs(i)
+            s = (i * B) % (CAP - B)
+            ids = np.arange(s, s + B, dtype=np.int64)
+            slot_ids[s:s + B] = ids
+        return ids
 
     return {
         "numpy-ref": numpy_ref,
@@ -219,7 +239,9 @@ def w2_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         "FieldSpec dict": lambda i: fs(dict(zip(names, b32[i % nb]))),
         "general path (lanes off)": lambda i: slow(T(*b32[i % nb])),
         "floor: the 5 strided writes into our packed rows only": packed_writes,
-        "floor: build T, check its fields, write the rows": checked_writes,
+        "floor: build T, check its fields, write the rows": checked_writes_into(packed),
+        "floor: build T, check its fields, write numpy-ref's own arrays": checked_writes_into(cols),
+        "floor: the same, holding a lock, returning 64 new ids": locked_with_ids,
     }
 
 
