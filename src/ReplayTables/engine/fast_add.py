@@ -21,11 +21,11 @@ about a fifth of the lane's cost (``benchmarks/profile_paths.py --workloads W1la
 What it refuses goes to the checked lane, which accepts safe and range-checked
 casts, and what that one refuses to the general path.
 
-The checked lanes check their input without the table's lock (the checks read
-only the input; the exact-layout lane fills its scratch row holding it, as the
-scratch is one per table) and then hold the lock, through its bound ``acquire``/``release`` in a
-``try``/``finally`` (cheaper than a ``with`` block), for every read and write of
-the table. The id of a new item follows the one id rule of ``ids.py``
+The checked lanes test their input without the table's lock (the tests read
+only the input; the exact-layout lane fills its scratch row holding the lock, as
+the scratch is one per table). Every lane holds the lock, through the lock's bound
+``acquire``/``release`` in a ``try``/``finally`` (cheaper than a ``with`` block),
+for every read and write of the table. The id of a new item follows the one id rule of ``ids.py``
 (``NEXT_ID_SOURCE``), and carries the table's shard tag. On a shared table
 (``table.journal`` set) the writes are bracketed by its add journal, as the
 general path's are, so a process killed inside a lane's writes leaves nothing
@@ -213,10 +213,11 @@ def _compile_exact_add_one(table: Table, checked: Any) -> Any:
     scalar types of the checked lane, range-checked), so only what the checked
     lane would accept as is reaches the scratch; the first array field's dtype is
     tested too, so the common cast (float64 observations into float32 fields)
-    goes to the checked lane without paying for a raised exception. Possible when the storage's rows are
-    one C-contiguous ``uint8`` array and every field is a scalar or 1-D array of a
-    format ``memoryview`` handles, at an offset that is a multiple of its item size
-    (``row_layout`` aligns fields so). The scratch is filled holding the table's
+    goes to the checked lane without paying for a raised exception.
+
+    Possible when the storage's rows are one C-contiguous ``uint8`` array and every
+    field is a scalar or 1-D array of a format ``memoryview`` handles, at an offset
+    that is a multiple of its item size (``row_layout`` aligns fields so). The scratch is filled holding the table's
     lock: it is one per table, shared by its threads.
     """
     schema = table.schema
