@@ -34,10 +34,11 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from readme_api_adds import T  # the README's structure, as the README-API benchmark defines it
 from ReplayTables.engine.schema import FieldSpec
 from ReplayTables.PER import PERConfig, PrioritizedReplay
 from ReplayTables.ReplayBuffer import ReplayBuffer
@@ -124,16 +125,6 @@ def w1() -> None:
     report("W1 add one (buffer.add(dict))", whole, steps)
 
 
-class _T(NamedTuple):
-    """The README's kind of structure (as ``benchmarks/readme_api_adds.py`` uses)."""
-
-    obs: np.ndarray
-    action: np.ndarray
-    reward: float
-    next_obs: np.ndarray
-    done: bool
-
-
 def w1_lane() -> None:
     import ReplayTables.engine.fast_add as fast_add
 
@@ -147,9 +138,9 @@ def w1_lane() -> None:
     fast_add._build = keep_source  # type: ignore[assignment]
     try:
         cap = 1 << 17
-        buf = ReplayBuffer(cap, _T, 0)
+        buf = ReplayBuffer(cap, T, 0)
         d = pool()
-        rows = [_T(d["obs"][j], d["action"][j], float(d["reward"][j]), d["next_obs"][j], bool(d["done"][j]))
+        rows = [T(d["obs"][j], d["action"][j], float(d["reward"][j]), d["next_obs"][j], bool(d["done"][j]))
                 for j in range(1024)]
         for j in range(cap + 1):
             buf.add(rows[j % 1024])

@@ -240,7 +240,7 @@ def w2_cases(general_buffer: ReplayBuffer) -> dict[str, Callable[[int], Any]]:
         "general path (lanes off)": lambda i: slow(T(*b32[i % nb])),
         "floor: the 5 strided writes into our packed rows only": packed_writes,
         "floor: build T, check its fields, write the rows": checked_writes_into(packed),
-        "floor: build T, check its fields, write numpy-ref's own arrays": checked_writes_into(cols),
+        "floor: build T, check its fields, write numpy-ref's own arrays": into_numpy_refs,
         "floor: the same, holding a lock, returning 64 new ids": locked_with_ids,
     }
 

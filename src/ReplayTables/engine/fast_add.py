@@ -25,8 +25,8 @@ The checked lanes test their input without the table's lock (the tests read
 only the input; the exact-layout lane fills its scratch row holding the lock, as
 the scratch is one per table). Every lane holds the lock, through the lock's bound
 ``acquire``/``release`` in a ``try``/``finally`` (cheaper than a ``with`` block),
-for every read and write of the table. The id of a new item follows the one id rule of ``ids.py``
-(``NEXT_ID_SOURCE``), and carries the table's shard tag. On a shared table
+for every read and write of the table. The id of a new item follows the one id
+rule of ``ids.py`` (``NEXT_ID_SOURCE``), and carries the table's shard tag. On a shared table
 (``table.journal`` set) the writes are bracketed by its add journal, as the
 general path's are, so a process killed inside a lane's writes leaves nothing
 half-written visible.
@@ -217,8 +217,9 @@ def _compile_exact_add_one(table: Table, checked: Any) -> Any:
 
     Possible when the storage's rows are one C-contiguous ``uint8`` array and every
     field is a scalar or 1-D array of a format ``memoryview`` handles, at an offset
-    that is a multiple of its item size (``row_layout`` aligns fields so). The scratch is filled holding the table's
-    lock: it is one per table, shared by its threads.
+    that is a multiple of its item size (``row_layout`` aligns fields so). The
+    scratch is filled holding the table's lock: it is one per table, shared by its
+    threads.
     """
     schema = table.schema
     storage = table.storage
@@ -233,6 +234,7 @@ def _compile_exact_add_one(table: Table, checked: Any) -> Any:
     env = _single_env(table)
     env.update({"checked": checked, "ROW": scratch, "ROWS": rows.data.cast("B"), "RB": row_bytes})
     writes, tests = [], []
+    arrays = [i for i, f in enumerate(schema.fields) if f.shape != ()]
     for i, (f, offset) in enumerate(zip(schema.fields, offsets)):
         fmt = np.empty(1, f.dtype).data.format if f.dtype.isnative else ""
         if fmt not in _MEMORYVIEW_FORMATS or len(f.shape) > 1 or offset % f.dtype.itemsize \
@@ -244,13 +246,12 @@ def _compile_exact_add_one(table: Table, checked: Any) -> Any:
         if f.shape == ():
             tests.append(_scalar_check(i, f.dtype, env))
             writes.append(f"{view}[{at}] = v{i}")
-        elif "D_FIRST" in env:
-            tests.append(f"type(v{i}) is ndarray")
-            writes.append(f"{view}[{at}:{at + f.shape[0]}] = v{i}")
-        else:  # the first array field's dtype too: an item of cast arrays skips the raise (~0.5 µs)
+            continue
+        tests.append(f"type(v{i}) is ndarray")
+        if i == arrays[0]:  # the first array field's dtype too: an item of cast arrays skips the raise (~0.5 µs)
             env["D_FIRST"] = f.dtype
-            tests.append(f"type(v{i}) is ndarray and v{i}.dtype is D_FIRST")
-            writes.append(f"{view}[{at}:{at + f.shape[0]}] = v{i}")
+            tests[-1] += f" and v{i}.dtype is D_FIRST"
+        writes.append(f"{view}[{at}:{at + f.shape[0]}] = v{i}")
     lines = ["def add_exact(item):", *_unpack_lines(schema, "item", env)]
     lines.append("    if not (" + " and ".join(tests) + "): return checked(item)")
     lines += ["    ACQUIRE()", "    try:", "        try:"]
